@@ -1,0 +1,67 @@
+//! Wiring: open the store, rebuild the registry, bind the listeners, serve
+//! until shutdown, then drain.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, HttpState};
+use crate::registry::Registry;
+use crate::shutdown::Shutdown;
+use crate::store::{CredentialCipher, Store};
+
+/// Run the hub until `shutdown` fires.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let metrics = crate::metrics::install();
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let cipher = match &config.credential_key {
+        Some(k) => CredentialCipher::from_hex(k)?,
+        None => CredentialCipher::from_key_file(&data_dir)?,
+    };
+    let cache = config.store_cache_bytes;
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, cipher, cache))
+        .await?
+        .context("cannot open the store")?;
+
+    let heartbeat = TcpListener::bind(config.heartbeat_addr)
+        .await
+        .with_context(|| format!("cannot listen for heartbeats on {}", config.heartbeat_addr))?;
+    let heartbeat_addr = heartbeat.local_addr()?;
+    let advertised = config.advertised(heartbeat_addr);
+    let groups = config.build_groups(advertised.clone())?;
+
+    let registry = {
+        let store = Arc::new(store);
+        tokio::task::spawn_blocking(move || Registry::open(store, groups))
+            .await?
+            .context("cannot rebuild the registry from the store")?
+    };
+    tracing::info!(tagents = registry.index().len(), "registry loaded");
+
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    tracing::info!(
+        http = %http_addr,
+        heartbeat = %heartbeat_addr,
+        advertise = %format!("{}:{}", advertised.0, advertised.1),
+        "listening"
+    );
+
+    let state = HttpState {
+        registry: registry.clone(),
+        metrics,
+        trusted_proxies: config.trusted_proxies.clone().into(),
+    };
+    let router = http::router(state, config.max_body_bytes);
+    let served = http::serve(http_listener, router, shutdown.clone()).await;
+    drop(heartbeat);
+    registry.shutdown().await;
+    tracing::info!("stopped");
+    served.context("the HTTP server failed")
+}

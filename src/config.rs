@@ -1,0 +1,331 @@
+//! Configuration: a TOML file, overridden by environment variables and flags
+//! (see `main.rs`), with defaults that work with no file at all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::registry::model::{Runner, RunnerGroup, RunnerGroups};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Registration, admin API and metrics.
+    pub http_addr: SocketAddr,
+    /// The heartbeat listener tagents hold their sessions on.
+    pub heartbeat_addr: SocketAddr,
+    /// Where the store and the generated keys live.
+    pub data_dir: PathBuf,
+    /// The heartbeat `host:port` told to tagents, when the hub is the only
+    /// runner of the default group. Defaults to the heartbeat listener's
+    /// address (a local interface's if it listens on all of them).
+    pub advertise: Option<String>,
+    /// 64 hex digits: the key credentials are sealed with. Without it the hub
+    /// uses `<data_dir>/credential.key`, generating it on first start.
+    pub credential_key: Option<String>,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest registration body accepted.
+    pub max_body_bytes: usize,
+    /// redb's page cache.
+    pub store_cache_bytes: usize,
+    #[serde(rename = "runner_group")]
+    pub runner_groups: Vec<RunnerGroupConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: "0.0.0.0:8084".parse().expect("valid default"),
+            heartbeat_addr: "0.0.0.0:8888".parse().expect("valid default"),
+            data_dir: PathBuf::from("./data"),
+            advertise: None,
+            credential_key: None,
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            store_cache_bytes: 64 * 1024 * 1024,
+            runner_groups: Vec::new(),
+        }
+    }
+}
+
+/// `[[runner_group]]` as operators write it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerGroupConfig {
+    pub id: u32,
+    pub name: String,
+    /// CIDRs, scanned in order: the first match wins.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    #[serde(rename = "runner", default)]
+    pub runners: Vec<RunnerConfig>,
+}
+
+/// `[[runner_group.runner]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    pub id: u32,
+    pub name: String,
+    /// The runner's heartbeat address, `host:port`.
+    pub heartbeat: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Invalid(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            e => e,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check everything that does not depend on the bound addresses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = &self.advertise {
+            parse_host_port(a).map_err(ConfigError::Invalid)?;
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        self.build_groups(("127.0.0.1".into(), 1)).map(|_| ())
+    }
+
+    /// The heartbeat address told to tagents: `advertise`, else the bound
+    /// heartbeat address, with an unspecified ip replaced by a local interface's.
+    pub fn advertised(&self, bound: SocketAddr) -> (String, u16) {
+        if let Some(a) = &self.advertise
+            && let Ok((host, port)) = parse_host_port(a)
+        {
+            return (host, port);
+        }
+        let ip = if bound.ip().is_unspecified() {
+            local_ip().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+        } else {
+            bound.ip()
+        };
+        (ip.to_string(), bound.port())
+    }
+
+    /// The runner groups, in configured order. With none configured: one
+    /// group `default` (id 1, every IPv4 and IPv6 address) whose only runner
+    /// (id 1) is this hub at `advertised`.
+    pub fn build_groups(&self, advertised: (String, u16)) -> Result<RunnerGroups, ConfigError> {
+        if self.runner_groups.is_empty() {
+            return Ok(RunnerGroups {
+                groups: vec![RunnerGroup {
+                    id: 1,
+                    name: "default".into(),
+                    networks: vec![
+                        "0.0.0.0/0".parse().expect("valid"),
+                        "::/0".parse().expect("valid"),
+                    ],
+                    runners: vec![Runner {
+                        id: 1,
+                        name: "this-hub".into(),
+                        host: advertised.0,
+                        port: advertised.1,
+                    }],
+                }],
+            });
+        }
+        let mut groups: Vec<RunnerGroup> = Vec::new();
+        for g in &self.runner_groups {
+            if groups.iter().any(|x| x.id == g.id) {
+                return Err(ConfigError::Invalid(format!(
+                    "runner group id {} is used twice",
+                    g.id
+                )));
+            }
+            let mut networks: Vec<IpNet> = Vec::new();
+            for n in &g.networks {
+                let net: IpNet = n.trim().parse().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "runner group {}: '{n}' is not a CIDR network",
+                        g.id
+                    ))
+                })?;
+                if networks.contains(&net) {
+                    return Err(ConfigError::Invalid(format!(
+                        "runner group {}: network {net} is listed twice",
+                        g.id
+                    )));
+                }
+                networks.push(net);
+            }
+            let mut runners: Vec<Runner> = Vec::new();
+            for r in &g.runners {
+                if groups
+                    .iter()
+                    .flat_map(|x| &x.runners)
+                    .chain(&runners)
+                    .any(|x| x.id == r.id && x.heartbeat() != r.heartbeat)
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "runner id {} names two addresses",
+                        r.id
+                    )));
+                }
+                if runners.iter().any(|x| x.id == r.id) {
+                    return Err(ConfigError::Invalid(format!(
+                        "runner group {}: runner id {} is listed twice",
+                        g.id, r.id
+                    )));
+                }
+                let (host, port) = parse_host_port(&r.heartbeat).map_err(|e| {
+                    ConfigError::Invalid(format!("runner {} ({}): {e}", r.id, r.name))
+                })?;
+                runners.push(Runner {
+                    id: r.id,
+                    name: r.name.clone(),
+                    host,
+                    port,
+                });
+            }
+            runners.sort_by_key(|r| r.id);
+            groups.push(RunnerGroup {
+                id: g.id,
+                name: g.name.clone(),
+                networks,
+                runners,
+            });
+        }
+        Ok(RunnerGroups { groups })
+    }
+}
+
+/// `host:port` or `[v6]:port`, with a port from 1 to 65535.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{s}' is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == ',') {
+        return Err(format!("'{s}' has no usable host"));
+    }
+    if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(format!(
+            "'{s}' is not host:port (write IPv6 as [addr]:port)"
+        ));
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("'{s}' has no port between 1 and 65535"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// The first non-loopback IPv4 address of this host, else the first IPv6.
+fn local_ip() -> Option<IpAddr> {
+    let ifs = if_addrs::get_if_addrs().ok()?;
+    let ips: Vec<IpAddr> = ifs
+        .iter()
+        .filter(|i| !i.is_loopback())
+        .map(|i| i.ip())
+        .collect();
+    ips.iter()
+        .find(|ip| ip.is_ipv4())
+        .or_else(|| ips.first())
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.http_addr.port(), 8084);
+        assert_eq!(c.heartbeat_addr.port(), 8888);
+        let groups = c.build_groups(("10.0.0.21".into(), 8888)).unwrap();
+        let g = &groups.groups[0];
+        assert_eq!((g.id, g.name.as_str()), (1, "default"));
+        assert_eq!(g.proxy_group(), "10.0.0.21:8888");
+        assert!(groups.match_ip("192.168.1.1".parse().unwrap()).is_some());
+        assert!(groups.match_ip("fd00::1".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn runner_groups_keep_file_order() {
+        let c = Config::from_toml(
+            r#"
+            [[runner_group]]
+            id = 2
+            name = "dc2"
+            networks = ["10.1.0.0/16"]
+            [[runner_group.runner]]
+            id = 9
+            name = "b"
+            heartbeat = "10.1.0.2:8888"
+            [[runner_group.runner]]
+            id = 3
+            name = "a"
+            heartbeat = "[fd00::3]:8888"
+
+            [[runner_group]]
+            id = 1
+            name = "dc1"
+            networks = ["10.0.0.0/8", "fd00::/8"]
+            [[runner_group.runner]]
+            id = 1
+            name = "hub-a"
+            heartbeat = "10.0.0.21:8888"
+        "#,
+        )
+        .unwrap();
+        let groups = c.build_groups(("x".into(), 1)).unwrap();
+        assert_eq!(groups.match_ip("10.1.2.3".parse().unwrap()).unwrap().id, 2);
+        assert_eq!(groups.match_ip("10.2.2.3".parse().unwrap()).unwrap().id, 1);
+        assert_eq!(
+            groups.get(2).unwrap().proxy_group(),
+            "[fd00::3]:8888,10.1.0.2:8888"
+        );
+    }
+
+    #[test]
+    fn bad_groups_are_refused() {
+        for bad in [
+            "[[runner_group]]\nid=1\nname='a'\nnetworks=['10.0.0.0/33']",
+            "[[runner_group]]\nid=1\nname='a'\nnetworks=['10.0.0.0/8','10.0.0.0/8']",
+            "[[runner_group]]\nid=1\nname='a'\n[[runner_group]]\nid=1\nname='b'",
+            "[[runner_group]]\nid=1\nname='a'\n[[runner_group.runner]]\nid=1\nname='r'\nheartbeat='nohost'",
+            "unknown_key = 1",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "accepted: {bad}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! tagent-hub: the runner-side heartbeat server and tagent registry.
+//!
+//! Data flows one way: socket -> codec -> session -> registry/status -> store.
+//!
+//! - [`config`]: the TOML file, environment and flags, and their defaults.
+//! - [`registry`]: the registration rules (SPEC §2.3), pure, over an
+//!   in-memory index; the writer thread that group-commits every change.
+//! - [`store`]: `redb` tables; credentials sealed at rest.
+//! - [`http`]: `POST /register`, `/metrics`, `/healthz`.
+//! - [`metrics`]: the Prometheus recorder.
+//! - [`shutdown`]: the signal that stops every task.
+//! - [`app`]: wiring it all together for `tagent-hub serve`.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod shutdown;
+pub mod store;

@@ -1,0 +1,95 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tagent_hub::config::Config;
+use tagent_hub::shutdown::Shutdown;
+
+/// tagent-hub: the heartbeat server and registry for NeatLogic tagents.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: registration and admin over HTTP, heartbeats over TCP.
+    Serve(ServeArgs),
+}
+
+/// Flags override environment variables, which override the config file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (optional: the defaults need none).
+    #[arg(long, env = "TAGENT_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address (registration, admin, metrics). Port 0 picks one.
+    #[arg(long, env = "TAGENT_HUB_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Heartbeat listen address. Port 0 picks one.
+    #[arg(long, env = "TAGENT_HUB_HEARTBEAT_ADDR")]
+    heartbeat_addr: Option<SocketAddr>,
+    /// Directory of the store and generated keys.
+    #[arg(long, env = "TAGENT_HUB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Heartbeat address told to tagents, HOST:PORT.
+    #[arg(long, env = "TAGENT_HUB_ADVERTISE")]
+    advertise: Option<String>,
+    /// Key that seals credentials at rest (64 hex digits).
+    #[arg(long, env = "TAGENT_HUB_CREDENTIAL_KEY", hide_env_values = true)]
+    credential_key: Option<String>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(a) = self.http_addr {
+            config.http_addr = a;
+        }
+        if let Some(a) = self.heartbeat_addr {
+            config.heartbeat_addr = a;
+        }
+        if let Some(d) = self.data_dir {
+            config.data_dir = d;
+        }
+        if let Some(a) = self.advertise {
+            config.advertise = Some(a);
+        }
+        if let Some(k) = self.credential_key {
+            config.credential_key = Some(k);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.into_config()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let shutdown = Shutdown::new();
+                shutdown.on_signals();
+                tagent_hub::app::run(config, shutdown).await
+            })
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Prometheus metrics: one process-wide recorder, rendered at `GET /metrics`.
+//! Names follow Prometheus conventions (`_total` counters, `_seconds` units).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the recorder (once per process) and return the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ];
+            let sizes = [
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+            ];
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &sizes))
+                .expect("bucket lists are not empty")
+                .install_recorder()
+                .expect("the metrics recorder is installed once");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "tagent_hub_registrations_total",
+        "Registrations answered, by outcome (created, updated, or the error kind)."
+    );
+    describe_histogram!(
+        "tagent_hub_registration_duration_seconds",
+        "Time from a registration request to its reply, including the durable commit."
+    );
+    describe_gauge!("tagent_hub_tagents", "Registered tagents.");
+    describe_histogram!(
+        "tagent_hub_store_commit_duration_seconds",
+        "Duration of one durable store transaction."
+    );
+    describe_histogram!(
+        "tagent_hub_store_batch_size",
+        "Registrations committed per store transaction."
+    );
+    describe_counter!(
+        "tagent_hub_store_errors_total",
+        "Store transactions that failed; their registrations were refused."
+    );
+    describe_counter!(
+        "tagent_hub_status_transitions_total",
+        "Status transitions persisted, by reason (connected, or the disconnect reason)."
+    );
+    describe_counter!(
+        "tagent_hub_http_rejected_total",
+        "HTTP requests refused before reaching the rules, by reason."
+    );
+}

@@ -1,0 +1,66 @@
+//! Why a registration was refused. Every message is written for the operator
+//! who reads it in the tagent's log.
+
+use std::net::IpAddr;
+
+use super::model::TagentId;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// Rule 1: the request itself is unusable.
+    #[error("invalid registration: {0}")]
+    Invalid(String),
+    /// Rule 2: the ip is listed by more than one tagent on that port.
+    #[error(
+        "the current primary IP is included in multiple tagents: ip {ip} port {port} is held by {tagents}"
+    )]
+    MultipleTagents {
+        ip: IpAddr,
+        port: u16,
+        tagents: String,
+    },
+    /// Rule 3: the tagent this registration resolves to is connected right now.
+    #[error(
+        "IP conflict: an active tagent already exists: tagent {id} ({ip}:{port}) holds a live heartbeat session"
+    )]
+    IpConflict { id: TagentId, ip: IpAddr, port: u16 },
+    /// Rule 4: no runner group network (with a runner) contains the primary ip.
+    #[error("no runner group with a runner has a network that contains ip {0}")]
+    NoRunnerGroup(IpAddr),
+    /// Rule 5: `ipString` lists another tagent's primary ip on the same port.
+    #[error(
+        "ipString contains the primary IP of other tagents on port {port}: {tagents}; remove those ips from ipString and register again"
+    )]
+    ContainsOtherPrimary { port: u16, tagents: String },
+    /// Rule 6: the new primary ip is already another tagent's primary ip.
+    #[error("primary ip {ip} port {port} already belongs to another tagent: {tagents}")]
+    PrimaryTaken {
+        ip: IpAddr,
+        port: u16,
+        tagents: String,
+    },
+    #[error("tagent ids are exhausted")]
+    IdsExhausted,
+    /// The store could not make the registration durable; nothing was stored.
+    #[error("registration not stored: {0}")]
+    Store(String),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+impl RegisterError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid",
+            Self::MultipleTagents { .. } => "multiple_tagents",
+            Self::IpConflict { .. } => "ip_conflict",
+            Self::NoRunnerGroup(_) => "no_runner_group",
+            Self::ContainsOtherPrimary { .. } => "contains_other_primary",
+            Self::PrimaryTaken { .. } => "primary_taken",
+            Self::IdsExhausted => "ids_exhausted",
+            Self::Store(_) => "store_error",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}

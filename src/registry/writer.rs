@@ -1,0 +1,201 @@
+//! The writer thread: the only code that changes the index or writes the store.
+//!
+//! It takes every job waiting (up to a batch), decides each registration
+//! against the index overlaid with the batch's earlier decisions, writes the
+//! whole batch in one durable redb transaction, then applies it to the index
+//! and answers. A failed commit answers every registration of the batch with
+//! an error and leaves the index untouched, so it still equals the store.
+
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::index::{IndexView, Overlay};
+use super::model::{Status, now_millis};
+use super::rules::{self, Decision};
+use super::{
+    MAX_BATCH, RegisterError, RegisterRequest, Registered, Registry, StatusChange, to_stored,
+};
+use crate::store::{AccountOp, AccountPut, WriteBatch};
+
+pub(super) enum Job {
+    Register {
+        req: Box<RegisterRequest>,
+        reply: oneshot::Sender<Result<Registered, RegisterError>>,
+    },
+    Status(Vec<StatusChange>),
+    Stop,
+}
+
+pub(super) fn spawn(registry: Registry, rx: mpsc::Receiver<Job>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("registry-writer".into())
+        .spawn(move || run(registry, rx))
+        .expect("spawn the registry writer thread")
+}
+
+fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
+    let mut stop = false;
+    while !stop {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut jobs = Vec::with_capacity(64);
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Some(pos) = jobs.iter().position(|j| matches!(j, Job::Stop)) {
+            stop = true;
+            jobs.truncate(pos);
+            // Jobs that raced the stop still get decided.
+            while let Ok(job) = rx.try_recv() {
+                if !matches!(job, Job::Stop) {
+                    jobs.push(job);
+                }
+            }
+        }
+        process(&registry, jobs);
+    }
+}
+
+struct Accepted {
+    decision: Decision,
+    req: Box<RegisterRequest>,
+    reply: oneshot::Sender<Result<Registered, RegisterError>>,
+}
+
+fn process(registry: &Registry, jobs: Vec<Job>) {
+    let shared = &registry.shared;
+    let started = Instant::now();
+    let now = now_millis();
+    let groups = registry.groups();
+    let live = registry.liveness();
+
+    let index = shared.index.read();
+    let mut overlay = Overlay::new(&index);
+    let mut accepted: Vec<Accepted> = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Register { req, reply } => {
+                match rules::decide(&overlay, &shared.interner, &groups, live, &req, now) {
+                    Ok(decision) => {
+                        overlay.set(decision.tagent.id, Some(decision.tagent.clone()));
+                        accepted.push(Accepted {
+                            decision,
+                            req,
+                            reply,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Job::Status(changes) => {
+                for c in changes {
+                    let Some(t) = overlay.get(c.id) else { continue };
+                    if t.status == c.status && (c.runner.is_none() || t.runner == c.runner) {
+                        continue;
+                    }
+                    let mut t = t.clone();
+                    t.status = c.status;
+                    t.last_status_change = c.at;
+                    if c.status == Status::Connected && c.runner.is_some() {
+                        t.runner = c.runner;
+                    }
+                    metrics::counter!("tagent_hub_status_transitions_total",
+                        "reason" => c.status.reason().map_or("connected", |r| r.as_str()))
+                    .increment(1);
+                    overlay.set(c.id, Some(t));
+                }
+            }
+            Job::Stop => {}
+        }
+    }
+    let next_id = overlay.next_id();
+    let changes = overlay.into_changes();
+    let next_id_changed = next_id > index.next_id();
+
+    let mut batch = WriteBatch {
+        next_id: next_id_changed.then_some(next_id),
+        ..Default::default()
+    };
+    for (id, t) in &changes {
+        match t {
+            Some(t) => batch.tagents_put.push(to_stored(t, &shared.interner)),
+            None => batch.tagents_delete.push(*id),
+        }
+    }
+    for a in &accepted {
+        let d = &a.decision;
+        for ip in &d.accounts_delete {
+            batch.accounts.push(AccountOp::Delete {
+                tenant: &a.req.tenant,
+                ip: *ip,
+                port: d.tagent.port,
+            });
+        }
+        for ip in &d.accounts_put {
+            batch.accounts.push(AccountOp::Put(AccountPut {
+                tenant: &a.req.tenant,
+                ip: *ip,
+                port: d.tagent.port,
+                credential: a.req.credential.as_ref().map(|c| c.0.as_str()),
+            }));
+        }
+    }
+    drop(index);
+    if batch.is_empty() {
+        return;
+    }
+
+    let commit_started = Instant::now();
+    let result = shared.store.commit(&batch);
+    metrics::histogram!("tagent_hub_store_commit_duration_seconds")
+        .record(commit_started.elapsed().as_secs_f64());
+    drop(batch);
+
+    if let Err(e) = result {
+        metrics::counter!("tagent_hub_store_errors_total").increment(1);
+        tracing::error!(error = %e, registrations = accepted.len(), "store commit failed; batch not applied");
+        for a in accepted {
+            let _ = a.reply.send(Err(RegisterError::Store(e.to_string())));
+        }
+        return;
+    }
+
+    {
+        let mut index = shared.index.write();
+        for (id, t) in changes {
+            match t {
+                Some(t) => index.put(t),
+                None => {
+                    index.remove(id);
+                }
+            }
+        }
+        index.bump_next_id(next_id);
+        metrics::gauge!("tagent_hub_tagents").set(index.len() as f64);
+    }
+    shared
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    metrics::histogram!("tagent_hub_store_batch_size").record(accepted.len() as f64);
+
+    for a in accepted {
+        let group = groups
+            .get(a.decision.tagent.runner_group)
+            .cloned()
+            .expect("a decision names a configured group");
+        let _ = a.reply.send(Ok(Registered {
+            id: a.decision.tagent.id,
+            created: a.decision.created,
+            group,
+        }));
+    }
+    tracing::trace!(elapsed = ?started.elapsed(), "batch applied");
+}

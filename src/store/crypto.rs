@@ -1,0 +1,142 @@
+//! Credentials at rest: XChaCha20-Poly1305 with a random 24-byte nonce per
+//! value, the row's key as associated data (a sealed credential cannot be
+//! moved to another account). The key comes from the configuration or from a
+//! file generated on first start, readable by the owner only.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use super::StoreError;
+
+pub const KEY_FILE: &str = "credential.key";
+
+pub struct CredentialCipher {
+    aead: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for CredentialCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialCipher(***)")
+    }
+}
+
+fn parse_key(hex_key: &str) -> Result<[u8; 32], StoreError> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(hex_key.trim(), &mut key).map_err(|_| {
+        StoreError::Key("the credential key must be 64 hex digits (32 bytes)".into())
+    })?;
+    Ok(key)
+}
+
+impl CredentialCipher {
+    pub fn from_hex(hex_key: &str) -> Result<Self, StoreError> {
+        let key = parse_key(hex_key)?;
+        Ok(CredentialCipher {
+            aead: XChaCha20Poly1305::new(&key.into()),
+        })
+    }
+
+    /// The key in `dir/credential.key`, generated (mode 0600) if missing.
+    pub fn from_key_file(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(KEY_FILE);
+        match fs::read_to_string(&path) {
+            Ok(s) => return Self::from_hex(&s),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Key(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+            Err(_) => {}
+        }
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        let hex_key = hex::encode(key);
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.write_all(hex_key.as_bytes())?;
+            f.sync_all()?;
+            fs::File::open(dir)?.sync_all()
+        };
+        match write() {
+            Ok(()) => Self::from_hex(&hex_key),
+            // Another process won the race to create it: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::from_key_file(dir),
+            Err(e) => Err(StoreError::Key(format!(
+                "cannot create {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// `nonce || ciphertext+tag`.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 24];
+        rand::fill(&mut nonce);
+        let sealed = self
+            .aead
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(24 + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if sealed.len() < 24 {
+            return Err(StoreError::Corrupt("sealed credential is truncated".into()));
+        }
+        let (nonce, ct) = sealed.split_at(24);
+        self.aead
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map_err(|_| {
+                StoreError::Key("a credential does not decrypt with the configured key".into())
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_credential_opens_only_with_its_key_and_row() {
+        let c = CredentialCipher::from_hex(&"11".repeat(32)).unwrap();
+        let sealed = c.seal(b"row-a", b"{ENCRYPTED}00ff");
+        assert_eq!(c.open(b"row-a", &sealed).unwrap(), b"{ENCRYPTED}00ff");
+        assert!(c.open(b"row-b", &sealed).is_err());
+        let other = CredentialCipher::from_hex(&"22".repeat(32)).unwrap();
+        assert!(other.open(b"row-a", &sealed).is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = CredentialCipher::from_key_file(dir.path()).unwrap();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = CredentialCipher::from_key_file(dir.path()).unwrap();
+        let sealed = a.seal(b"", b"x");
+        assert_eq!(b.open(b"", &sealed).unwrap(), b"x");
+    }
+}

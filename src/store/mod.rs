@@ -1,0 +1,306 @@
+//! Durable storage of the registry in `redb`.
+//!
+//! One [`WriteBatch`] is one redb write transaction: it lands whole or not at
+//! all, and [`Store::commit`] returns only once it is on disk. The registry's
+//! writer thread is the only caller of `commit`, which is what lets it
+//! group-commit many registrations and status changes per transaction.
+
+pub mod crypto;
+mod records;
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+pub use crypto::CredentialCipher;
+pub use records::{StoredAccount, StoredTagent};
+
+use crate::registry::model::{TagentId, account_name};
+
+/// Tagent records by id (MessagePack, named fields so the schema can grow).
+const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
+/// Accounts by (tenant, `<ip>_<port>_tagent`), with the sealed credential.
+const ACCOUNTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("accounts");
+/// Counters: the next tagent id, the schema version.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// A value sealed with the credential key, to refuse a wrong key at start.
+const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
+
+const SCHEMA_VERSION: u64 = 1;
+const KEY_CHECK_TEXT: &[u8] = b"tagent-hub credential key check";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("credential key: {0}")]
+    Key(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Io(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// An account write: `credential` `None` keeps what the account holds
+/// (or creates it without one).
+#[derive(Debug, Clone)]
+pub struct AccountPut<'a> {
+    pub tenant: &'a str,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub credential: Option<&'a str>,
+}
+
+/// An account change. Order matters: a batch may drop an account in one
+/// registration and create it again in the next.
+#[derive(Debug, Clone)]
+pub enum AccountOp<'a> {
+    Put(AccountPut<'a>),
+    Delete {
+        tenant: &'a str,
+        ip: IpAddr,
+        port: u16,
+    },
+}
+
+/// Everything one transaction writes.
+#[derive(Debug, Default)]
+pub struct WriteBatch<'a> {
+    pub tagents_put: Vec<StoredTagent>,
+    pub tagents_delete: Vec<TagentId>,
+    pub accounts: Vec<AccountOp<'a>>,
+    pub next_id: Option<TagentId>,
+}
+
+impl WriteBatch<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.tagents_put.is_empty()
+            && self.tagents_delete.is_empty()
+            && self.accounts.is_empty()
+            && self.next_id.is_none()
+    }
+}
+
+/// What the store holds, read at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub tagents: Vec<StoredTagent>,
+    pub next_id: TagentId,
+}
+
+pub struct Store {
+    db: Database,
+    cipher: CredentialCipher,
+}
+
+fn account_aad(tenant: &str, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(tenant.len() + name.len() + 1);
+    aad.extend_from_slice(tenant.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+impl Store {
+    /// Open (or create) `dir/registry.redb`. `cache_bytes` bounds redb's page cache.
+    pub fn open(
+        dir: &Path,
+        cipher: CredentialCipher,
+        cache_bytes: usize,
+    ) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(dir.join("registry.redb"))?;
+        let store = Store { db, cipher };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// Create the tables, record the schema, and check the credential key.
+    fn init(&self) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_quick_repair(true);
+        {
+            tx.open_table(TAGENTS)?;
+            tx.open_table(ACCOUNTS)?;
+            let mut meta = tx.open_table(META)?;
+            let version = meta.get("schema_version")?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "store schema version {v} is not supported (expected {SCHEMA_VERSION})"
+                    )));
+                }
+            }
+            let mut check = tx.open_table(KEY_CHECK)?;
+            let sealed = check.get("v1")?.map(|v| v.value().to_vec());
+            match sealed {
+                Some(sealed) => {
+                    self.cipher.open(b"key_check", &sealed).map_err(|_| {
+                        StoreError::Key(
+                            "this store was written with another credential key; \
+                             configure that key (credential_key) or restore its key file"
+                                .into(),
+                        )
+                    })?;
+                }
+                None => {
+                    let sealed = self.cipher.seal(b"key_check", KEY_CHECK_TEXT);
+                    check.insert("v1", sealed.as_slice())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Everything the index is rebuilt from.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(TAGENTS)?;
+        let mut tagents = Vec::with_capacity(table.len()? as usize);
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let t: StoredTagent = rmp_serde::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("tagent {}: {e}", k.value())))?;
+            tagents.push(t);
+        }
+        let next_id = tx
+            .open_table(META)?
+            .get("next_id")?
+            .map_or(1, |v| v.value());
+        Ok(Snapshot { tagents, next_id })
+    }
+
+    /// Write a batch in one durable transaction.
+    pub fn commit(&self, batch: &WriteBatch<'_>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_quick_repair(true);
+        {
+            let mut tagents = tx.open_table(TAGENTS)?;
+            for id in &batch.tagents_delete {
+                tagents.remove(id)?;
+            }
+            let mut buf = Vec::with_capacity(256);
+            for t in &batch.tagents_put {
+                buf.clear();
+                rmp_serde::encode::write_named(&mut buf, t).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot encode tagent {}: {e}", t.id))
+                })?;
+                tagents.insert(t.id, buf.as_slice())?;
+            }
+            let mut accounts = tx.open_table(ACCOUNTS)?;
+            for op in &batch.accounts {
+                let a = match op {
+                    AccountOp::Delete { tenant, ip, port } => {
+                        accounts.remove((*tenant, account_name(*ip, *port).as_str()))?;
+                        continue;
+                    }
+                    AccountOp::Put(a) => a,
+                };
+                let name = account_name(a.ip, a.port);
+                let key = (a.tenant, name.as_str());
+                let sealed = match a.credential {
+                    Some(c) => Some(
+                        self.cipher
+                            .seal(&account_aad(a.tenant, &name), c.as_bytes()),
+                    ),
+                    None if accounts.get(key)?.is_some() => continue,
+                    None => None,
+                };
+                let rec = StoredAccount {
+                    ip: a.ip,
+                    port: a.port,
+                    credential: sealed,
+                };
+                buf.clear();
+                rmp_serde::encode::write_named(&mut buf, &rec).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot encode account {name}: {e}"))
+                })?;
+                accounts.insert(key, buf.as_slice())?;
+            }
+            if let Some(next) = batch.next_id {
+                tx.open_table(META)?.insert("next_id", next)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The account of (tenant, ip, port), if it exists.
+    pub fn account(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<Option<StoredAccount>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ACCOUNTS)?;
+        let name = account_name(ip, port);
+        let Some(v) = table.get((tenant, name.as_str()))? else {
+            return Ok(None);
+        };
+        let rec = rmp_serde::from_slice(v.value())
+            .map_err(|e| StoreError::Corrupt(format!("account {name}: {e}")))?;
+        Ok(Some(rec))
+    }
+
+    /// The plaintext credential of (tenant, ip, port). Never log it.
+    pub fn credential(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(rec) = self.account(tenant, ip, port)? else {
+            return Ok(None);
+        };
+        let Some(sealed) = rec.credential else {
+            return Ok(None);
+        };
+        let name = account_name(ip, port);
+        let plain = self.cipher.open(&account_aad(tenant, &name), &sealed)?;
+        String::from_utf8(plain)
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("account {name}: credential is not UTF-8")))
+    }
+
+    /// Every account as (tenant, name): for checks that the store and index agree.
+    pub fn account_names(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ACCOUNTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            let (tenant, name) = k.value();
+            out.push((tenant.to_owned(), name.to_owned()));
+        }
+        Ok(out)
+    }
+}
