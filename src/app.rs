@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::heartbeat::{self, Hub, Settings};
 use crate::http::{self, HttpState};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
@@ -27,8 +28,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .await?
         .context("cannot open the store")?;
 
-    let heartbeat = TcpListener::bind(config.heartbeat_addr)
-        .await
+    let heartbeat = heartbeat::listener::bind(config.heartbeat_addr)
         .with_context(|| format!("cannot listen for heartbeats on {}", config.heartbeat_addr))?;
     let heartbeat_addr = heartbeat.local_addr()?;
     let advertised = config.advertised(heartbeat_addr);
@@ -53,14 +53,30 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "listening"
     );
 
+    let settings = Settings::from_config(&config.heartbeat);
+    tracing::info!(max_sessions = settings.max_sessions, "heartbeat sessions bounded");
+    let hub = Hub::start(registry.clone(), settings, advertised.clone(), shutdown.clone());
+    let listener = tokio::spawn(heartbeat::listener::run(hub.clone(), heartbeat));
+
     let state = HttpState {
         registry: registry.clone(),
+        hub: hub.clone(),
         metrics,
         trusted_proxies: config.trusted_proxies.clone().into(),
     };
     let router = http::router(state, config.max_body_bytes);
-    let served = http::serve(http_listener, router, shutdown.clone()).await;
-    drop(heartbeat);
+    let http = tokio::spawn(http::serve(http_listener, router, shutdown.clone()));
+
+    shutdown.wait().await;
+    // Within 5 s of the signal: stop accepting, close every session, flush
+    // status, let the writer finish.
+    let _ = listener.await;
+    hub.drain(std::time::Duration::from_secs(3)).await;
+    let served = match tokio::time::timeout(std::time::Duration::from_secs(1), http).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(std::io::Error::other(e)),
+        Err(_) => Ok(()),
+    };
     registry.shutdown().await;
     tracing::info!("stopped");
     served.context("the HTTP server failed")

@@ -33,6 +33,61 @@ pub struct Config {
     pub store_cache_bytes: usize,
     #[serde(rename = "runner_group")]
     pub runner_groups: Vec<RunnerGroupConfig>,
+    pub heartbeat: HeartbeatConfig,
+}
+
+/// `[heartbeat]`: the session server on the heartbeat port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Most concurrent connections; beyond it new ones are closed at once.
+    /// Default: the process's open-file limit less a reserve for the store,
+    /// HTTP and listeners.
+    pub max_sessions: Option<usize>,
+    /// A session with no message for this long is closed (idle-timeout).
+    pub idle_timeout_secs: u64,
+    /// A connection must identify itself (first heartbeat, or native
+    /// hello + proof) within this time.
+    pub first_message_timeout_secs: u64,
+    /// Longest JSON line; longer closes the connection.
+    pub max_line_bytes: usize,
+    /// Largest native frame; larger closes the connection.
+    pub max_frame_bytes: usize,
+    /// Accept real tagents' JSON lines.
+    pub compat: bool,
+    /// Only these peers may use the unauthenticated JSON-line protocol
+    /// (empty: any).
+    pub compat_networks: Vec<IpNet>,
+    /// Accept the native framed protocol.
+    pub native: bool,
+    /// Reloads sent to unregistered tagents, at most per second.
+    pub reload_rate_per_sec: u32,
+    /// A command goes down a JSON-line session only this long after the last
+    /// reply, with no heartbeat in flight (SPEC §3.2).
+    pub command_quiet_ms: u64,
+    /// How long a command waits for a quiet session before it is given up.
+    pub command_timeout_secs: u64,
+    /// Status transitions are group-committed at this interval.
+    pub status_flush_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            max_sessions: None,
+            idle_timeout_secs: 300,
+            first_message_timeout_secs: 10,
+            max_line_bytes: 64 * 1024,
+            max_frame_bytes: 64 * 1024,
+            compat: true,
+            compat_networks: Vec::new(),
+            native: true,
+            reload_rate_per_sec: 200,
+            command_quiet_ms: 1000,
+            command_timeout_secs: 15,
+            status_flush_ms: 100,
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,6 +102,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             store_cache_bytes: 64 * 1024 * 1024,
             runner_groups: Vec::new(),
+            heartbeat: HeartbeatConfig::default(),
         }
     }
 }
@@ -113,6 +169,20 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(a) = &self.advertise {
             parse_host_port(a).map_err(ConfigError::Invalid)?;
+        }
+        let hb = &self.heartbeat;
+        if hb.idle_timeout_secs == 0 || hb.first_message_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("heartbeat timeouts must be at least 1 second".into()));
+        }
+        if !(256..=16 * 1024 * 1024).contains(&hb.max_line_bytes)
+            || !(256..=16 * 1024 * 1024).contains(&hb.max_frame_bytes)
+        {
+            return Err(ConfigError::Invalid(
+                "heartbeat max_line_bytes and max_frame_bytes must be between 256 and 16777216".into(),
+            ));
+        }
+        if hb.reload_rate_per_sec == 0 {
+            return Err(ConfigError::Invalid("heartbeat reload_rate_per_sec must be at least 1".into()));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(

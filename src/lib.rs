@@ -6,6 +6,7 @@
 //! - [`registry`]: the registration rules (SPEC §2.3), pure, over an
 //!   in-memory index; the writer thread that group-commits every change.
 //! - [`store`]: `redb` tables; credentials sealed at rest.
+//! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
 //! - [`http`]: `POST /register`, `/metrics`, `/healthz`.
 //! - [`metrics`]: the Prometheus recorder.
 //! - [`shutdown`]: the signal that stops every task.
@@ -13,6 +14,7 @@
 
 pub mod app;
 pub mod config;
+pub mod heartbeat;
 pub mod http;
 pub mod metrics;
 pub mod registry;

@@ -80,6 +80,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => {
+            // Each session holds a descriptor: use all the process may have.
+            if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+            }
             let config = args.into_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

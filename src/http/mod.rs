@@ -1,6 +1,7 @@
 //! The HTTP shim: tagent registration, Prometheus metrics, health.
 
 mod register;
+mod tagents;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use axum::routing::{get, post};
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::heartbeat::Hub;
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 
@@ -22,6 +24,7 @@ pub const REGISTER_PATH: &str = "/autoexecrunner/public/api/rest/tagent/register
 #[derive(Clone)]
 pub struct HttpState {
     pub registry: Registry,
+    pub hub: Hub,
     pub metrics: PrometheusHandle,
     pub trusted_proxies: Arc<[IpNet]>,
 }
@@ -30,6 +33,10 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
     Router::new()
         .route(REGISTER_PATH, post(register::register))
         .route("/register", post(register::register))
+        .route("/api/v1/tagents/{id}", get(tagents::get))
+        .route("/api/v1/tagents/{id}/status-check", post(tagents::status_check))
+        .route("/api/v1/tagents/{id}/reload", post(tagents::reload))
+        .route("/api/v1/tagents/{id}/resetcred", post(tagents::resetcred))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))

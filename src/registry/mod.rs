@@ -174,6 +174,11 @@ impl Registry {
         self.shared.jobs.try_send(Job::Status(changes)).is_ok()
     }
 
+    /// Queue status transitions, waiting for room in the writer's queue.
+    pub async fn report_status_async(&self, changes: Vec<StatusChange>) -> bool {
+        self.shared.jobs.send(Job::Status(changes)).await.is_ok()
+    }
+
     /// Read access to the index. Keep the guard short; it cannot cross `.await`.
     pub fn index(&self) -> RwLockReadGuard<'_, Index> {
         self.shared.index.read()

@@ -1,0 +1,278 @@
+//! Real tagents' JSON-line protocol (SPEC §3.1, §3.2).
+//!
+//! Every line gets exactly one reply line, at once. Commands go down only
+//! into a quiet session: no partial line received, no reply pending, and the
+//! last reply written at least `command_quiet` ago, because a real tagent
+//! reads a line that arrives while it waits for a reply *as* that reply, and
+//! its buffered reader strands a second line that arrives right behind one.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Deserializer};
+
+use super::conn::{Conn, Ended, Flow, Framing};
+use super::metrics::{HbMetrics, LATENCY_SAMPLE};
+use super::proto::CommandKind;
+use super::session::{CommandOutcome, Session};
+use super::{Facts, Hub};
+use crate::registry::DisconnectReason;
+use crate::registry::request::parse_ip;
+
+/// A heartbeat line. Fields the hub does not use (`appsInfo`, `status`, …)
+/// are skipped without being built.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tenant: Option<Cow<'a, str>>,
+    #[serde(rename = "agentId", default, deserialize_with = "loose_u64")]
+    agent_id: Option<u64>,
+    #[serde(default, deserialize_with = "loose_u64")]
+    port: Option<u64>,
+    #[serde(rename = "ipString", borrow, default)]
+    ip_string: Option<Cow<'a, str>>,
+    #[serde(rename = "proxyGroup", borrow, default)]
+    proxy_group: Option<Cow<'a, str>>,
+    #[serde(rename = "mgmtIp", borrow, default)]
+    mgmt_ip: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "loose_f32")]
+    pcpu: Option<f32>,
+    #[serde(default, deserialize_with = "loose_f32")]
+    mem: Option<f32>,
+    #[serde(borrow, default)]
+    version: Option<Cow<'a, str>>,
+}
+
+/// Only the type, to tell a bad monitor line from a line to ignore.
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Loose<'a> {
+    U(u64),
+    F(f64),
+    S(&'a str),
+    Owned(String),
+}
+
+/// A number, or a string of one (the tagent sends ids and ports either way).
+fn loose_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    match Option::<Loose<'de>>::deserialize(d)? {
+        None => Ok(None),
+        Some(Loose::U(n)) => Ok(Some(n)),
+        Some(Loose::F(_)) => Err(D::Error::custom("expected an integer")),
+        Some(Loose::S(s)) => parse_u64(s).map_err(D::Error::custom),
+        Some(Loose::Owned(s)) => parse_u64(&s).map_err(D::Error::custom),
+    }
+}
+
+fn parse_u64(s: &str) -> Result<Option<u64>, &'static str> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| "expected an integer or a string of digits")
+}
+
+fn loose_f32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    Ok(match Option::<Loose<'de>>::deserialize(d).ok().flatten() {
+        Some(Loose::U(n)) => Some(n as f32),
+        Some(Loose::F(f)) => Some(f as f32),
+        Some(Loose::S(s)) => s.trim().parse().ok(),
+        Some(Loose::Owned(s)) => s.trim().parse().ok(),
+        None => None,
+    })
+}
+
+const OK: &[u8] = b"{\"Status\":\"OK\"}\n";
+
+fn error_line(out: &mut Vec<u8>, message: &str) {
+    out.extend_from_slice(b"{\"Status\":");
+    let status = format!("ERROR:{message}");
+    serde_json::to_writer(&mut *out, &status).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b"}\n");
+}
+
+fn updategroup_line(out: &mut Vec<u8>, list: &str) {
+    out.extend_from_slice(b"{\"type\":\"updategroup\",\"isNew\":\"1\",\"groupinfo\":");
+    serde_json::to_writer(&mut *out, list).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"Status\":\"OK\"}\n");
+}
+
+/// The per-connection half of a compat session: what only its task touches.
+pub struct CompatSession {
+    hub: Hub,
+    pub session: Arc<Session>,
+    peer_ip: IpAddr,
+    /// When the last reply line was written.
+    last_reply: Instant,
+    /// Whether the session has identified itself (its first heartbeat).
+    identified: bool,
+}
+
+impl CompatSession {
+    pub fn new(hub: Hub, session: Arc<Session>) -> Self {
+        let peer_ip = session.peer.ip().to_canonical();
+        CompatSession {
+            hub,
+            session,
+            peer_ip,
+            last_reply: Instant::now(),
+            identified: false,
+        }
+    }
+
+    pub fn identified(&self) -> bool {
+        self.identified
+    }
+
+    /// Handle one line, appending exactly one reply line to `out`.
+    fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
+        let started = Instant::now();
+        let parsed: Line<'_> = match serde_json::from_slice(line) {
+            Ok(l) => l,
+            Err(e) => {
+                let monitor = serde_json::from_slice::<Kind<'_>>(line)
+                    .ok()
+                    .and_then(|k| k.kind)
+                    .is_some_and(|k| k == "monitor");
+                if monitor {
+                    error_line(out, &format!("malformed heartbeat: {e}"));
+                    return Flow::Continue;
+                }
+                self.hub.metrics().ignored_lines.increment(1);
+                out.extend_from_slice(OK);
+                return Flow::Continue;
+            }
+        };
+        if parsed.kind.as_deref() != Some("monitor") {
+            self.hub.metrics().ignored_lines.increment(1);
+            out.extend_from_slice(OK);
+            return Flow::Continue;
+        }
+        let tenant = parsed.tenant.as_deref().map(str::trim).unwrap_or("");
+        if tenant.is_empty() {
+            error_line(out, "Tenant is blank in the file 'tagent.conf' ");
+            return Flow::Continue;
+        }
+        let Some(port) = parsed.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) else {
+            error_line(out, "port is missing or not between 1 and 65535");
+            return Flow::Continue;
+        };
+        let ip = match parsed.mgmt_ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => match parse_ip(s) {
+                Some(ip) => ip,
+                None => {
+                    error_line(out, "mgmtIp is not an ip address");
+                    return Flow::Continue;
+                }
+            },
+            None => self.peer_ip,
+        };
+        let key = self.hub.key_for(tenant, ip, port);
+        let facts = Facts {
+            agent_id: parsed.agent_id.unwrap_or(0),
+            pcpu: parsed.pcpu,
+            mem: parsed.mem,
+            version: parsed.version.as_deref(),
+            ip_string: parsed.ip_string.as_deref(),
+        };
+        let Ok(beat) = self.hub.heartbeat(&self.session, key, facts) else {
+            error_line(out, "this connection belongs to another tagent (tenant, ip or port changed)");
+            return Flow::Close(DisconnectReason::ProtocolError);
+        };
+        self.identified = true;
+        let metrics = self.hub.metrics();
+        metrics.heartbeat(super::Protocol::Compat);
+        match beat.group {
+            Some(group) => self.hub.group_list(group, |list| match list {
+                Some(list) if parsed.proxy_group.as_deref() != Some(list) => {
+                    updategroup_line(out, list)
+                }
+                _ => out.extend_from_slice(OK),
+            }),
+            None => out.extend_from_slice(OK),
+        }
+        if self.session.state.lock().heartbeats % LATENCY_SAMPLE == 1 {
+            metrics.latency.record(started.elapsed().as_secs_f64());
+        }
+        Flow::Continue
+    }
+
+    /// Read and answer what the socket has.
+    pub fn on_readable(&mut self, conn: &mut Conn, max_line: usize) -> Result<Flow, Ended> {
+        let mut answered = false;
+        let flow = conn.read_units(Framing::Lines { max: max_line }, |line, out| {
+            answered = true;
+            self.on_line(line, out)
+        });
+        if answered {
+            self.last_reply = Instant::now();
+        }
+        flow
+    }
+
+    /// When the next queued command may go out, if one is queued.
+    pub fn command_due(&self, conn: &Conn) -> Option<Instant> {
+        if self.session.state.lock().commands.is_empty() {
+            return None;
+        }
+        let due = self.last_reply + self.hub.settings().command_quiet;
+        if conn.mid_unit() || conn.has_pending_output() {
+            // A heartbeat is in flight: its reply comes first.
+            return Some(due.max(Instant::now() + self.hub.settings().command_quiet));
+        }
+        Some(due)
+    }
+
+    /// Send the first queued command if the session is quiet now.
+    pub fn send_due_command(&mut self, conn: &mut Conn) -> Result<(), Ended> {
+        if conn.mid_unit() || conn.has_pending_output() {
+            return Ok(());
+        }
+        if self.last_reply.elapsed() < self.hub.settings().command_quiet {
+            return Ok(());
+        }
+        let Some(cmd) = self.session.state.lock().commands.pop_front() else {
+            return Ok(());
+        };
+        // The hub's own reload is for unregistered sessions only: skip it if
+        // the tagent registered meanwhile.
+        if cmd.reply.is_none() && self.still_registered() {
+            return Ok(());
+        }
+        let line: &[u8] = match cmd.kind {
+            CommandKind::Reload => b"{\"type\":\"reload\"}\n",
+            CommandKind::Resetcred => b"{\"type\":\"resetcred\"}\n",
+        };
+        let written = conn.write(line);
+        self.last_reply = Instant::now();
+        if cmd.reply.is_none() {
+            HbMetrics::reload_sent();
+        }
+        if let Some(reply) = cmd.reply {
+            let _ = reply.send(match written {
+                Ok(()) => CommandOutcome::Delivered,
+                Err(_) => CommandOutcome::SessionClosed,
+            });
+        }
+        written
+    }
+
+    fn still_registered(&self) -> bool {
+        let (key, agent_id) = {
+            let st = self.session.state.lock();
+            (st.key, st.agent_id)
+        };
+        key.is_some_and(|k| self.hub.resolve(&k, agent_id).is_some())
+    }
+}

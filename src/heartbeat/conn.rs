@@ -1,0 +1,296 @@
+//! Socket I/O for sessions, with no buffer kept while a session is idle.
+//!
+//! A read goes into a per-thread scratch buffer and is handled synchronously
+//! (no `.await` in between), so a heartbeat that arrives whole costs no
+//! allocation. Only a partial line or frame is copied into the session's own
+//! buffer, which is freed once consumed, and it can never grow past the
+//! configured maximum: nothing is reserved for bytes that have not arrived.
+//! Replies go out with a non-blocking write; what does not fit waits in the
+//! session's out buffer, and reading pauses until it is flushed.
+
+use std::cell::RefCell;
+use std::io;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::registry::DisconnectReason;
+
+/// How units are cut from the byte stream.
+#[derive(Debug, Clone, Copy)]
+pub enum Framing {
+    /// `\n`-terminated lines (a trailing `\r` is dropped), at most `max` bytes.
+    Lines { max: usize },
+    /// 4-byte big-endian length, then that many bytes, at most `max`.
+    ///
+    /// This is `LengthDelimitedCodec`'s default wire format. The server does
+    /// not decode it with the codec because the codec reserves the announced
+    /// length as soon as a header arrives; the client side uses the codec.
+    Frames { max: usize },
+}
+
+enum Split {
+    /// `unit` is `buf[start..end]`; the next unit starts at `next`.
+    Unit { start: usize, end: usize, next: usize },
+    NeedMore,
+    TooLong,
+}
+
+impl Framing {
+    fn split(self, buf: &[u8]) -> Split {
+        match self {
+            Framing::Lines { max } => match memchr(b'\n', buf) {
+                Some(i) if i <= max => {
+                    let end = if i > 0 && buf[i - 1] == b'\r' { i - 1 } else { i };
+                    Split::Unit { start: 0, end, next: i + 1 }
+                }
+                Some(_) => Split::TooLong,
+                None if buf.len() > max => Split::TooLong,
+                None => Split::NeedMore,
+            },
+            Framing::Frames { max } => {
+                if buf.len() < 4 {
+                    return Split::NeedMore;
+                }
+                let n = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if n > max {
+                    Split::TooLong
+                } else if buf.len() < 4 + n {
+                    Split::NeedMore
+                } else {
+                    Split::Unit { start: 4, end: 4 + n, next: 4 + n }
+                }
+            }
+        }
+    }
+}
+
+fn memchr(b: u8, s: &[u8]) -> Option<usize> {
+    s.iter().position(|x| *x == b)
+}
+
+/// What the handler of a unit wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Flush what was written, then close.
+    Close(DisconnectReason),
+}
+
+/// Why a connection ended on the I/O side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Eof,
+    Reset,
+    TooLong,
+}
+
+impl Ended {
+    pub fn reason(self) -> DisconnectReason {
+        match self {
+            Ended::Eof => DisconnectReason::Eof,
+            Ended::Reset => DisconnectReason::Reset,
+            Ended::TooLong => DisconnectReason::ProtocolError,
+        }
+    }
+}
+
+const SCRATCH: usize = 64 * 1024;
+
+struct Scratch {
+    input: Box<[u8]>,
+    output: Vec<u8>,
+}
+
+thread_local! {
+    static BUFS: RefCell<Scratch> = RefCell::new(Scratch {
+        input: vec![0; SCRATCH].into_boxed_slice(),
+        output: Vec::with_capacity(4096),
+    });
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    /// A partial unit, only while one is pending.
+    pending_in: Vec<u8>,
+    /// Reply bytes the socket did not take yet.
+    pending_out: Vec<u8>,
+}
+
+fn classify(e: &io::Error) -> Ended {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => Ended::Eof,
+        _ => Ended::Reset,
+    }
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Self {
+        Conn {
+            stream,
+            pending_in: Vec::new(),
+            pending_out: Vec::new(),
+        }
+    }
+
+    /// Whether a partial unit has been received (a message is in flight).
+    pub fn mid_unit(&self) -> bool {
+        !self.pending_in.is_empty()
+    }
+
+    /// Whether replies are waiting for the socket.
+    pub fn has_pending_output(&self) -> bool {
+        !self.pending_out.is_empty()
+    }
+
+    /// Wait until the socket can be read, or written when output is pending.
+    pub async fn ready(&self) -> io::Result<()> {
+        if self.pending_out.is_empty() {
+            self.stream.readable().await
+        } else {
+            self.stream.ready(Interest::WRITABLE).await.map(|_| ())
+        }
+    }
+
+    /// Flush pending output without blocking.
+    pub fn flush(&mut self) -> Result<(), Ended> {
+        while !self.pending_out.is_empty() {
+            match self.stream.try_write(&self.pending_out) {
+                Ok(0) => return Err(Ended::Reset),
+                Ok(n) => {
+                    self.pending_out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+        self.pending_out = Vec::new();
+        Ok(())
+    }
+
+    /// Write `bytes` now, keeping what the socket does not take.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Ended> {
+        if !self.pending_out.is_empty() {
+            self.pending_out.extend_from_slice(bytes);
+            return self.flush();
+        }
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.stream.try_write(&bytes[done..]) {
+                Ok(0) => return Err(Ended::Reset),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+        if done < bytes.len() {
+            self.pending_out.extend_from_slice(&bytes[done..]);
+        }
+        Ok(())
+    }
+
+    /// Write with a per-thread buffer filled by `fill`: no allocation.
+    pub fn write_with(&mut self, fill: impl FnOnce(&mut Vec<u8>)) -> Result<(), Ended> {
+        BUFS.with_borrow_mut(|b| {
+            b.output.clear();
+            fill(&mut b.output);
+            let r = self.write(&b.output);
+            shrink(&mut b.output);
+            r
+        })
+    }
+
+    /// After readiness: flush, then read once and hand every complete unit to
+    /// `on_unit` (which appends replies to the `Vec`), then write the replies.
+    /// `Ok(Flow::Continue)` also when there was nothing to read.
+    pub fn read_units(
+        &mut self,
+        framing: Framing,
+        mut on_unit: impl FnMut(&[u8], &mut Vec<u8>) -> Flow,
+    ) -> Result<Flow, Ended> {
+        self.flush()?;
+        if !self.pending_out.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        BUFS.with_borrow_mut(|b| {
+            let Scratch { input, output } = b;
+            output.clear();
+            let n = match self.stream.try_read(input) {
+                Ok(0) => return Err(Ended::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Continue),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Flow::Continue),
+                Err(e) => return Err(classify(&e)),
+            };
+            let from_scratch = self.pending_in.is_empty();
+            if !from_scratch {
+                self.pending_in.extend_from_slice(&input[..n]);
+            }
+            let data: &[u8] = if from_scratch { &input[..n] } else { &self.pending_in };
+            let mut at = 0;
+            let mut flow = Flow::Continue;
+            let mut too_long = false;
+            while flow == Flow::Continue {
+                match framing.split(&data[at..]) {
+                    Split::Unit { start, end, next } => {
+                        flow = on_unit(&data[at + start..at + end], output);
+                        at += next;
+                    }
+                    Split::NeedMore => break,
+                    Split::TooLong => {
+                        too_long = true;
+                        break;
+                    }
+                }
+            }
+            let rest = data.len() - at;
+            if from_scratch {
+                if rest > 0 && flow == Flow::Continue && !too_long {
+                    self.pending_in.extend_from_slice(&input[at..n]);
+                }
+            } else if rest == 0 {
+                self.pending_in = Vec::new();
+            } else {
+                self.pending_in.drain(..at);
+            }
+            let written = self.write(output);
+            shrink(output);
+            written?;
+            if too_long {
+                return Err(Ended::TooLong);
+            }
+            Ok(flow)
+        })
+    }
+}
+
+/// Keep the per-thread output buffer from holding on to a rare large reply.
+fn shrink(v: &mut Vec<u8>) {
+    if v.capacity() > 64 * 1024 {
+        *v = Vec::with_capacity(4096);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_on_lf_and_crlf_and_respect_the_limit() {
+        let f = Framing::Lines { max: 8 };
+        assert!(matches!(f.split(b"abc\r\nx"), Split::Unit { start: 0, end: 3, next: 5 }));
+        assert!(matches!(f.split(b"abc\nx"), Split::Unit { start: 0, end: 3, next: 4 }));
+        assert!(matches!(f.split(b"abc"), Split::NeedMore));
+        assert!(matches!(f.split(b"123456789"), Split::TooLong));
+        assert!(matches!(f.split(b"123456789\n"), Split::TooLong));
+    }
+
+    #[test]
+    fn frames_are_refused_by_their_header_before_any_payload() {
+        let f = Framing::Frames { max: 16 };
+        assert!(matches!(f.split(&[0, 0, 0, 17]), Split::TooLong));
+        assert!(matches!(f.split(&[0xff, 0xff, 0xff, 0xff]), Split::TooLong));
+        assert!(matches!(f.split(&[0, 0, 0, 2, 1]), Split::NeedMore));
+        assert!(matches!(f.split(&[0, 0, 0, 2, 1, 2, 3]), Split::Unit { start: 4, end: 6, next: 6 }));
+    }
+}

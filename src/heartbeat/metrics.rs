@@ -1,0 +1,120 @@
+//! Heartbeat metrics, with handles resolved once so the per-heartbeat path
+//! does no registry lookup.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+use super::proto::CommandKind;
+use super::session::Protocol;
+use crate::registry::DisconnectReason;
+
+pub struct HbMetrics {
+    pub heartbeats_compat: Counter,
+    pub heartbeats_native: Counter,
+    /// Sampled: one heartbeat in [`LATENCY_SAMPLE`].
+    pub latency: Histogram,
+    pub sessions_compat: Gauge,
+    pub sessions_native: Gauge,
+    pub unregistered_heartbeats: Counter,
+    pub ignored_lines: Counter,
+}
+
+/// Record the handling latency of one heartbeat in this many.
+pub const LATENCY_SAMPLE: u64 = 64;
+
+impl Default for HbMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HbMetrics {
+    pub fn new() -> Self {
+        describe();
+        HbMetrics {
+            heartbeats_compat: counter!("tagent_hub_heartbeats_total", "protocol" => "compat"),
+            heartbeats_native: counter!("tagent_hub_heartbeats_total", "protocol" => "native"),
+            latency: histogram!("tagent_hub_heartbeat_duration_seconds"),
+            sessions_compat: gauge!("tagent_hub_sessions", "protocol" => "compat"),
+            sessions_native: gauge!("tagent_hub_sessions", "protocol" => "native"),
+            unregistered_heartbeats: counter!("tagent_hub_unregistered_sessions_total"),
+            ignored_lines: counter!("tagent_hub_ignored_lines_total"),
+        }
+    }
+
+    pub fn heartbeat(&self, p: Protocol) {
+        match p {
+            Protocol::Compat => self.heartbeats_compat.increment(1),
+            Protocol::Native => self.heartbeats_native.increment(1),
+        }
+    }
+
+    pub fn session_opened(&self, p: Protocol) {
+        match p {
+            Protocol::Compat => self.sessions_compat.increment(1.0),
+            Protocol::Native => self.sessions_native.increment(1.0),
+        }
+    }
+
+    pub fn session_closed(&self, p: Protocol, reason: DisconnectReason) {
+        match p {
+            Protocol::Compat => self.sessions_compat.decrement(1.0),
+            Protocol::Native => self.sessions_native.decrement(1.0),
+        }
+        counter!("tagent_hub_sessions_closed_total", "reason" => reason.as_str()).increment(1);
+    }
+
+    pub fn command(&self, kind: CommandKind, result: &'static str) {
+        counter!("tagent_hub_commands_total", "command" => kind.as_str(), "result" => result).increment(1);
+    }
+
+    /// A connection refused or closed for bad input, by kind.
+    pub fn rejected(kind: &'static str) {
+        counter!("tagent_hub_connection_errors_total", "kind" => kind).increment(1);
+    }
+
+    pub fn accept_error(kind: &'static str) {
+        counter!("tagent_hub_accept_errors_total", "kind" => kind).increment(1);
+    }
+
+    /// A reload sent to an unregistered session.
+    pub fn reload_sent() {
+        counter!("tagent_hub_reloads_sent_total").increment(1);
+    }
+
+    pub fn auth_failure(reason: &'static str) {
+        counter!("tagent_hub_auth_failures_total", "reason" => reason).increment(1);
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("tagent_hub_heartbeats_total", "Heartbeats handled, by protocol.");
+    describe_histogram!(
+        "tagent_hub_heartbeat_duration_seconds",
+        "Time to handle a heartbeat, from its bytes read to its reply written (sampled)."
+    );
+    describe_gauge!("tagent_hub_sessions", "Identified heartbeat sessions, by protocol.");
+    describe_counter!(
+        "tagent_hub_sessions_closed_total",
+        "Identified sessions closed, by reason."
+    );
+    describe_counter!(
+        "tagent_hub_unregistered_sessions_total",
+        "Sessions whose heartbeat matched no registered tagent (each is sent a rate-limited reload)."
+    );
+    describe_counter!(
+        "tagent_hub_ignored_lines_total",
+        "JSON-line messages answered OK but not processed (not JSON, or not a monitor)."
+    );
+    describe_counter!(
+        "tagent_hub_reloads_sent_total",
+        "Reloads sent to unregistered sessions so their tagents register again."
+    );
+    describe_counter!("tagent_hub_commands_total", "Commands sent down sessions, by result.");
+    describe_counter!(
+        "tagent_hub_connection_errors_total",
+        "Connections refused or closed for what they sent or when they came, by kind."
+    );
+    describe_counter!("tagent_hub_accept_errors_total", "Errors of the accept loop, by kind.");
+    describe_counter!("tagent_hub_auth_failures_total", "Native handshakes refused, by reason.");
+}

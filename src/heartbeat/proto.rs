@@ -1,0 +1,182 @@
+//! The native protocol (SPEC §3.3): after a 4-byte magic, every message is a
+//! 4-byte big-endian length and a MessagePack map. See `docs/PROTOCOL.md`.
+
+use std::borrow::Cow;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// The first bytes a native client sends: never `{` or white space, so a
+/// JSON line cannot start this way. The last byte is the protocol version.
+pub const MAGIC: [u8; 4] = [0xA7, b'T', b'H', PROTOCOL_VERSION];
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Length of the server's challenge nonce.
+pub const NONCE_LEN: usize = 32;
+/// Domain separation for the proof, so it cannot be reused for anything else.
+const PROOF_CONTEXT: &[u8] = b"tagent-hub auth v1";
+
+/// Client to server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientMsg<'a> {
+    /// First message: who this is. `ip` is the management ip (else the peer
+    /// address counts), as `mgmtIp` in the JSON-line protocol.
+    Hello {
+        v: u8,
+        #[serde(borrow)]
+        tenant: Cow<'a, str>,
+        agent_id: u64,
+        #[serde(borrow)]
+        ip: Option<Cow<'a, str>>,
+        port: u16,
+        #[serde(borrow)]
+        version: Option<Cow<'a, str>>,
+    },
+    /// Answer to the challenge: [`proof`] over the server's nonce.
+    Auth {
+        #[serde(with = "serde_bytes", borrow)]
+        proof: Cow<'a, [u8]>,
+    },
+    Heartbeat {
+        seq: u64,
+        pcpu: Option<f32>,
+        mem: Option<f32>,
+    },
+    CommandResult {
+        id: u64,
+        ok: bool,
+        #[serde(borrow)]
+        message: Option<Cow<'a, str>>,
+    },
+    Bye,
+}
+
+/// Commands the hub pushes down a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Restart and register again.
+    Reload,
+    /// Pick a new credential, restart and register again.
+    Resetcred,
+}
+
+impl CommandKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Reload => "reload",
+            CommandKind::Resetcred => "resetcred",
+        }
+    }
+}
+
+/// Server to client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerMsg<'a> {
+    Challenge {
+        #[serde(with = "serde_bytes", borrow)]
+        nonce: Cow<'a, [u8]>,
+    },
+    /// Authenticated: the session is live.
+    Welcome {
+        tagent_id: u64,
+        #[serde(borrow)]
+        proxy_group: Cow<'a, str>,
+        idle_timeout_secs: u64,
+    },
+    Ack {
+        seq: u64,
+        /// The group's runner list, when it differs from what the hello
+        /// said; the agent should reconnect to it.
+        #[serde(borrow)]
+        update_group: Option<Cow<'a, str>>,
+    },
+    Command {
+        id: u64,
+        kind: CommandKind,
+    },
+    Error {
+        #[serde(borrow)]
+        code: Cow<'a, str>,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+    Goodbye {
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+    },
+}
+
+/// HMAC-SHA256, keyed with the credential given at registration, over the
+/// context, the nonce, and the identity the proof is for.
+pub fn proof(credential: &[u8], nonce: &[u8], tenant: &str, agent_id: u64, port: u16) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(credential).expect("HMAC takes any key length");
+    feed(&mut mac, nonce, tenant, agent_id, port);
+    mac.finalize().into_bytes().into()
+}
+
+/// Constant-time check of a proof.
+pub fn verify(credential: &[u8], nonce: &[u8], tenant: &str, agent_id: u64, port: u16, proof: &[u8]) -> bool {
+    let mut mac = Hmac::<Sha256>::new_from_slice(credential).expect("HMAC takes any key length");
+    feed(&mut mac, nonce, tenant, agent_id, port);
+    mac.verify_slice(proof).is_ok()
+}
+
+fn feed(mac: &mut Hmac<Sha256>, nonce: &[u8], tenant: &str, agent_id: u64, port: u16) {
+    mac.update(PROOF_CONTEXT);
+    mac.update(nonce);
+    mac.update(tenant.as_bytes());
+    mac.update(&[0]);
+    mac.update(&agent_id.to_be_bytes());
+    mac.update(&port.to_be_bytes());
+}
+
+/// Encode `msg` as one frame (length prefix and MessagePack) appended to `out`.
+pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    rmp_serde::encode::write_named(out, msg).expect("writing to a Vec cannot fail");
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_round_trips_without_copying_strings() {
+        let mut out = Vec::new();
+        encode_frame(
+            &ClientMsg::Heartbeat {
+                seq: 7,
+                pcpu: Some(0.5),
+                mem: None,
+            },
+            &mut out,
+        );
+        let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, out.len() - 4);
+        let back: ClientMsg<'_> = rmp_serde::from_slice(&out[4..]).unwrap();
+        assert_eq!(
+            back,
+            ClientMsg::Heartbeat {
+                seq: 7,
+                pcpu: Some(0.5),
+                mem: None
+            }
+        );
+    }
+
+    #[test]
+    fn proof_binds_nonce_and_identity() {
+        let p = proof(b"cred", &[1; 32], "t", 5, 3939);
+        assert!(verify(b"cred", &[1; 32], "t", 5, 3939, &p));
+        assert!(!verify(b"cred", &[2; 32], "t", 5, 3939, &p));
+        assert!(!verify(b"cred", &[1; 32], "t", 6, 3939, &p));
+        assert!(!verify(b"other", &[1; 32], "t", 5, 3939, &p));
+        assert!(!verify(b"cred", &[1; 32], "t", 5, 3939, &p[..31]));
+    }
+}

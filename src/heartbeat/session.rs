@@ -1,0 +1,149 @@
+//! One connection's shared state: what the session table, the sweeper, the
+//! admin API and the connection's own task all see.
+//!
+//! The task owns the socket and its buffers; everything here is small, so an
+//! idle session costs little more than this struct and its map entries.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+
+use super::proto::CommandKind;
+use crate::registry::{DisconnectReason, Sym, TagentId};
+
+/// A session's identity: (tenant, ip, port), ip being `mgmtIp` or the peer's.
+/// Tenants never registered share [`UNKNOWN_TENANT`], so a hostile peer cannot
+/// grow the interner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub tenant: Sym,
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+pub const UNKNOWN_TENANT: Sym = Sym(u32::MAX);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Compat,
+    Native,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Compat => "compat",
+            Protocol::Native => "native",
+        }
+    }
+}
+
+/// What the caller of a command learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// Written to the session (compat), or acknowledged by the agent (native).
+    Delivered,
+    /// The agent answered the command with a failure (native only).
+    Failed(String),
+    /// The session closed before the command could go out.
+    SessionClosed,
+}
+
+pub struct PendingCommand {
+    pub kind: CommandKind,
+    /// `None` for the hub's own reloads of unregistered sessions.
+    pub reply: Option<oneshot::Sender<CommandOutcome>>,
+}
+
+/// Mutable per-session state, behind a lock that is never held across `.await`.
+#[derive(Default)]
+pub struct State {
+    pub key: Option<SessionKey>,
+    /// The registered tagent this session belongs to, as last resolved.
+    pub tagent: Option<TagentId>,
+    /// The registry generation `tagent` was resolved at.
+    pub generation: u64,
+    /// The `agentId` the last heartbeat named.
+    pub agent_id: u64,
+    /// The runner group of `tagent`.
+    pub group: Option<u32>,
+    pub pcpu: Option<f32>,
+    pub mem: Option<f32>,
+    pub version: Option<Box<str>>,
+    pub ip_string: Option<Box<str>>,
+    pub heartbeats: u64,
+    pub commands: VecDeque<PendingCommand>,
+    /// Set when the session must end; the task reads it when notified.
+    pub close: Option<DisconnectReason>,
+    /// A reload for an unregistered session is queued or sent.
+    pub reload_queued: bool,
+}
+
+pub struct Session {
+    /// Distinguishes this connection from a later one with the same key.
+    pub serial: u64,
+    pub peer: SocketAddr,
+    pub protocol: Protocol,
+    /// Unix milliseconds.
+    pub connected_at: u64,
+    /// Unix milliseconds of the last message received (idle sweep).
+    pub last_seen: AtomicU64,
+    pub state: Mutex<State>,
+    /// Wakes the task: a command, or a close.
+    pub wake: Notify,
+}
+
+impl Session {
+    pub fn new(serial: u64, peer: SocketAddr, protocol: Protocol, now: u64) -> Self {
+        Session {
+            serial,
+            peer,
+            protocol,
+            connected_at: now,
+            last_seen: AtomicU64::new(now),
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Ask the task to end the session with `reason` (first reason wins).
+    pub fn close(&self, reason: DisconnectReason) {
+        self.state.lock().close.get_or_insert(reason);
+        self.wake.notify_one();
+    }
+
+    pub fn closing(&self) -> Option<DisconnectReason> {
+        self.state.lock().close
+    }
+
+    pub fn touch(&self, now: u64) {
+        self.last_seen.store(now, Ordering::Relaxed);
+    }
+
+    /// Queue a command; the task sends it when the session allows.
+    pub fn push_command(&self, kind: CommandKind, reply: Option<oneshot::Sender<CommandOutcome>>) {
+        self.state.lock().commands.push_back(PendingCommand { kind, reply });
+        self.wake.notify_one();
+    }
+
+    /// Drop commands whose caller stopped waiting.
+    pub fn withdraw_command(&self, kind: CommandKind) {
+        self.state
+            .lock()
+            .commands
+            .retain(|c| c.kind != kind || c.reply.as_ref().is_none_or(|r| !r.is_closed()));
+    }
+
+    /// Fail every queued command: the session is gone.
+    pub fn drain_commands(&self) {
+        let commands = std::mem::take(&mut self.state.lock().commands);
+        for c in commands {
+            if let Some(reply) = c.reply {
+                let _ = reply.send(CommandOutcome::SessionClosed);
+            }
+        }
+    }
+}
