@@ -54,8 +54,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     );
 
     let settings = Settings::from_config(&config.heartbeat);
-    tracing::info!(max_sessions = settings.max_sessions, "heartbeat sessions bounded");
-    let hub = Hub::start(registry.clone(), settings, advertised.clone(), shutdown.clone());
+    tracing::info!(
+        max_sessions = settings.max_sessions,
+        "heartbeat sessions bounded"
+    );
+    let hub = Hub::start(
+        registry.clone(),
+        settings,
+        advertised.clone(),
+        shutdown.clone(),
+    );
     let listener = tokio::spawn(heartbeat::listener::run(hub.clone(), heartbeat));
 
     let state = HttpState {

@@ -172,17 +172,22 @@ impl Config {
         }
         let hb = &self.heartbeat;
         if hb.idle_timeout_secs == 0 || hb.first_message_timeout_secs == 0 {
-            return Err(ConfigError::Invalid("heartbeat timeouts must be at least 1 second".into()));
+            return Err(ConfigError::Invalid(
+                "heartbeat timeouts must be at least 1 second".into(),
+            ));
         }
         if !(256..=16 * 1024 * 1024).contains(&hb.max_line_bytes)
             || !(256..=16 * 1024 * 1024).contains(&hb.max_frame_bytes)
         {
             return Err(ConfigError::Invalid(
-                "heartbeat max_line_bytes and max_frame_bytes must be between 256 and 16777216".into(),
+                "heartbeat max_line_bytes and max_frame_bytes must be between 256 and 16777216"
+                    .into(),
             ));
         }
         if hb.reload_rate_per_sec == 0 {
-            return Err(ConfigError::Invalid("heartbeat reload_rate_per_sec must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "heartbeat reload_rate_per_sec must be at least 1".into(),
+            ));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(

@@ -75,14 +75,22 @@ fn encode(msg: &ClientMsg<'_>) -> Bytes {
 }
 
 impl NativeClient {
-    pub async fn connect(addr: SocketAddr, id: &Identity, credential: &str) -> Result<Self, ClientError> {
+    pub async fn connect(
+        addr: SocketAddr,
+        id: &Identity,
+        credential: &str,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         Self::handshake(stream, id, credential).await
     }
 
     /// Handshake on an already connected stream (e.g. bound to a chosen
     /// source address).
-    pub async fn handshake(mut stream: TcpStream, id: &Identity, credential: &str) -> Result<Self, ClientError> {
+    pub async fn handshake(
+        mut stream: TcpStream,
+        id: &Identity,
+        credential: &str,
+    ) -> Result<Self, ClientError> {
         stream.set_nodelay(true)?;
         stream.write_all(&MAGIC).await?;
         let mut framed = Framed::new(stream, codec(64 * 1024));
@@ -101,12 +109,24 @@ impl NativeClient {
             Owned::Challenge(n) => n,
             other => return Err(unexpected(other)),
         };
-        let proof = proto::proof(credential.as_bytes(), &nonce, &id.tenant, id.agent_id, id.port);
+        let proof = proto::proof(
+            credential.as_bytes(),
+            &nonce,
+            &id.tenant,
+            id.agent_id,
+            id.port,
+        );
         framed
-            .send(encode(&ClientMsg::Auth { proof: proof[..].into() }))
+            .send(encode(&ClientMsg::Auth {
+                proof: proof[..].into(),
+            }))
             .await?;
         match next(&mut framed).await? {
-            Owned::Welcome { tagent_id, proxy_group, idle_timeout_secs } => Ok(NativeClient {
+            Owned::Welcome {
+                tagent_id,
+                proxy_group,
+                idle_timeout_secs,
+            } => Ok(NativeClient {
                 framed,
                 seq: 0,
                 events: VecDeque::new(),
@@ -119,7 +139,11 @@ impl NativeClient {
     }
 
     /// Send a heartbeat and wait for its ack.
-    pub async fn heartbeat(&mut self, pcpu: Option<f32>, mem: Option<f32>) -> Result<Ack, ClientError> {
+    pub async fn heartbeat(
+        &mut self,
+        pcpu: Option<f32>,
+        mem: Option<f32>,
+    ) -> Result<Ack, ClientError> {
         self.seq += 1;
         let seq = self.seq;
         self.framed
@@ -127,7 +151,10 @@ impl NativeClient {
             .await?;
         loop {
             match next(&mut self.framed).await? {
-                Owned::Ack { seq: s, update_group } if s == seq => return Ok(Ack { seq, update_group }),
+                Owned::Ack {
+                    seq: s,
+                    update_group,
+                } if s == seq => return Ok(Ack { seq, update_group }),
                 Owned::Command { id, kind } => self.events.push_back(Event::Command { id, kind }),
                 other => return Err(unexpected(other)),
             }
@@ -148,9 +175,18 @@ impl NativeClient {
     }
 
     /// Report a command's result.
-    pub async fn command_result(&mut self, id: u64, ok: bool, message: Option<&str>) -> Result<(), ClientError> {
+    pub async fn command_result(
+        &mut self,
+        id: u64,
+        ok: bool,
+        message: Option<&str>,
+    ) -> Result<(), ClientError> {
         self.framed
-            .send(encode(&ClientMsg::CommandResult { id, ok, message: message.map(Into::into) }))
+            .send(encode(&ClientMsg::CommandResult {
+                id,
+                ok,
+                message: message.map(Into::into),
+            }))
             .await?;
         Ok(())
     }
@@ -166,9 +202,19 @@ impl NativeClient {
 #[derive(Debug)]
 enum Owned {
     Challenge(Vec<u8>),
-    Welcome { tagent_id: u64, proxy_group: String, idle_timeout_secs: u64 },
-    Ack { seq: u64, update_group: Option<String> },
-    Command { id: u64, kind: CommandKind },
+    Welcome {
+        tagent_id: u64,
+        proxy_group: String,
+        idle_timeout_secs: u64,
+    },
+    Ack {
+        seq: u64,
+        update_group: Option<String>,
+    },
+    Command {
+        id: u64,
+        kind: CommandKind,
+    },
 }
 
 fn unexpected(m: Owned) -> ClientError {
@@ -184,7 +230,11 @@ async fn next(framed: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<Ow
         rmp_serde::from_slice(&frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
     Ok(match msg {
         ServerMsg::Challenge { nonce } => Owned::Challenge(nonce.into_owned()),
-        ServerMsg::Welcome { tagent_id, proxy_group, idle_timeout_secs } => Owned::Welcome {
+        ServerMsg::Welcome {
+            tagent_id,
+            proxy_group,
+            idle_timeout_secs,
+        } => Owned::Welcome {
             tagent_id,
             proxy_group: proxy_group.into_owned(),
             idle_timeout_secs,

@@ -80,7 +80,9 @@ fn parse_u64(s: &str) -> Result<Option<u64>, &'static str> {
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|_| "expected an integer or a string of digits")
+    s.parse()
+        .map(Some)
+        .map_err(|_| "expected an integer or a string of digits")
 }
 
 fn loose_f32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
@@ -164,11 +166,20 @@ impl CompatSession {
             error_line(out, "Tenant is blank in the file 'tagent.conf' ");
             return Flow::Continue;
         }
-        let Some(port) = parsed.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) else {
+        let Some(port) = parsed
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        else {
             error_line(out, "port is missing or not between 1 and 65535");
             return Flow::Continue;
         };
-        let ip = match parsed.mgmt_ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let ip = match parsed
+            .mgmt_ip
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             Some(s) => match parse_ip(s) {
                 Some(ip) => ip,
                 None => {
@@ -187,7 +198,10 @@ impl CompatSession {
             ip_string: parsed.ip_string.as_deref(),
         };
         let Ok(beat) = self.hub.heartbeat(&self.session, key, facts) else {
-            error_line(out, "this connection belongs to another tagent (tenant, ip or port changed)");
+            error_line(
+                out,
+                "this connection belongs to another tagent (tenant, ip or port changed)",
+            );
             return Flow::Close(DisconnectReason::ProtocolError);
         };
         self.identified = true;

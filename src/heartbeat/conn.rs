@@ -31,7 +31,11 @@ pub enum Framing {
 
 enum Split {
     /// `unit` is `buf[start..end]`; the next unit starts at `next`.
-    Unit { start: usize, end: usize, next: usize },
+    Unit {
+        start: usize,
+        end: usize,
+        next: usize,
+    },
     NeedMore,
     TooLong,
 }
@@ -41,8 +45,16 @@ impl Framing {
         match self {
             Framing::Lines { max } => match memchr(b'\n', buf) {
                 Some(i) if i <= max => {
-                    let end = if i > 0 && buf[i - 1] == b'\r' { i - 1 } else { i };
-                    Split::Unit { start: 0, end, next: i + 1 }
+                    let end = if i > 0 && buf[i - 1] == b'\r' {
+                        i - 1
+                    } else {
+                        i
+                    };
+                    Split::Unit {
+                        start: 0,
+                        end,
+                        next: i + 1,
+                    }
                 }
                 Some(_) => Split::TooLong,
                 None if buf.len() > max => Split::TooLong,
@@ -58,7 +70,11 @@ impl Framing {
                 } else if buf.len() < 4 + n {
                     Split::NeedMore
                 } else {
-                    Split::Unit { start: 4, end: 4 + n, next: 4 + n }
+                    Split::Unit {
+                        start: 4,
+                        end: 4 + n,
+                        next: 4 + n,
+                    }
                 }
             }
         }
@@ -226,7 +242,11 @@ impl Conn {
             if !from_scratch {
                 self.pending_in.extend_from_slice(&input[..n]);
             }
-            let data: &[u8] = if from_scratch { &input[..n] } else { &self.pending_in };
+            let data: &[u8] = if from_scratch {
+                &input[..n]
+            } else {
+                &self.pending_in
+            };
             let mut at = 0;
             let mut flow = Flow::Continue;
             let mut too_long = false;
@@ -278,8 +298,22 @@ mod tests {
     #[test]
     fn lines_split_on_lf_and_crlf_and_respect_the_limit() {
         let f = Framing::Lines { max: 8 };
-        assert!(matches!(f.split(b"abc\r\nx"), Split::Unit { start: 0, end: 3, next: 5 }));
-        assert!(matches!(f.split(b"abc\nx"), Split::Unit { start: 0, end: 3, next: 4 }));
+        assert!(matches!(
+            f.split(b"abc\r\nx"),
+            Split::Unit {
+                start: 0,
+                end: 3,
+                next: 5
+            }
+        ));
+        assert!(matches!(
+            f.split(b"abc\nx"),
+            Split::Unit {
+                start: 0,
+                end: 3,
+                next: 4
+            }
+        ));
         assert!(matches!(f.split(b"abc"), Split::NeedMore));
         assert!(matches!(f.split(b"123456789"), Split::TooLong));
         assert!(matches!(f.split(b"123456789\n"), Split::TooLong));
@@ -291,6 +325,13 @@ mod tests {
         assert!(matches!(f.split(&[0, 0, 0, 17]), Split::TooLong));
         assert!(matches!(f.split(&[0xff, 0xff, 0xff, 0xff]), Split::TooLong));
         assert!(matches!(f.split(&[0, 0, 0, 2, 1]), Split::NeedMore));
-        assert!(matches!(f.split(&[0, 0, 0, 2, 1, 2, 3]), Split::Unit { start: 4, end: 6, next: 6 }));
+        assert!(matches!(
+            f.split(&[0, 0, 0, 2, 1, 2, 3]),
+            Split::Unit {
+                start: 4,
+                end: 6,
+                next: 6
+            }
+        ));
     }
 }

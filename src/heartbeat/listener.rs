@@ -27,7 +27,11 @@ use crate::registry::DisconnectReason;
 /// Bind the heartbeat port with a deep backlog, so a whole estate
 /// reconnecting at once after a restart waits in the kernel, not refused.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(8192)
@@ -156,7 +160,10 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, _guard: OpenGuard)
             }
             let mut stream = stream;
             let mut magic = [0u8; 4];
-            if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic).await.is_err() {
+            if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
+                .await
+                .is_err()
+            {
                 return;
             }
             let session = hub.new_session(peer, Protocol::Native);
@@ -174,7 +181,12 @@ fn ended(e: Ended) -> DisconnectReason {
     e.reason()
 }
 
-async fn run_compat(hub: &Hub, mut conn: Conn, session: &Arc<Session>, deadline: Instant) -> DisconnectReason {
+async fn run_compat(
+    hub: &Hub,
+    mut conn: Conn,
+    session: &Arc<Session>,
+    deadline: Instant,
+) -> DisconnectReason {
     let mut cs = CompatSession::new(hub.clone(), session.clone());
     let max_line = hub.settings().max_line;
     // Until it identifies itself, a connection lives on the first-message deadline.
@@ -221,7 +233,12 @@ async fn run_compat(hub: &Hub, mut conn: Conn, session: &Arc<Session>, deadline:
     }
 }
 
-async fn run_native(hub: &Hub, mut conn: Conn, session: &Arc<Session>, deadline: Instant) -> DisconnectReason {
+async fn run_native(
+    hub: &Hub,
+    mut conn: Conn,
+    session: &Arc<Session>,
+    deadline: Instant,
+) -> DisconnectReason {
     let mut ns = NativeSession::new(hub.clone(), session.clone());
     let max_frame = hub.settings().max_frame;
     let reason = loop {

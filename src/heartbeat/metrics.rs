@@ -64,7 +64,8 @@ impl HbMetrics {
     }
 
     pub fn command(&self, kind: CommandKind, result: &'static str) {
-        counter!("tagent_hub_commands_total", "command" => kind.as_str(), "result" => result).increment(1);
+        counter!("tagent_hub_commands_total", "command" => kind.as_str(), "result" => result)
+            .increment(1);
     }
 
     /// A connection refused or closed for bad input, by kind.
@@ -88,12 +89,18 @@ impl HbMetrics {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("tagent_hub_heartbeats_total", "Heartbeats handled, by protocol.");
+    describe_counter!(
+        "tagent_hub_heartbeats_total",
+        "Heartbeats handled, by protocol."
+    );
     describe_histogram!(
         "tagent_hub_heartbeat_duration_seconds",
         "Time to handle a heartbeat, from its bytes read to its reply written (sampled)."
     );
-    describe_gauge!("tagent_hub_sessions", "Identified heartbeat sessions, by protocol.");
+    describe_gauge!(
+        "tagent_hub_sessions",
+        "Identified heartbeat sessions, by protocol."
+    );
     describe_counter!(
         "tagent_hub_sessions_closed_total",
         "Identified sessions closed, by reason."
@@ -110,11 +117,20 @@ fn describe() {
         "tagent_hub_reloads_sent_total",
         "Reloads sent to unregistered sessions so their tagents register again."
     );
-    describe_counter!("tagent_hub_commands_total", "Commands sent down sessions, by result.");
+    describe_counter!(
+        "tagent_hub_commands_total",
+        "Commands sent down sessions, by result."
+    );
     describe_counter!(
         "tagent_hub_connection_errors_total",
         "Connections refused or closed for what they sent or when they came, by kind."
     );
-    describe_counter!("tagent_hub_accept_errors_total", "Errors of the accept loop, by kind.");
-    describe_counter!("tagent_hub_auth_failures_total", "Native handshakes refused, by reason.");
+    describe_counter!(
+        "tagent_hub_accept_errors_total",
+        "Errors of the accept loop, by kind."
+    );
+    describe_counter!(
+        "tagent_hub_auth_failures_total",
+        "Native handshakes refused, by reason."
+    );
 }

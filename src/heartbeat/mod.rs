@@ -180,7 +180,12 @@ impl Hub {
     /// Create the hub and start its background tasks (status batching, the
     /// idle sweep, reloads). `advertised` is this hub's heartbeat address as
     /// told to tagents: it names this hub's runner in each group.
-    pub fn start(registry: Registry, settings: Settings, advertised: (String, u16), shutdown: Shutdown) -> Hub {
+    pub fn start(
+        registry: Registry,
+        settings: Settings,
+        advertised: (String, u16),
+        shutdown: Shutdown,
+    ) -> Hub {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let groups = registry.groups();
@@ -201,7 +206,11 @@ impl Hub {
             }),
         };
         registry.set_liveness(Arc::new(hub.clone()));
-        tokio::spawn(status_batcher(hub.inner.registry.clone(), status_rx, hub.inner.settings.status_flush));
+        tokio::spawn(status_batcher(
+            hub.inner.registry.clone(),
+            status_rx,
+            hub.inner.settings.status_flush,
+        ));
         tokio::spawn(sweeper(Arc::downgrade(&hub.inner)));
         tokio::spawn(reloader(reload_rx, hub.inner.settings.reload_rate));
         hub
@@ -246,18 +255,23 @@ impl Hub {
             if cur >= max {
                 return None;
             }
-            match self
-                .inner
-                .open
-                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.inner.open.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Some(OpenGuard(self.inner.clone())),
                 Err(now) => cur = now,
             }
         }
     }
 
-    pub(crate) fn new_session(&self, peer: std::net::SocketAddr, protocol: Protocol) -> Arc<Session> {
+    pub(crate) fn new_session(
+        &self,
+        peer: std::net::SocketAddr,
+        protocol: Protocol,
+    ) -> Arc<Session> {
         let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
         Arc::new(Session::new(serial, peer, protocol, now_millis()))
     }
@@ -279,7 +293,12 @@ impl Hub {
     /// The session key for a (tenant, ip, port) as a heartbeat names it.
     pub fn key_for(&self, tenant: &str, ip: std::net::IpAddr, port: u16) -> SessionKey {
         SessionKey {
-            tenant: self.inner.registry.interner().get(tenant).unwrap_or(UNKNOWN_TENANT),
+            tenant: self
+                .inner
+                .registry
+                .interner()
+                .get(tenant)
+                .unwrap_or(UNKNOWN_TENANT),
             ip: ip.to_canonical(),
             port,
         }
@@ -289,7 +308,12 @@ impl Hub {
     /// its tagent resolved, move status on registration changes, and keep the
     /// facts. `Err` when the heartbeat names another identity than the
     /// session's first one.
-    pub fn heartbeat(&self, session: &Arc<Session>, key: SessionKey, facts: Facts<'_>) -> Result<Beat, ()> {
+    pub fn heartbeat(
+        &self,
+        session: &Arc<Session>,
+        key: SessionKey,
+        facts: Facts<'_>,
+    ) -> Result<Beat, ()> {
         let now = now_millis();
         session.touch(now);
         let generation = self.inner.registry.generation();
@@ -305,11 +329,11 @@ impl Hub {
             self.claim(session, key);
         }
         let resolved = match cached {
-            Some(Some(id)) if id == facts.agent_id => {
-                Some((id, session.state.lock().group))
-            }
+            Some(Some(id)) if id == facts.agent_id => Some((id, session.state.lock().group)),
             Some(None) if session.state.lock().agent_id == facts.agent_id => None,
-            _ => self.resolve(&key, facts.agent_id).map(|(id, g)| (id, Some(g))),
+            _ => self
+                .resolve(&key, facts.agent_id)
+                .map(|(id, g)| (id, Some(g))),
         };
         let (previous, reload) = {
             let mut st = session.state.lock();
@@ -411,7 +435,9 @@ impl Hub {
             (st.key, st.tagent)
         };
         if let Some(key) = key {
-            self.inner.by_key.remove_if(&key, |_, s| Arc::ptr_eq(s, session));
+            self.inner
+                .by_key
+                .remove_if(&key, |_, s| Arc::ptr_eq(s, session));
             self.inner.metrics.session_closed(session.protocol, reason);
         }
         if let Some(id) = tagent {
@@ -499,7 +525,12 @@ impl Hub {
     /// Close every session (reason: shutdown) and wait, bounded, for their
     /// tasks to end; then make sure every status change reached the writer.
     pub async fn drain(&self, within: Duration) {
-        let sessions: Vec<Arc<Session>> = self.inner.by_key.iter().map(|e| e.value().clone()).collect();
+        let sessions: Vec<Arc<Session>> = self
+            .inner
+            .by_key
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
         for s in sessions {
             s.close(DisconnectReason::Shutdown);
         }
@@ -529,7 +560,11 @@ impl Drop for OpenGuard {
 }
 
 fn group_lists(groups: Arc<RunnerGroups>, advertised: &(String, u16)) -> GroupLists {
-    let lists = groups.groups.iter().map(|g| (g.id, g.proxy_group())).collect();
+    let lists = groups
+        .groups
+        .iter()
+        .map(|g| (g.id, g.proxy_group()))
+        .collect();
     let me = groups
         .groups
         .iter()
@@ -545,7 +580,11 @@ fn group_lists(groups: Arc<RunnerGroups>, advertised: &(String, u16)) -> GroupLi
 
 /// Group-commit status transitions: collect for `flush`, then hand the batch
 /// to the registry writer (one transaction for all of them).
-async fn status_batcher(registry: Registry, mut rx: mpsc::UnboundedReceiver<StatusMsg>, flush: Duration) {
+async fn status_batcher(
+    registry: Registry,
+    mut rx: mpsc::UnboundedReceiver<StatusMsg>,
+    flush: Duration,
+) {
     let mut batch: Vec<StatusChange> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -561,7 +600,9 @@ async fn status_batcher(registry: Registry, mut rx: mpsc::UnboundedReceiver<Stat
             take(m, &mut batch, &mut waiters);
         }
         if !batch.is_empty() {
-            registry.report_status_async(std::mem::take(&mut batch)).await;
+            registry
+                .report_status_async(std::mem::take(&mut batch))
+                .await;
         }
         for w in waiters.drain(..) {
             let _ = w.send(());
@@ -597,7 +638,9 @@ async fn reloader(mut rx: mpsc::UnboundedReceiver<Weak<Session>>, rate: u32) {
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while let Some(weak) = rx.recv().await {
-        let Some(session) = weak.upgrade() else { continue };
+        let Some(session) = weak.upgrade() else {
+            continue;
+        };
         {
             let st = session.state.lock();
             if st.tagent.is_some() || st.close.is_some() {

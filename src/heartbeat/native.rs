@@ -86,7 +86,11 @@ impl NativeSession {
             Ok(m) => m,
             Err(e) => {
                 HbMetrics::rejected("bad_message");
-                error_frame(out, "bad-message", &format!("cannot decode the message: {e}"));
+                error_frame(
+                    out,
+                    "bad-message",
+                    &format!("cannot decode the message: {e}"),
+                );
                 return Flow::Close(DisconnectReason::ProtocolError);
             }
         };
@@ -97,9 +101,23 @@ impl NativeSession {
             return Flow::Close(DisconnectReason::ProtocolError);
         }
         match (&self.phase, msg) {
-            (Phase::Hello, ClientMsg::Hello { v, tenant, agent_id, ip, port, version }) => {
+            (
+                Phase::Hello,
+                ClientMsg::Hello {
+                    v,
+                    tenant,
+                    agent_id,
+                    ip,
+                    port,
+                    version,
+                },
+            ) => {
                 if v != PROTOCOL_VERSION {
-                    error_frame(out, "version", &format!("protocol version {v} is not supported (use {PROTOCOL_VERSION})"));
+                    error_frame(
+                        out,
+                        "version",
+                        &format!("protocol version {v} is not supported (use {PROTOCOL_VERSION})"),
+                    );
                     return Flow::Close(DisconnectReason::ProtocolError);
                 }
                 let ip = match ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -122,7 +140,11 @@ impl NativeSession {
                 let key = self.hub.key_for(&tenant, ip, port);
                 if self.hub.resolve(&key, agent_id).is_none() {
                     HbMetrics::auth_failure("unknown_tagent");
-                    error_frame(out, "unknown-tagent", "no tagent with this id is registered under this tenant, ip and port: register over HTTP first");
+                    error_frame(
+                        out,
+                        "unknown-tagent",
+                        "no tagent with this id is registered under this tenant, ip and port: register over HTTP first",
+                    );
                     return Flow::Close(DisconnectReason::AuthFailed);
                 }
                 self.need_credential = Some(NeedCredential {
@@ -132,7 +154,15 @@ impl NativeSession {
                 });
                 Flow::Continue
             }
-            (Phase::Challenged { key, tenant, agent_id, nonce }, ClientMsg::Auth { proof }) => {
+            (
+                Phase::Challenged {
+                    key,
+                    tenant,
+                    agent_id,
+                    nonce,
+                },
+                ClientMsg::Auth { proof },
+            ) => {
                 let (key, agent_id) = (*key, *agent_id);
                 let credential = self.credential.take();
                 let ok = credential.as_deref().is_some_and(|c| {
@@ -140,15 +170,26 @@ impl NativeSession {
                 });
                 if !ok {
                     HbMetrics::auth_failure("bad_proof");
-                    error_frame(out, "auth-failed", "the proof does not match the credential given at registration");
+                    error_frame(
+                        out,
+                        "auth-failed",
+                        "the proof does not match the credential given at registration",
+                    );
                     return Flow::Close(DisconnectReason::AuthFailed);
                 }
-                let facts = Facts { agent_id, ..Default::default() };
+                let facts = Facts {
+                    agent_id,
+                    ..Default::default()
+                };
                 let Ok(beat) = self.hub.heartbeat(&self.session, key, facts) else {
                     return Flow::Close(DisconnectReason::ProtocolError);
                 };
                 let Some(tagent_id) = beat.tagent else {
-                    error_frame(out, "unknown-tagent", "the tagent was deleted during the handshake");
+                    error_frame(
+                        out,
+                        "unknown-tagent",
+                        "the tagent was deleted during the handshake",
+                    );
                     return Flow::Close(DisconnectReason::AuthFailed);
                 };
                 let idle = self.hub.settings().idle_timeout.as_secs();
@@ -167,15 +208,30 @@ impl NativeSession {
                 Flow::Continue
             }
             (Phase::Live { agent_id, key }, ClientMsg::Heartbeat { seq, pcpu, mem }) => {
-                let facts = Facts { agent_id: *agent_id, pcpu, mem, ..Default::default() };
+                let facts = Facts {
+                    agent_id: *agent_id,
+                    pcpu,
+                    mem,
+                    ..Default::default()
+                };
                 let Ok(beat) = self.hub.heartbeat(&self.session, *key, facts) else {
                     return Flow::Close(DisconnectReason::ProtocolError);
                 };
                 if beat.tagent.is_none() {
-                    error_frame(out, "unknown-tagent", "the tagent is no longer registered: register again");
+                    error_frame(
+                        out,
+                        "unknown-tagent",
+                        "the tagent is no longer registered: register again",
+                    );
                     return Flow::Close(DisconnectReason::ProtocolError);
                 }
-                proto::encode_frame(&ServerMsg::Ack { seq, update_group: None }, out);
+                proto::encode_frame(
+                    &ServerMsg::Ack {
+                        seq,
+                        update_group: None,
+                    },
+                    out,
+                );
                 let metrics = self.hub.metrics();
                 metrics.heartbeat(Protocol::Native);
                 if seq % LATENCY_SAMPLE == 1 {
@@ -191,7 +247,9 @@ impl NativeSession {
                         let _ = reply.send(if ok {
                             CommandOutcome::Delivered
                         } else {
-                            CommandOutcome::Failed(message.map(|m| m.into_owned()).unwrap_or_default())
+                            CommandOutcome::Failed(
+                                message.map(|m| m.into_owned()).unwrap_or_default(),
+                            )
                         });
                     }
                 }
@@ -209,13 +267,23 @@ impl NativeSession {
 
 impl NativeSession {
     /// After the credential lookup: send the challenge (or refuse).
-    pub fn challenge(&mut self, conn: &mut Conn, credential: Option<String>) -> Result<Flow, Ended> {
+    pub fn challenge(
+        &mut self,
+        conn: &mut Conn,
+        credential: Option<String>,
+    ) -> Result<Flow, Ended> {
         let Some(need) = self.need_credential.take() else {
             return Ok(Flow::Continue);
         };
         let Some(credential) = credential else {
             HbMetrics::auth_failure("no_credential");
-            conn.write_with(|out| error_frame(out, "auth-failed", "no credential is stored for this tagent: register with one"))?;
+            conn.write_with(|out| {
+                error_frame(
+                    out,
+                    "auth-failed",
+                    "no credential is stored for this tagent: register with one",
+                )
+            })?;
             return Ok(Flow::Close(DisconnectReason::AuthFailed));
         };
         let mut nonce = [0u8; NONCE_LEN];
@@ -228,7 +296,12 @@ impl NativeSession {
             nonce,
         };
         conn.write_with(|out| {
-            proto::encode_frame(&ServerMsg::Challenge { nonce: nonce[..].into() }, out)
+            proto::encode_frame(
+                &ServerMsg::Challenge {
+                    nonce: nonce[..].into(),
+                },
+                out,
+            )
         })?;
         Ok(Flow::Continue)
     }
@@ -245,7 +318,9 @@ impl NativeSession {
             };
             let id = self.next_command;
             self.next_command += 1;
-            conn.write_with(|out| proto::encode_frame(&ServerMsg::Command { id, kind: cmd.kind }, out))?;
+            conn.write_with(|out| {
+                proto::encode_frame(&ServerMsg::Command { id, kind: cmd.kind }, out)
+            })?;
             if cmd.kind == CommandKind::Reload && cmd.reply.is_none() {
                 HbMetrics::reload_sent();
             }
@@ -256,7 +331,12 @@ impl NativeSession {
     /// Tell the agent why the session ends.
     pub fn goodbye(&self, conn: &mut Conn, reason: DisconnectReason) {
         let _ = conn.write_with(|out| {
-            proto::encode_frame(&ServerMsg::Goodbye { reason: reason.as_str().into() }, out)
+            proto::encode_frame(
+                &ServerMsg::Goodbye {
+                    reason: reason.as_str().into(),
+                },
+                out,
+            )
         });
     }
 

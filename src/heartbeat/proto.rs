@@ -118,7 +118,14 @@ pub fn proof(credential: &[u8], nonce: &[u8], tenant: &str, agent_id: u64, port:
 }
 
 /// Constant-time check of a proof.
-pub fn verify(credential: &[u8], nonce: &[u8], tenant: &str, agent_id: u64, port: u16, proof: &[u8]) -> bool {
+pub fn verify(
+    credential: &[u8],
+    nonce: &[u8],
+    tenant: &str,
+    agent_id: u64,
+    port: u16,
+    proof: &[u8],
+) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(credential).expect("HMAC takes any key length");
     feed(&mut mac, nonce, tenant, agent_id, port);
     mac.verify_slice(proof).is_ok()
@@ -167,6 +174,49 @@ mod tests {
                 pcpu: Some(0.5),
                 mem: None
             }
+        );
+    }
+
+    fn hex(v: &[u8]) -> String {
+        v.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The bytes shown in docs/PROTOCOL.md.
+    #[test]
+    fn documented_bytes_are_what_the_code_sends() {
+        let p = proof(b"secret", &[0x11; 32], "demo", 1, 3939);
+        assert_eq!(
+            hex(&p),
+            "fc 68 d0 f9 2c 0b 39 b4 f2 b9 d7 d7 67 67 9a 91 27 41 1b 9b 87 d8 b3 63 d5 09 4b 2a 24 f1 2e f8"
+        );
+        let mut out = Vec::new();
+        encode_frame(
+            &ClientMsg::Heartbeat {
+                seq: 1,
+                pcpu: Some(0.5),
+                mem: None,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            hex(&out),
+            "00 00 00 20 81 a9 68 65 61 72 74 62 65 61 74 83 a3 73 65 71 01 a4 70 63 70 75 ca \
+             3f 00 00 00 a3 6d 65 6d c0"
+        );
+        out.clear();
+        encode_frame(
+            &ServerMsg::Ack {
+                seq: 1,
+                update_group: None,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            hex(&out),
+            "00 00 00 19 81 a3 61 63 6b 82 a3 73 65 71 01 ac 75 70 64 61 74 65 5f 67 72 6f 75 70 c0"
         );
     }
 

@@ -125,7 +125,10 @@ impl Session {
 
     /// Queue a command; the task sends it when the session allows.
     pub fn push_command(&self, kind: CommandKind, reply: Option<oneshot::Sender<CommandOutcome>>) {
-        self.state.lock().commands.push_back(PendingCommand { kind, reply });
+        self.state
+            .lock()
+            .commands
+            .push_back(PendingCommand { kind, reply });
         self.wake.notify_one();
     }
 

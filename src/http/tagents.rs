@@ -78,7 +78,11 @@ pub(super) async fn resetcred(state: State<HttpState>, id: Path<TagentId>) -> Re
     command(state, id, CommandKind::Resetcred).await
 }
 
-async fn command(State(s): State<HttpState>, Path(id): Path<TagentId>, kind: CommandKind) -> Response {
+async fn command(
+    State(s): State<HttpState>,
+    Path(id): Path<TagentId>,
+    kind: CommandKind,
+) -> Response {
     if s.registry.get(id).is_none() {
         return not_found(id);
     }
