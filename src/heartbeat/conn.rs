@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::io;
 
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::registry::DisconnectReason;
@@ -127,7 +126,13 @@ thread_local! {
 
 pub struct Conn {
     pub stream: TcpStream,
-    /// A partial unit, only while one is pending.
+    /// Allocated only while a partial unit or unsent output is pending.
+    bufs: Option<Box<Bufs>>,
+}
+
+#[derive(Default)]
+struct Bufs {
+    /// A partial unit.
     pending_in: Vec<u8>,
     /// Reply bytes the socket did not take yet.
     pending_out: Vec<u8>,
@@ -142,52 +147,60 @@ fn classify(e: &io::Error) -> Ended {
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Self {
-        Conn {
-            stream,
-            pending_in: Vec::new(),
-            pending_out: Vec::new(),
-        }
+        Conn { stream, bufs: None }
     }
 
     /// Whether a partial unit has been received (a message is in flight).
     pub fn mid_unit(&self) -> bool {
-        !self.pending_in.is_empty()
+        self.bufs.as_ref().is_some_and(|b| !b.pending_in.is_empty())
     }
 
     /// Whether replies are waiting for the socket.
     pub fn has_pending_output(&self) -> bool {
-        !self.pending_out.is_empty()
+        self.bufs
+            .as_ref()
+            .is_some_and(|b| !b.pending_out.is_empty())
     }
 
-    /// Wait until the socket can be read, or written when output is pending.
-    pub async fn ready(&self) -> io::Result<()> {
-        if self.pending_out.is_empty() {
-            self.stream.readable().await
-        } else {
-            self.stream.ready(Interest::WRITABLE).await.map(|_| ())
+    fn bufs(&mut self) -> &mut Bufs {
+        self.bufs.get_or_insert_with(Box::default)
+    }
+
+    /// Free the buffers once both are empty.
+    fn release(&mut self) {
+        if self
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.pending_in.is_empty() && b.pending_out.is_empty())
+        {
+            self.bufs = None;
         }
     }
 
     /// Flush pending output without blocking.
     pub fn flush(&mut self) -> Result<(), Ended> {
-        while !self.pending_out.is_empty() {
-            match self.stream.try_write(&self.pending_out) {
+        let Some(bufs) = self.bufs.as_mut() else {
+            return Ok(());
+        };
+        while !bufs.pending_out.is_empty() {
+            match self.stream.try_write(&bufs.pending_out) {
                 Ok(0) => return Err(Ended::Reset),
                 Ok(n) => {
-                    self.pending_out.drain(..n);
+                    bufs.pending_out.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(classify(&e)),
             }
         }
-        self.pending_out = Vec::new();
+        bufs.pending_out = Vec::new();
+        self.release();
         Ok(())
     }
 
     /// Write `bytes` now, keeping what the socket does not take.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), Ended> {
-        if !self.pending_out.is_empty() {
-            self.pending_out.extend_from_slice(bytes);
+        if self.has_pending_output() {
+            self.bufs().pending_out.extend_from_slice(bytes);
             return self.flush();
         }
         let mut done = 0;
@@ -200,7 +213,7 @@ impl Conn {
             }
         }
         if done < bytes.len() {
-            self.pending_out.extend_from_slice(&bytes[done..]);
+            self.bufs().pending_out.extend_from_slice(&bytes[done..]);
         }
         Ok(())
     }
@@ -225,7 +238,7 @@ impl Conn {
         mut on_unit: impl FnMut(&[u8], &mut Vec<u8>) -> Flow,
     ) -> Result<Flow, Ended> {
         self.flush()?;
-        if !self.pending_out.is_empty() {
+        if self.has_pending_output() {
             return Ok(Flow::Continue);
         }
         BUFS.with_borrow_mut(|b| {
@@ -238,15 +251,14 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Flow::Continue),
                 Err(e) => return Err(classify(&e)),
             };
-            let from_scratch = self.pending_in.is_empty();
-            if !from_scratch {
-                self.pending_in.extend_from_slice(&input[..n]);
-            }
-            let data: &[u8] = if from_scratch {
-                &input[..n]
+            let from_scratch = !self.mid_unit();
+            let mut partial = if from_scratch {
+                Vec::new()
             } else {
-                &self.pending_in
+                std::mem::take(&mut self.bufs().pending_in)
             };
+            partial.extend_from_slice(if from_scratch { &[] } else { &input[..n] });
+            let data: &[u8] = if from_scratch { &input[..n] } else { &partial };
             let mut at = 0;
             let mut flow = Flow::Continue;
             let mut too_long = false;
@@ -264,15 +276,15 @@ impl Conn {
                 }
             }
             let rest = data.len() - at;
-            if from_scratch {
-                if rest > 0 && flow == Flow::Continue && !too_long {
-                    self.pending_in.extend_from_slice(&input[at..n]);
+            if rest > 0 && flow == Flow::Continue && !too_long {
+                if from_scratch {
+                    self.bufs().pending_in.extend_from_slice(&input[at..n]);
+                } else {
+                    partial.drain(..at);
+                    self.bufs().pending_in = partial;
                 }
-            } else if rest == 0 {
-                self.pending_in = Vec::new();
-            } else {
-                self.pending_in.drain(..at);
             }
+            self.release();
             let written = self.write(output);
             shrink(output);
             written?;

@@ -6,14 +6,17 @@
 //! connection must identify itself within `first_message_timeout`; its
 //! first byte picks the protocol.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 
 use super::compat::CompatSession;
 use super::conn::{Conn, Ended, Flow};
@@ -128,9 +131,10 @@ async fn sniff(stream: &TcpStream) -> io::Result<Sniffed> {
     }
 }
 
-async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, _guard: OpenGuard) {
+async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, guard: OpenGuard) {
     let deadline = Instant::now() + hub.settings().first_message_timeout;
-    let sniffed = match timeout_at(deadline, sniff(&stream)).await {
+    // Boxed: the sniffing future is large and lives only until the first bytes.
+    let sniffed = match Box::pin(timeout_at(deadline, sniff(&stream))).await {
         Ok(Ok(s)) => s,
         Ok(Err(_)) => return,
         Err(_) => {
@@ -149,9 +153,9 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, _guard: OpenGuard)
                 HbMetrics::rejected("compat_refused");
                 return;
             }
+            // A task of its own, so the session carries nothing of the sniffing.
             let session = hub.new_session(peer, Protocol::Compat);
-            let reason = run_compat(&hub, Conn::new(stream), &session, deadline).await;
-            hub.finish(&session, reason);
+            tokio::spawn(run_compat(hub, Conn::new(stream), session, guard, deadline));
         }
         Sniffed::Native => {
             if !settings.native {
@@ -160,15 +164,15 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, _guard: OpenGuard)
             }
             let mut stream = stream;
             let mut magic = [0u8; 4];
-            if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
+            let read = Box::pin(tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic));
+            if timeout_at(deadline, read)
                 .await
-                .is_err()
+                .map_or(true, |r| r.is_err())
             {
                 return;
             }
             let session = hub.new_session(peer, Protocol::Native);
-            let reason = run_native(&hub, Conn::new(stream), &session, deadline).await;
-            hub.finish(&session, reason);
+            tokio::spawn(run_native(hub, Conn::new(stream), session, guard, deadline));
         }
         Sniffed::Unknown => HbMetrics::rejected("unknown_protocol"),
     }
@@ -181,114 +185,185 @@ fn ended(e: Ended) -> DisconnectReason {
     e.reason()
 }
 
-async fn run_compat(
-    hub: &Hub,
-    mut conn: Conn,
-    session: &Arc<Session>,
-    deadline: Instant,
-) -> DisconnectReason {
-    let mut cs = CompatSession::new(hub.clone(), session.clone());
-    let max_line = hub.settings().max_line;
-    // Until it identifies itself, a connection lives on the first-message deadline.
-    while !cs.identified() {
-        tokio::select! {
-            biased;
-            _ = hub.shutdown_signal().wait() => return DisconnectReason::Shutdown,
-            _ = sleep_until(deadline) => {
-                HbMetrics::rejected("first_message_timeout");
-                return DisconnectReason::ProtocolError;
-            }
-            r = conn.ready() => {
-                if r.is_err() { return DisconnectReason::Reset; }
-                match cs.on_readable(&mut conn, max_line) {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::Close(reason)) => return reason,
-                    Err(e) => return ended(e),
-                }
+/// What woke a session task.
+enum Wake {
+    /// A command or a close was posted to the session.
+    Posted,
+    /// The timer fired (first-message deadline, or a command's quiet moment).
+    Timer,
+    /// The socket is readable (or writable, with output pending).
+    Io,
+}
+
+/// Wait for the next thing a session must act on. Written as one `poll_fn`
+/// over the socket's readiness, the session's waker and an optional boxed
+/// timer, so an idle session's task holds a few pointers instead of the
+/// `readable()`, `Notified` and `Sleep` futures (~330 bytes) a `select!` keeps.
+fn next_wake<'a>(
+    conn: &'a Conn,
+    session: &'a Session,
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
+) -> impl Future<Output = io::Result<Wake>> + 'a {
+    std::future::poll_fn(move |cx| {
+        if session.poll_woken(cx) {
+            return Poll::Ready(Ok(Wake::Posted));
+        }
+        if let Some(t) = timer.as_mut()
+            && t.as_mut().poll(cx).is_ready()
+        {
+            *timer = None;
+            return Poll::Ready(Ok(Wake::Timer));
+        }
+        let ready = if conn.has_pending_output() {
+            conn.stream.poll_write_ready(cx)
+        } else {
+            conn.stream.poll_read_ready(cx)
+        };
+        ready.map(|r| r.map(|()| Wake::Io))
+    })
+}
+
+/// Point `timer` at `at`, reusing its allocation; `None` drops it.
+fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Option<Instant>) {
+    match (timer.as_mut(), at) {
+        (Some(t), Some(at)) => {
+            if t.deadline() != at {
+                t.as_mut().reset(at);
             }
         }
-    }
-    loop {
-        if let Some(reason) = session.closing() {
-            return reason;
-        }
-        let due = cs.command_due(&conn);
-        tokio::select! {
-            biased;
-            _ = session.wake.notified() => {}
-            _ = async { match due { Some(t) => sleep_until(t.into()).await, None => std::future::pending().await } } => {
-                if let Err(e) = cs.send_due_command(&mut conn) {
-                    return ended(e);
-                }
-            }
-            r = conn.ready() => {
-                if r.is_err() { return DisconnectReason::Reset; }
-                match cs.on_readable(&mut conn, max_line) {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::Close(reason)) => return reason,
-                    Err(e) => return ended(e),
-                }
-            }
-        }
+        (None, Some(at)) => *timer = Some(Box::pin(sleep_until(at))),
+        (_, None) => *timer = None,
     }
 }
 
-async fn run_native(
-    hub: &Hub,
+/// A compat session's task: one flat future, so an idle session costs
+/// little more than its socket, its `Conn` and a few pointers.
+/// A compat session's task: one flat future, so an idle session costs
+/// little more than its socket, its `Conn` and a few pointers.
+async fn run_compat(
+    hub: Hub,
     mut conn: Conn,
+    session: Arc<Session>,
+    _guard: OpenGuard,
+    deadline: Instant,
+) {
+    let mut cs = CompatSession::new(hub.clone(), session.clone());
+    let max_line = hub.settings().max_line;
+    // Until it identifies itself, a connection lives on the first-message deadline.
+    let mut timer = Some(Box::pin(sleep_until(deadline)));
+    let reason = 'session: loop {
+        if cs.identified() {
+            if let Some(reason) = session.closing() {
+                break 'session reason;
+            }
+            set_timer(&mut timer, cs.command_due(&conn).map(Instant::from_std));
+        }
+        let wake = match next_wake(&conn, &session, &mut timer).await {
+            Ok(w) => w,
+            Err(_) => break 'session DisconnectReason::Reset,
+        };
+        match wake {
+            Wake::Posted => {}
+            Wake::Timer if !cs.identified() => {
+                HbMetrics::rejected("first_message_timeout");
+                break 'session DisconnectReason::ProtocolError;
+            }
+            Wake::Timer => {
+                if let Err(e) = cs.send_due_command(&mut conn) {
+                    break 'session ended(e);
+                }
+            }
+            Wake::Io => match cs.on_readable(&mut conn, max_line) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close(reason)) => break 'session reason,
+                Err(e) => break 'session ended(e),
+            },
+        }
+    };
+    hub.finish(&session, reason);
+}
+
+async fn run_native(
+    hub: Hub,
+    mut conn: Conn,
+    session: Arc<Session>,
+    _guard: OpenGuard,
+    deadline: Instant,
+) {
+    let reason = native_loop(&hub, &mut conn, &session, deadline).await;
+    hub.finish(&session, reason);
+}
+
+async fn native_loop(
+    hub: &Hub,
+    conn: &mut Conn,
     session: &Arc<Session>,
     deadline: Instant,
 ) -> DisconnectReason {
     let mut ns = NativeSession::new(hub.clone(), session.clone());
     let max_frame = hub.settings().max_frame;
+    let mut timer = Some(Box::pin(sleep_until(deadline)));
     let reason = loop {
         if ns.authenticated() {
+            timer = None;
             if let Some(reason) = session.closing() {
-                ns.goodbye(&mut conn, reason);
+                ns.goodbye(conn, reason);
                 break reason;
             }
-            if let Err(e) = ns.send_commands(&mut conn) {
+            if let Err(e) = ns.send_commands(conn) {
                 break ended(e);
             }
         }
-        if let Some(need) = ns.need_credential.as_ref() {
-            let store = hub.registry().store().clone();
-            let (tenant, ip, port) = (need.tenant.to_string(), need.key.ip, need.key.port);
-            let lookup = tokio::task::spawn_blocking(move || store.credential(&tenant, ip, port));
-            let credential = match timeout_at(deadline, lookup).await {
-                Ok(Ok(Ok(c))) => c,
-                Ok(Ok(Err(e))) => {
-                    tracing::error!(error = %e, "cannot read a credential for a native handshake");
-                    None
-                }
-                _ => break DisconnectReason::ProtocolError,
+        if ns.need_credential.is_some() {
+            let credential = match Box::pin(fetch_credential(hub, &ns, deadline)).await {
+                Some(c) => c,
+                None => break DisconnectReason::ProtocolError,
             };
-            match ns.challenge(&mut conn, credential) {
+            match ns.challenge(conn, credential) {
                 Ok(Flow::Continue) => continue,
                 Ok(Flow::Close(reason)) => break reason,
                 Err(e) => break ended(e),
             }
         }
-        let authenticated = ns.authenticated();
-        tokio::select! {
-            biased;
-            _ = hub.shutdown_signal().wait(), if !authenticated => break DisconnectReason::Shutdown,
-            _ = sleep_until(deadline), if !authenticated => {
+        let wake = match next_wake(conn, session, &mut timer).await {
+            Ok(w) => w,
+            Err(_) => break DisconnectReason::Reset,
+        };
+        match wake {
+            Wake::Posted => {}
+            Wake::Timer => {
                 HbMetrics::rejected("first_message_timeout");
                 break DisconnectReason::ProtocolError;
             }
-            _ = session.wake.notified(), if authenticated => {}
-            r = conn.ready() => {
-                if r.is_err() { break DisconnectReason::Reset; }
-                match ns.on_readable(&mut conn, max_frame) {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::Close(reason)) => break reason,
-                    Err(e) => break ended(e),
-                }
-            }
+            Wake::Io => match ns.on_readable(conn, max_frame) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close(reason)) => break reason,
+                Err(e) => break ended(e),
+            },
         }
     };
     ns.fail_awaiting();
     let _ = conn.flush();
     reason
+}
+
+/// Read the credential for a native handshake off the I/O threads.
+/// `None` when the deadline passed; `Some(None)` when there is none.
+async fn fetch_credential(
+    hub: &Hub,
+    ns: &NativeSession,
+    deadline: Instant,
+) -> Option<Option<String>> {
+    let need = ns.need_credential.as_ref()?;
+    let store = hub.registry().store().clone();
+    let (tenant, ip, port) = (need.tenant.to_string(), need.key.ip, need.key.port);
+    let lookup = tokio::task::spawn_blocking(move || store.credential(&tenant, ip, port));
+    match timeout_at(deadline, lookup).await {
+        Ok(Ok(Ok(c))) => Some(c),
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %e, "cannot read a credential for a native handshake");
+            Some(None)
+        }
+        _ => None,
+    }
 }

@@ -22,7 +22,7 @@ pub mod proto;
 pub mod session;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -111,7 +111,6 @@ struct Inner {
     by_key: DashMap<SessionKey, Arc<Session>>,
     /// Sessions that belong to a registered tagent, by its id.
     live: DashMap<TagentId, Arc<Session>>,
-    serial: AtomicU64,
     /// Open connections, identified or not (what `max_sessions` bounds).
     open: AtomicUsize,
     status_tx: mpsc::UnboundedSender<StatusMsg>,
@@ -196,7 +195,6 @@ impl Hub {
                 settings,
                 by_key: DashMap::new(),
                 live: DashMap::new(),
-                serial: AtomicU64::new(1),
                 open: AtomicUsize::new(0),
                 status_tx,
                 reload_tx,
@@ -272,8 +270,7 @@ impl Hub {
         peer: std::net::SocketAddr,
         protocol: Protocol,
     ) -> Arc<Session> {
-        let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Session::new(serial, peer, protocol, now_millis()))
+        Arc::new(Session::new(peer, protocol, now_millis()))
     }
 
     /// Resolve the tagent registered under `key` whose id is `agent_id`.
@@ -535,7 +532,8 @@ impl Hub {
             s.close(DisconnectReason::Shutdown);
         }
         let deadline = tokio::time::Instant::now() + within;
-        while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        // Connections that never identified themselves are not waited for.
+        while self.sessions() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.flush_status().await;

@@ -184,6 +184,17 @@ pub struct Origin<'a> {
 impl RegisterRequest {
     /// Parse and validate a register body (rule 1). Nothing here touches state.
     pub fn parse(body: &[u8], origin: Origin<'_>) -> Result<RegisterRequest, RegisterError> {
+        // serde would also fill a struct from an array, and its type errors
+        // quote the value (which may be a credential): look at the top level
+        // first, then parse with no echo of the body.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    Ok(_) => invalid("the body must be a JSON object"),
+                    Err(e) => invalid(format!("invalid JSON: {e}")),
+                },
+            );
+        }
         let raw: RawBody = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
                 invalid(format!("the body must be a JSON object: {e}"))
