@@ -283,6 +283,7 @@ async fn run_compat(
     hub.finish(&session, reason);
 }
 
+/// A native session's task, flat like [`run_compat`].
 async fn run_native(
     hub: Hub,
     mut conn: Conn,
@@ -290,16 +291,6 @@ async fn run_native(
     _guard: OpenGuard,
     deadline: Instant,
 ) {
-    let reason = native_loop(&hub, &mut conn, &session, deadline).await;
-    hub.finish(&session, reason);
-}
-
-async fn native_loop(
-    hub: &Hub,
-    conn: &mut Conn,
-    session: &Arc<Session>,
-    deadline: Instant,
-) -> DisconnectReason {
     let mut ns = NativeSession::new(hub.clone(), session.clone());
     let max_frame = hub.settings().max_frame;
     let mut timer = Some(Box::pin(sleep_until(deadline)));
@@ -307,25 +298,25 @@ async fn native_loop(
         if ns.authenticated() {
             timer = None;
             if let Some(reason) = session.closing() {
-                ns.goodbye(conn, reason);
+                ns.goodbye(&mut conn, reason);
                 break reason;
             }
-            if let Err(e) = ns.send_commands(conn) {
+            if let Err(e) = ns.send_commands(&mut conn) {
                 break ended(e);
             }
         }
         if ns.need_credential.is_some() {
-            let credential = match Box::pin(fetch_credential(hub, &ns, deadline)).await {
+            let credential = match Box::pin(fetch_credential(&hub, &ns, deadline)).await {
                 Some(c) => c,
                 None => break DisconnectReason::ProtocolError,
             };
-            match ns.challenge(conn, credential) {
+            match ns.challenge(&mut conn, credential) {
                 Ok(Flow::Continue) => continue,
                 Ok(Flow::Close(reason)) => break reason,
                 Err(e) => break ended(e),
             }
         }
-        let wake = match next_wake(conn, session, &mut timer).await {
+        let wake = match next_wake(&conn, &session, &mut timer).await {
             Ok(w) => w,
             Err(_) => break DisconnectReason::Reset,
         };
@@ -335,7 +326,7 @@ async fn native_loop(
                 HbMetrics::rejected("first_message_timeout");
                 break DisconnectReason::ProtocolError;
             }
-            Wake::Io => match ns.on_readable(conn, max_frame) {
+            Wake::Io => match ns.on_readable(&mut conn, max_frame) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close(reason)) => break reason,
                 Err(e) => break ended(e),
@@ -344,7 +335,7 @@ async fn native_loop(
     };
     ns.fail_awaiting();
     let _ = conn.flush();
-    reason
+    hub.finish(&session, reason);
 }
 
 /// Read the credential for a native handshake off the I/O threads.

@@ -26,15 +26,18 @@ fn error_frame(out: &mut Vec<u8>, code: &str, message: &str) {
 enum Phase {
     /// Waiting for `Hello`.
     Hello,
-    /// Challenge sent; waiting for `Auth`.
-    Challenged {
-        key: SessionKey,
-        tenant: Box<str>,
-        agent_id: u64,
-        nonce: [u8; NONCE_LEN],
-    },
+    /// Challenge sent; waiting for `Auth`. Boxed: only handshakes pay for it.
+    Challenged(Box<Challenge>),
     /// Authenticated.
     Live { agent_id: u64, key: SessionKey },
+}
+
+pub struct Challenge {
+    key: SessionKey,
+    tenant: Box<str>,
+    agent_id: u64,
+    nonce: [u8; NONCE_LEN],
+    credential: String,
 }
 
 /// A credential lookup the task must do off the I/O path before continuing.
@@ -52,9 +55,7 @@ pub struct NativeSession {
     awaiting: Vec<(u64, Option<tokio::sync::oneshot::Sender<CommandOutcome>>)>,
     next_command: u64,
     /// Set by `Hello`; the task fetches the credential and calls [`NativeSession::challenge`].
-    pub need_credential: Option<NeedCredential>,
-    /// The credential, between the challenge and the proof only.
-    credential: Option<String>,
+    pub need_credential: Option<Box<NeedCredential>>,
 }
 
 impl NativeSession {
@@ -66,7 +67,6 @@ impl NativeSession {
             awaiting: Vec::new(),
             next_command: 1,
             need_credential: None,
-            credential: None,
         }
     }
 
@@ -147,27 +147,23 @@ impl NativeSession {
                     );
                     return Flow::Close(DisconnectReason::AuthFailed);
                 }
-                self.need_credential = Some(NeedCredential {
+                self.need_credential = Some(Box::new(NeedCredential {
                     tenant: tenant.as_ref().into(),
                     key,
                     agent_id,
-                });
+                }));
                 Flow::Continue
             }
-            (
-                Phase::Challenged {
-                    key,
-                    tenant,
+            (Phase::Challenged(c), ClientMsg::Auth { proof }) => {
+                let (key, agent_id) = (c.key, c.agent_id);
+                let ok = proto::verify(
+                    c.credential.as_bytes(),
+                    &c.nonce,
+                    &c.tenant,
                     agent_id,
-                    nonce,
-                },
-                ClientMsg::Auth { proof },
-            ) => {
-                let (key, agent_id) = (*key, *agent_id);
-                let credential = self.credential.take();
-                let ok = credential.as_deref().is_some_and(|c| {
-                    proto::verify(c.as_bytes(), nonce, tenant, agent_id, key.port, &proof)
-                });
+                    key.port,
+                    &proof,
+                );
                 if !ok {
                     HbMetrics::auth_failure("bad_proof");
                     error_frame(
@@ -288,13 +284,13 @@ impl NativeSession {
         };
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce);
-        self.credential = Some(credential);
-        self.phase = Phase::Challenged {
+        self.phase = Phase::Challenged(Box::new(Challenge {
             key: need.key,
             tenant: need.tenant,
             agent_id: need.agent_id,
             nonce,
-        };
+            credential,
+        }));
         conn.write_with(|out| {
             proto::encode_frame(
                 &ServerMsg::Challenge {
