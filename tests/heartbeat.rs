@@ -250,7 +250,9 @@ async fn fin_and_rst_show_disconnected_with_their_reason() {
     };
     tb.send(&monitor(b, "127.0.0.8", &group)).await;
     let stream = tb.reader.into_inner().reunite(tb.writer).unwrap();
-    stream.set_linger(Some(Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(stream); // RST
     wait_until(&hub, b, "persisted reset", |t| {
         t["disconnect_reason"] == "reset"

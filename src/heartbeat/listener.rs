@@ -27,6 +27,12 @@ use super::session::{Protocol, Session};
 use super::{Hub, OpenGuard};
 use crate::registry::DisconnectReason;
 
+// Linux errno values of resource exhaustion in accept(2).
+const ENOMEM: i32 = 12;
+const ENFILE: i32 = 23;
+const EMFILE: i32 = 24;
+const ENOBUFS: i32 = 105;
+
 /// Bind the heartbeat port with a deep backlog, so a whole estate
 /// reconnecting at once after a restart waits in the kernel, not refused.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -57,9 +63,9 @@ pub async fn run(hub: Hub, listener: TcpListener) {
             }
             Err(e) => {
                 let kind = match e.raw_os_error() {
-                    Some(libc_emfile) if libc_emfile == 24 => "emfile",
-                    Some(23) => "enfile",
-                    Some(12) | Some(105) => "enomem",
+                    Some(EMFILE) => "emfile",
+                    Some(ENFILE) => "enfile",
+                    Some(ENOMEM) | Some(ENOBUFS) => "enomem",
                     _ => "other",
                 };
                 HbMetrics::accept_error(kind);

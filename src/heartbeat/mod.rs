@@ -134,6 +134,10 @@ pub struct Beat {
     pub group: Option<u32>,
 }
 
+/// A heartbeat named another (tenant, ip, port) than the session's first one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityChanged;
+
 /// The facts a heartbeat brings.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Facts<'a> {
@@ -310,14 +314,14 @@ impl Hub {
         session: &Arc<Session>,
         key: SessionKey,
         facts: Facts<'_>,
-    ) -> Result<Beat, ()> {
+    ) -> Result<Beat, IdentityChanged> {
         let now = now_millis();
         session.touch(now);
         let generation = self.inner.registry.generation();
         let (first, cached) = {
             let st = session.state.lock();
             match st.key {
-                Some(k) if k != key => return Err(()),
+                Some(k) if k != key => return Err(IdentityChanged),
                 Some(_) => (false, (st.generation == generation).then_some(st.tagent)),
                 None => (true, None),
             }
