@@ -34,7 +34,10 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route(REGISTER_PATH, post(register::register))
         .route("/register", post(register::register))
         .route("/api/v1/tagents/{id}", get(tagents::get))
-        .route("/api/v1/tagents/{id}/status-check", post(tagents::status_check))
+        .route(
+            "/api/v1/tagents/{id}/status-check",
+            post(tagents::status_check),
+        )
         .route("/api/v1/tagents/{id}/reload", post(tagents::reload))
         .route("/api/v1/tagents/{id}/resetcred", post(tagents::resetcred))
         .route("/metrics", get(metrics))

@@ -97,14 +97,17 @@ impl Registry {
     /// session survives a restart.
     pub fn open(store: Arc<Store>, groups: RunnerGroups) -> Result<Registry, StoreError> {
         let interner = Interner::default();
-        let snapshot = store.snapshot()?;
-        let max_id = snapshot.tagents.iter().map(|t| t.id).max().unwrap_or(0);
-        let ips: usize = snapshot.tagents.iter().map(|t| 1 + t.ips.len()).sum();
-        let mut index = Index::with_capacity(max_id, ips);
-        index.bump_next_id(snapshot.next_id);
+        // Records are decoded one at a time straight into the index: holding
+        // them all first (as `Store::snapshot` does) doubles the peak memory
+        // and leaves the freed copies fragmenting the heap for good.
+        let scan = store.scan_tagents()?;
+        // Most tagents answer for two ips (the primary and one more); the
+        // table grows if they answer for more.
+        let mut index = Index::with_capacity(scan.max_id, 2 * scan.len as usize);
+        index.bump_next_id(scan.next_id);
         let now = model::now_millis();
         let mut restarted = Vec::new();
-        for stored in snapshot.tagents {
+        scan.for_each(|stored| {
             let mut t = from_stored(&stored, &interner);
             if t.status == Status::Connected {
                 t.status = Status::Disconnected(DisconnectReason::Restart);
@@ -112,7 +115,8 @@ impl Registry {
                 restarted.push(to_stored(&t, &interner));
             }
             index.put(t);
-        }
+            Ok(())
+        })?;
         if !restarted.is_empty() {
             tracing::info!(
                 tagents = restarted.len(),
@@ -168,12 +172,6 @@ impl Registry {
         rx.await.map_err(|_| RegisterError::ShuttingDown)?
     }
 
-    /// Queue status transitions for the next group commit. Never blocks: the
-    /// heartbeat path calls it.
-    pub fn report_status(&self, changes: Vec<StatusChange>) -> bool {
-        self.shared.jobs.try_send(Job::Status(changes)).is_ok()
-    }
-
     /// Queue status transitions, waiting for room in the writer's queue.
     pub async fn report_status_async(&self, changes: Vec<StatusChange>) -> bool {
         self.shared.jobs.send(Job::Status(changes)).await.is_ok()
@@ -207,14 +205,6 @@ impl Registry {
     }
 
     /// Let queued work finish and stop the writer thread.
-    pub fn close(&self) {
-        let _ = self.shared.jobs.blocking_send(Job::Stop);
-        if let Some(h) = self.shared.writer.lock().take() {
-            let _ = h.join();
-        }
-    }
-
-    /// Like [`Registry::close`], from async code.
     pub async fn shutdown(&self) {
         let _ = self.shared.jobs.send(Job::Stop).await;
         let handle = self.shared.writer.lock().take();

@@ -11,7 +11,10 @@ mod records;
 use std::net::IpAddr;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 
 pub use crypto::CredentialCipher;
 pub use records::{StoredAccount, StoredTagent};
@@ -105,6 +108,30 @@ pub struct Snapshot {
     pub next_id: TagentId,
 }
 
+/// The stored tagents, read in id order by [`TagentScan::for_each`].
+pub struct TagentScan {
+    table: ReadOnlyTable<u64, &'static [u8]>,
+    pub len: u64,
+    pub max_id: TagentId,
+    pub next_id: TagentId,
+}
+
+impl TagentScan {
+    /// Decode each record in id order and hand it to `each`.
+    pub fn for_each(
+        self,
+        mut each: impl FnMut(StoredTagent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for row in self.table.iter()? {
+            let (k, v) = row?;
+            let t: StoredTagent = rmp_serde::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("tagent {}: {e}", k.value())))?;
+            each(t)?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Store {
     db: Database,
     cipher: CredentialCipher,
@@ -177,22 +204,35 @@ impl Store {
         Ok(())
     }
 
-    /// Everything the index is rebuilt from.
+    /// Everything the index is rebuilt from, all in memory at once.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let scan = self.scan_tagents()?;
+        let next_id = scan.next_id;
+        let mut tagents = Vec::with_capacity(scan.len as usize);
+        scan.for_each(|t| {
+            tagents.push(t);
+            Ok(())
+        })?;
+        Ok(Snapshot { tagents, next_id })
+    }
+
+    /// The tagents one at a time, from one read transaction: what the index is
+    /// rebuilt from at start without holding a second copy of every record.
+    pub fn scan_tagents(&self) -> Result<TagentScan, StoreError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(TAGENTS)?;
-        let mut tagents = Vec::with_capacity(table.len()? as usize);
-        for row in table.iter()? {
-            let (k, v) = row?;
-            let t: StoredTagent = rmp_serde::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(format!("tagent {}: {e}", k.value())))?;
-            tagents.push(t);
-        }
+        let len = table.len()?;
+        let max_id = table.last()?.map_or(0, |(k, _)| k.value());
         let next_id = tx
             .open_table(META)?
             .get("next_id")?
             .map_or(1, |v| v.value());
-        Ok(Snapshot { tagents, next_id })
+        Ok(TagentScan {
+            table,
+            len,
+            max_id,
+            next_id,
+        })
     }
 
     /// Write a batch in one durable transaction.
