@@ -701,3 +701,63 @@ async fn shutdown_says_goodbye_and_restart_starts_everyone_disconnected() {
         (Some("disconnected"), Some("restart"))
     );
 }
+
+#[tokio::test]
+async fn idle_sessions_park_and_wake_for_heartbeats_commands_and_close() {
+    let hub = Server::start_with(quick(""));
+    let (a, group) = register(&hub, "127.0.0.40", "c").await;
+    let (b, _) = register(&hub, "127.0.0.41", "c").await;
+    let mut ta = Tagent::connect(hub.heartbeat_addr()).await;
+    ta.send(&monitor(a, "127.0.0.40", &group)).await;
+    let mut nb = NativeClient::connect(hub.heartbeat_addr(), &identity(b, "127.0.0.41"), "c")
+        .await
+        .unwrap();
+    nb.heartbeat(None, None).await.unwrap();
+
+    // Quiet for a while: both give up their tasks.
+    let parked = |m: &common::Metrics| m.value("tagent_hub_parked_sessions");
+    let deadline = Instant::now() + WAIT;
+    while parked(&hub.metrics().await) < 2.0 {
+        assert!(Instant::now() < deadline, "sessions never parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A heartbeat wakes a parked session.
+    assert_eq!(
+        ta.send(&monitor(a, "127.0.0.40", &group)).await,
+        json!({"Status":"OK"})
+    );
+    assert_eq!(nb.heartbeat(None, None).await.unwrap().seq, 2);
+
+    // A command wakes one too.
+    while parked(&hub.metrics().await) < 2.0 {
+        assert!(
+            Instant::now() < deadline + WAIT,
+            "sessions never parked again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, r) = post(&hub, &format!("/api/v1/tagents/{a}/reload")).await;
+    assert_eq!((status, r["result"].as_str()), (200, Some("delivered")));
+    assert_eq!(ta.line().await, json!({"type":"reload"}));
+    let url = hub.url(&format!("/api/v1/tagents/{b}/reload"));
+    let command = tokio::spawn(async move {
+        let resp = common::client().post(url).send().await.unwrap();
+        common::reply_json(resp).await
+    });
+    let Event::Command { id, .. } = nb.next_event().await.unwrap() else {
+        panic!("expected a command")
+    };
+    nb.command_result(id, true, None).await.unwrap();
+    assert_eq!(command.await.unwrap().1["result"], "delivered");
+
+    // And the peer going away is seen while parked.
+    while parked(&hub.metrics().await) < 1.0 {
+        assert!(Instant::now() < deadline + WAIT + WAIT, "never parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(ta);
+    drop(nb);
+    wait_until(&hub, a, "disconnected", |t| t["status"] == "disconnected").await;
+    wait_until(&hub, b, "disconnected", |t| t["status"] == "disconnected").await;
+    assert_eq!(parked(&hub.metrics().await), 0.0);
+}

@@ -113,7 +113,7 @@ fn updategroup_line(out: &mut Vec<u8>, list: &str) {
 /// The per-connection half of a compat session: what only its task touches.
 pub struct CompatSession {
     hub: Hub,
-    pub session: Arc<Session>,
+    session: Arc<Session>,
     peer_ip: IpAddr,
     /// When the last reply line was written.
     last_reply: Instant,
@@ -131,6 +131,14 @@ impl CompatSession {
             last_reply: Instant::now(),
             identified: false,
         }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
     }
 
     pub fn identified(&self) -> bool {

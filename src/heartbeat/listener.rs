@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
@@ -161,7 +161,12 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, guard: OpenGuard) 
             }
             // A task of its own, so the session carries nothing of the sniffing.
             let session = hub.new_session(peer, Protocol::Compat);
-            tokio::spawn(run_compat(hub, Conn::new(stream), session, guard, deadline));
+            let task = CompatTask {
+                conn: Conn::new(stream),
+                cs: CompatSession::new(hub, session),
+                _guard: guard,
+            };
+            tokio::spawn(run_compat(task, Some(deadline)));
         }
         Sniffed::Native => {
             if !settings.native {
@@ -178,7 +183,12 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, guard: OpenGuard) 
                 return;
             }
             let session = hub.new_session(peer, Protocol::Native);
-            tokio::spawn(run_native(hub, Conn::new(stream), session, guard, deadline));
+            let task = NativeTask {
+                conn: Conn::new(stream),
+                ns: NativeSession::new(hub, session),
+                _guard: guard,
+            };
+            tokio::spawn(run_native(task, Some(deadline)));
         }
         Sniffed::Unknown => HbMetrics::rejected("unknown_protocol"),
     }
@@ -242,105 +252,181 @@ fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Option<Instant>) {
     }
 }
 
-/// A compat session's task: one flat future, so an idle session costs
-/// little more than its socket, its `Conn` and a few pointers.
-/// A compat session's task: one flat future, so an idle session costs
-/// little more than its socket, its `Conn` and a few pointers.
-async fn run_compat(
-    hub: Hub,
-    mut conn: Conn,
-    session: Arc<Session>,
+/// A session's state between tasks: an idle session has no task (its state
+/// waits in [`Session`], which is itself the waker that brings it back).
+pub(crate) enum Parked {
+    Compat(CompatTask),
+    Native(NativeTask),
+}
+
+pub(crate) struct CompatTask {
+    conn: Conn,
+    cs: CompatSession,
     _guard: OpenGuard,
-    deadline: Instant,
-) {
-    let mut cs = CompatSession::new(hub.clone(), session.clone());
-    let max_line = hub.settings().max_line;
-    // Until it identifies itself, a connection lives on the first-message deadline.
-    let mut timer = Some(Box::pin(sleep_until(deadline)));
-    let reason = 'session: loop {
-        if cs.identified() {
-            if let Some(reason) = session.closing() {
-                break 'session reason;
+}
+
+pub(crate) struct NativeTask {
+    conn: Conn,
+    ns: NativeSession,
+    _guard: OpenGuard,
+}
+
+impl Parked {
+    /// Give the session a task again.
+    pub(crate) fn resume(self) {
+        self.hub().metrics().parked.decrement(1.0);
+        match self {
+            Parked::Compat(t) => {
+                let handle = t.cs.hub().runtime().clone();
+                handle.spawn(run_compat(t, None));
             }
-            set_timer(&mut timer, cs.command_due(&conn).map(Instant::from_std));
+            Parked::Native(t) => {
+                let handle = t.ns.hub().runtime().clone();
+                handle.spawn(run_native(t, None));
+            }
         }
-        let wake = match next_wake(&conn, &session, &mut timer).await {
+    }
+
+    fn hub(&self) -> &Hub {
+        match self {
+            Parked::Compat(t) => t.cs.hub(),
+            Parked::Native(t) => t.ns.hub(),
+        }
+    }
+
+    fn conn(&self) -> &Conn {
+        match self {
+            Parked::Compat(t) => &t.conn,
+            Parked::Native(t) => &t.conn,
+        }
+    }
+}
+
+/// Park a session's state if nothing is pending: register the session as
+/// the waker of its socket and of its posts, then hand the state over. The
+/// state comes back when the session must keep running.
+fn try_park(session: &Arc<Session>, state: Parked) -> Option<Parked> {
+    if state.conn().has_pending_output() || !session.state.lock().commands.is_empty() {
+        return Some(state);
+    }
+    let waker = Waker::from(session.clone());
+    let mut cx = Context::from_waker(&waker);
+    if session.poll_woken(&mut cx) || state.conn().stream.poll_read_ready(&mut cx).is_ready() {
+        return Some(state);
+    }
+    let metrics = state.hub().metrics().parked.clone();
+    let back = session.park(state);
+    if back.is_none() {
+        metrics.increment(1.0);
+    }
+    back
+}
+
+/// A compat session's task: one flat future. `deadline` is the
+/// first-message deadline of a new connection (`None` when resumed).
+async fn run_compat(mut t: CompatTask, deadline: Option<Instant>) {
+    let session = t.cs.session().clone();
+    let max_line = t.cs.hub().settings().max_line;
+    // Until it identifies itself, a connection lives on the first-message deadline.
+    let mut timer = deadline.map(|d| Box::pin(sleep_until(d)));
+    let reason = loop {
+        if t.cs.identified() {
+            if let Some(reason) = session.closing() {
+                break reason;
+            }
+            set_timer(&mut timer, t.cs.command_due(&t.conn).map(Instant::from_std));
+        }
+        let wake = match next_wake(&t.conn, &session, &mut timer).await {
             Ok(w) => w,
-            Err(_) => break 'session DisconnectReason::Reset,
+            Err(_) => break DisconnectReason::Reset,
         };
         match wake {
-            Wake::Posted => {}
-            Wake::Timer if !cs.identified() => {
-                HbMetrics::rejected("first_message_timeout");
-                break 'session DisconnectReason::ProtocolError;
-            }
-            Wake::Timer => {
-                if let Err(e) = cs.send_due_command(&mut conn) {
-                    break 'session ended(e);
+            Wake::Posted => {
+                if t.cs.identified() && timer.is_none() && session.take_park_request() {
+                    match try_park(&session, Parked::Compat(t)) {
+                        None => return,
+                        Some(Parked::Compat(back)) => t = back,
+                        Some(Parked::Native(_)) => unreachable!("a compat session parks as compat"),
+                    }
                 }
             }
-            Wake::Io => match cs.on_readable(&mut conn, max_line) {
+            Wake::Timer if !t.cs.identified() => {
+                HbMetrics::rejected("first_message_timeout");
+                break DisconnectReason::ProtocolError;
+            }
+            Wake::Timer => {
+                if let Err(e) = t.cs.send_due_command(&mut t.conn) {
+                    break ended(e);
+                }
+            }
+            Wake::Io => match t.cs.on_readable(&mut t.conn, max_line) {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Close(reason)) => break 'session reason,
-                Err(e) => break 'session ended(e),
+                Ok(Flow::Close(reason)) => break reason,
+                Err(e) => break ended(e),
             },
         }
     };
-    hub.finish(&session, reason);
+    t.cs.hub().finish(&session, reason);
 }
 
-/// A native session's task, flat like [`run_compat`].
-async fn run_native(
-    hub: Hub,
-    mut conn: Conn,
-    session: Arc<Session>,
-    _guard: OpenGuard,
-    deadline: Instant,
-) {
-    let mut ns = NativeSession::new(hub.clone(), session.clone());
+/// A native session's task, like [`run_compat`].
+async fn run_native(mut t: NativeTask, deadline: Option<Instant>) {
+    let session = t.ns.session().clone();
+    let hub = t.ns.hub().clone();
     let max_frame = hub.settings().max_frame;
-    let mut timer = Some(Box::pin(sleep_until(deadline)));
+    let mut timer = deadline.map(|d| Box::pin(sleep_until(d)));
     let reason = loop {
-        if ns.authenticated() {
+        if t.ns.authenticated() {
             timer = None;
             if let Some(reason) = session.closing() {
-                ns.goodbye(&mut conn, reason);
+                t.ns.goodbye(&mut t.conn, reason);
                 break reason;
             }
-            if let Err(e) = ns.send_commands(&mut conn) {
+            if let Err(e) = t.ns.send_commands(&mut t.conn) {
                 break ended(e);
             }
         }
-        if ns.need_credential.is_some() {
-            let credential = match Box::pin(fetch_credential(&hub, &ns, deadline)).await {
+        if t.ns.need_credential.is_some() {
+            let Some(deadline) = deadline else {
+                break DisconnectReason::ProtocolError;
+            };
+            let credential = match Box::pin(fetch_credential(&hub, &t.ns, deadline)).await {
                 Some(c) => c,
                 None => break DisconnectReason::ProtocolError,
             };
-            match ns.challenge(&mut conn, credential) {
+            match t.ns.challenge(&mut t.conn, credential) {
                 Ok(Flow::Continue) => continue,
                 Ok(Flow::Close(reason)) => break reason,
                 Err(e) => break ended(e),
             }
         }
-        let wake = match next_wake(&conn, &session, &mut timer).await {
+        let wake = match next_wake(&t.conn, &session, &mut timer).await {
             Ok(w) => w,
             Err(_) => break DisconnectReason::Reset,
         };
         match wake {
-            Wake::Posted => {}
+            Wake::Posted => {
+                if t.ns.authenticated() && t.ns.idle() && session.take_park_request() {
+                    match try_park(&session, Parked::Native(t)) {
+                        None => return,
+                        Some(Parked::Native(back)) => t = back,
+                        Some(Parked::Compat(_)) => unreachable!("a native session parks as native"),
+                    }
+                }
+            }
             Wake::Timer => {
                 HbMetrics::rejected("first_message_timeout");
                 break DisconnectReason::ProtocolError;
             }
-            Wake::Io => match ns.on_readable(&mut conn, max_frame) {
+            Wake::Io => match t.ns.on_readable(&mut t.conn, max_frame) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close(reason)) => break reason,
                 Err(e) => break ended(e),
             },
         }
     };
-    ns.fail_awaiting();
-    let _ = conn.flush();
+    t.ns.fail_awaiting();
+    let _ = t.conn.flush();
     hub.finish(&session, reason);
 }
 

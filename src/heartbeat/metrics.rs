@@ -15,6 +15,8 @@ pub struct HbMetrics {
     pub sessions_compat: Gauge,
     pub sessions_native: Gauge,
     pub unregistered_heartbeats: Counter,
+    /// Sessions with no task: their state waits in the session.
+    pub parked: Gauge,
     pub ignored_lines: Counter,
 }
 
@@ -37,6 +39,7 @@ impl HbMetrics {
             sessions_compat: gauge!("tagent_hub_sessions", "protocol" => "compat"),
             sessions_native: gauge!("tagent_hub_sessions", "protocol" => "native"),
             unregistered_heartbeats: counter!("tagent_hub_unregistered_sessions_total"),
+            parked: gauge!("tagent_hub_parked_sessions"),
             ignored_lines: counter!("tagent_hub_ignored_lines_total"),
         }
     }

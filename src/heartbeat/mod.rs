@@ -119,6 +119,8 @@ struct Inner {
     advertised: (String, u16),
     shutdown: Shutdown,
     metrics: HbMetrics,
+    /// Where parked sessions get their task back.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Liveness for Hub {
@@ -205,6 +207,7 @@ impl Hub {
                 advertised,
                 shutdown,
                 metrics: HbMetrics::new(),
+                runtime: tokio::runtime::Handle::current(),
             }),
         };
         registry.set_liveness(Arc::new(hub.clone()));
@@ -216,6 +219,10 @@ impl Hub {
         tokio::spawn(sweeper(Arc::downgrade(&hub.inner)));
         tokio::spawn(reloader(reload_rx, hub.inner.settings.reload_rate));
         hub
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
     }
 
     pub fn settings(&self) -> &Settings {
@@ -612,8 +619,12 @@ async fn status_batcher(
     }
 }
 
-/// Close sessions that have been silent longer than the idle timeout. One
-/// task for all sessions instead of a timer per session.
+/// A session silent this long gives up its task until its next message.
+const PARK_AFTER_MS: u64 = 1000;
+
+/// Close sessions that have been silent longer than the idle timeout, and
+/// park the ones that have been quiet a moment. One task for all sessions
+/// instead of a timer per session.
 async fn sweeper(hub: Weak<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -622,14 +633,21 @@ async fn sweeper(hub: Weak<Inner>) {
         let Some(inner) = hub.upgrade() else { return };
         let idle = inner.settings.idle_timeout.as_millis() as u64;
         let now = now_millis();
-        let stale: Vec<Arc<Session>> = inner
-            .by_key
-            .iter()
-            .filter(|e| now.saturating_sub(e.value().last_seen.load(Ordering::Relaxed)) > idle)
-            .map(|e| e.value().clone())
-            .collect();
+        let mut stale: Vec<Arc<Session>> = Vec::new();
+        let mut quiet: Vec<Arc<Session>> = Vec::new();
+        for e in inner.by_key.iter() {
+            let silent = now.saturating_sub(e.value().last_seen.load(Ordering::Relaxed));
+            if silent > idle {
+                stale.push(e.value().clone());
+            } else if silent > PARK_AFTER_MS && !e.value().is_parked() {
+                quiet.push(e.value().clone());
+            }
+        }
         for s in stale {
             s.close(DisconnectReason::IdleTimeout);
+        }
+        for s in quiet {
+            s.request_park();
         }
     }
 }

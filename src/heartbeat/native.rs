@@ -49,7 +49,7 @@ pub struct NeedCredential {
 
 pub struct NativeSession {
     hub: Hub,
-    pub session: Arc<Session>,
+    session: Arc<Session>,
     phase: Phase,
     /// Commands written, waiting for their result, by request id.
     awaiting: Vec<(u64, Option<tokio::sync::oneshot::Sender<CommandOutcome>>)>,
@@ -68,6 +68,19 @@ impl NativeSession {
             next_command: 1,
             need_credential: None,
         }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// No command waits for its result.
+    pub fn idle(&self) -> bool {
+        self.awaiting.is_empty()
     }
 
     pub fn authenticated(&self) -> bool {

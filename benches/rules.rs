@@ -1,0 +1,198 @@
+//! Decisions per second of the registration rules (`rules::decide`) on an
+//! index of 1,000,000 tagents with 2 ips each (target (c) of BENCHMARKS.md).
+//!
+//! Four kinds of registration, each over a pool of requests for tagents drawn
+//! at random from the whole index (so the hash table and the records are
+//! touched the way a real load touches them, not one cache-hot entry):
+//! - `reregister_by_id`: a known tagent sends its tagentId (rule 2, first case);
+//! - `register_by_lookup`: a known tagent without a tagentId (found by lookup);
+//! - `new_tagent`: an ip no tagent answers for (a new id);
+//! - `refused_contains_other_primary`: ipString lists another tagent's primary
+//!   ip (rule 5), refused with an error that names it.
+//!
+//! Run: `cargo bench --bench rules` (env `RULES_BENCH_TAGENTS` overrides the size).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tagent_hub::registry::model::{DisconnectReason, Runner, RunnerGroup, RunnerGroups, Status};
+use tagent_hub::registry::rules;
+use tagent_hub::registry::{Index, Interner, NoSessions, RegisterRequest, Secret, Tagent};
+
+const PORT: u16 = 3939;
+const POOL: usize = 4096;
+const FIRST_IP: u32 = u32::from_be_bytes([10, 0, 0, 1]);
+
+/// Tagent `i` (from 1) has primary ip `10.0.0.1 + i - 1` and contains that
+/// and the same address one /8 up (`11.…`).
+fn primary(i: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(FIRST_IP.wrapping_add(i as u32 - 1)))
+}
+
+fn secondary(i: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(
+        FIRST_IP.wrapping_add(i as u32 - 1).wrapping_add(1 << 24),
+    ))
+}
+
+fn tagents() -> u64 {
+    std::env::var("RULES_BENCH_TAGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn build_index(n: u64, interner: &Interner) -> Index {
+    let mut index = Index::with_capacity(n, 2 * n as usize);
+    let tenant = interner.intern("t");
+    let user = interner.intern("root");
+    let version = interner.intern("1.5.4");
+    let os_type = interner.intern("linux");
+    let os_version = interner.intern("CentOS Linux 7.9.2009_3.10.0-1160.el7.x86_64");
+    let osbit = interner.intern("x86_64");
+    for i in 1..=n {
+        index.put(Tagent {
+            id: i,
+            tenant,
+            port: PORT,
+            ip: primary(i),
+            ips: vec![primary(i), secondary(i)].into_boxed_slice(),
+            name: format!("host-{i}").into(),
+            user,
+            version,
+            os_type,
+            os_version,
+            osbit,
+            pcpu: Some(4.0),
+            mem: Some(7.6),
+            status: Status::Disconnected(DisconnectReason::NeverConnected),
+            runner_group: 1,
+            runner: None,
+            first_registered: 1_700_000_000_000,
+            last_registered: 1_700_000_000_000,
+            last_status_change: 1_700_000_000_000,
+        });
+    }
+    index
+}
+
+fn request(tagent_id: Option<u64>, ip: IpAddr, ips: Vec<IpAddr>, i: u64) -> RegisterRequest {
+    RegisterRequest {
+        tenant: "t".into(),
+        tagent_id,
+        ip,
+        port: PORT,
+        ips,
+        name: format!("host-{i}"),
+        user: "root".into(),
+        version: "1.5.4".into(),
+        os_type: "linux".into(),
+        os_version: "CentOS Linux 7.9.2009_3.10.0-1160.el7.x86_64".into(),
+        osbit: "x86_64".into(),
+        pcpu: Some(4.0),
+        mem: Some(7.6),
+        credential: Some(Secret("{ENCRYPTED}0af3c1d2e4b5a69788".into())),
+    }
+}
+
+fn groups() -> RunnerGroups {
+    RunnerGroups {
+        groups: vec![RunnerGroup {
+            id: 1,
+            name: "default".into(),
+            networks: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            runners: vec![Runner {
+                id: 1,
+                name: "this-hub".into(),
+                host: "127.0.0.1".into(),
+                port: 8888,
+            }],
+        }],
+    }
+}
+
+/// A small deterministic generator: the pools are the same on every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let n = tagents();
+    let interner = Interner::default();
+    let started = std::time::Instant::now();
+    let index = build_index(n, &interner);
+    eprintln!(
+        "index of {n} tagents ({} ip entries) built in {:.2?}",
+        index.ip_entries(),
+        started.elapsed()
+    );
+    let groups = groups();
+    let live = NoSessions;
+    let now = 1_800_000_000_000;
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut known = || 1 + rng.below(n);
+
+    let reregister: Vec<_> = (0..POOL)
+        .map(|_| known())
+        .map(|i| request(Some(i), primary(i), vec![primary(i), secondary(i)], i))
+        .collect();
+    let lookup: Vec<_> = (0..POOL)
+        .map(|_| known())
+        .map(|i| request(None, primary(i), vec![primary(i), secondary(i)], i))
+        .collect();
+    let new: Vec<_> = (1..=POOL as u64)
+        .map(|k| n + k)
+        .map(|i| request(None, primary(i), vec![primary(i), secondary(i)], i))
+        .collect();
+    let refused: Vec<_> = (0..POOL)
+        .map(|_| (known(), known()))
+        .filter(|(i, j)| i != j)
+        .map(|(i, j)| request(None, primary(i), vec![primary(i), primary(j)], i))
+        .collect();
+
+    let mut group = c.benchmark_group(format!("decide_{n}_tagents"));
+    group.throughput(Throughput::Elements(1));
+    let cases: [(&str, &[RegisterRequest], bool); 4] = [
+        ("reregister_by_id", &reregister, true),
+        ("register_by_lookup", &lookup, true),
+        ("new_tagent", &new, true),
+        ("refused_contains_other_primary", &refused, false),
+    ];
+    for (name, pool, ok) in cases {
+        // Check the case decides the way its name says before timing it.
+        for req in pool.iter().take(16) {
+            let d = rules::decide(&index, &interner, &groups, &live, req, now);
+            assert_eq!(d.is_ok(), ok, "{name}: {d:?}");
+            if let Ok(d) = d {
+                assert_eq!(d.created, name == "new_tagent", "{name}");
+            }
+        }
+        let mut next = 0usize;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let req = &pool[next % pool.len()];
+                next = next.wrapping_add(1);
+                black_box(rules::decide(
+                    black_box(&index),
+                    &interner,
+                    &groups,
+                    &live,
+                    req,
+                    now,
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decide);
+criterion_main!(benches);

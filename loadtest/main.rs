@@ -1,0 +1,152 @@
+//! tagent-load: a load driver for tagent-hub, over loopback only.
+//!
+//! Every scenario runs a fixed number of concurrent clients, stops by itself
+//! once it has sent `--count` requests or `--duration-max` seconds have
+//! passed, and prints one report (a table, or JSON with `--json`).
+//!
+//! - [`client`]: a keep-alive HTTP/1 connection (hyper) to a loopback target.
+//! - [`outcomes`]: what each client counts: OKs, errors by kind, latencies.
+//! - [`procstat`]: CPU seconds and RSS of a process, from `/proc`.
+//! - [`report`]: the table and the JSON.
+//! - [`scrape`]: the hub's `/metrics` before and after (commits, batch sizes).
+//! - [`register`]: the `register` scenario (`POST /register`, SPEC §2).
+//! - [`sessions`]: heartbeat sessions over worker processes: steady,
+//!   saturate, connect storm, reconnect after a hub restart (SPEC §3).
+//!
+//! A new scenario (heartbeats, say) is one more module beside `register`
+//! with its own `Args` (flattening [`RunArgs`]) and one more [`Scenario`]
+//! variant; it returns a [`report::Report`] and gets the rest for free.
+
+mod client;
+mod outcomes;
+mod procstat;
+mod register;
+mod report;
+mod scrape;
+mod sessions;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// Drive load at a tagent-hub on this machine (127.0.0.0/8 only).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Simulated tagents registering over HTTP, as a real tagent does at start.
+    Register(register::Args),
+    /// Simulated tagents holding heartbeat sessions (compat or native).
+    Sessions(sessions::Args),
+}
+
+/// What every scenario takes: how much load, for how long, what to watch.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Concurrent clients (each with its own connection).
+    #[arg(long, default_value_t = 256)]
+    pub clients: usize,
+    /// Requests to send in all; the run stops when they are sent and answered.
+    #[arg(long)]
+    pub count: u64,
+    /// Stop sending after this many seconds even if --count is not reached.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration_max: f64,
+    /// Give up on one request after this many seconds (a tagent waits 15).
+    #[arg(long, default_value_t = 15.0)]
+    pub timeout: f64,
+    /// The server's pid: report its CPU seconds and RSS over the run.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Worker threads of the generator's runtime (1 = a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Most clients: each holds a socket, and a process may hold 20,000 files.
+const MAX_CLIENTS: usize = 10_000;
+/// Longest run accepted, so that no run is unbounded by mistake.
+const MAX_DURATION_SECS: f64 = 3600.0;
+
+impl RunArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.clients == 0 || self.clients > MAX_CLIENTS {
+            bail!("--clients must be between 1 and {MAX_CLIENTS}");
+        }
+        if self.count == 0 {
+            bail!("--count must be at least 1");
+        }
+        if !(self.duration_max > 0.0 && self.duration_max <= MAX_DURATION_SECS) {
+            bail!("--duration-max must be above 0 and at most {MAX_DURATION_SECS} seconds");
+        }
+        if !(self.timeout > 0.0 && self.timeout <= 120.0) {
+            bail!("--timeout must be above 0 and at most 120 seconds");
+        }
+        if self.threads == 0 || self.threads > 64 {
+            bail!("--threads must be between 1 and 64");
+        }
+        Ok(())
+    }
+
+    pub fn duration_max(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_max)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let run = match cli.scenario {
+        Scenario::Register(ref a) => a.run.clone(),
+        Scenario::Sessions(args) => return sessions::main(args),
+    };
+    run.validate()?;
+    let runtime = if run.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(run.threads)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
+    // A hard stop past every bound the scenario keeps itself.
+    let hard_stop = run.duration_max() + run.timeout() + Duration::from_secs(10);
+    let report = runtime.block_on(async {
+        let work = async {
+            match cli.scenario {
+                Scenario::Register(args) => register::run(args).await,
+                Scenario::Sessions(_) => unreachable!("handled above"),
+            }
+        };
+        match tokio::time::timeout(hard_stop, work).await {
+            Ok(r) => r,
+            Err(_) => bail!("the run did not stop within {hard_stop:?}"),
+        }
+    })?;
+    // Clients still blocked on a dead connection are dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if run.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The end-of-run report, as a table for people and JSON for scripts.
+
+use std::fmt::Write;
+
+use serde_json::{Map, Value, json};
+
+use crate::outcomes::Outcomes;
+use crate::procstat::Usage;
+use crate::scrape::ServerView;
+
+/// Above this share of its threads' capacity the generator is called
+/// saturated: its figures then say as much about it as about the server.
+const SATURATED: f64 = 0.9;
+
+pub struct Report {
+    pub scenario: &'static str,
+    /// The run's settings, in the order given.
+    pub params: Vec<(&'static str, String)>,
+    /// From the first request to the last answer.
+    pub elapsed_secs: f64,
+    pub outcomes: Outcomes,
+    pub server: Option<Usage>,
+    pub server_view: Option<ServerView>,
+    pub generator: Usage,
+    pub generator_threads: usize,
+}
+
+impl Report {
+    pub fn ok_per_sec(&self) -> f64 {
+        if self.elapsed_secs > 0.0 {
+            self.outcomes.ok as f64 / self.elapsed_secs
+        } else {
+            0.0
+        }
+    }
+
+    fn generator_saturated(&self) -> bool {
+        self.generator.cores() >= SATURATED * self.generator_threads as f64
+    }
+
+    /// Latency quantiles of OK answers, in milliseconds.
+    fn quantiles(&self) -> [(&'static str, f64); 5] {
+        let h = &self.outcomes.latency;
+        let ms = |us: u64| us as f64 / 1e3;
+        [
+            ("p50", ms(h.value_at_quantile(0.50))),
+            ("p99", ms(h.value_at_quantile(0.99))),
+            ("p999", ms(h.value_at_quantile(0.999))),
+            ("max", ms(h.max())),
+            ("mean", h.mean() / 1e3),
+        ]
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let o = &self.outcomes;
+        let _ = writeln!(s, "scenario            {}", self.scenario);
+        for (k, v) in &self.params {
+            let _ = writeln!(s, "  {k:<18}{v}");
+        }
+        let _ = writeln!(s, "elapsed             {:.3} s", self.elapsed_secs);
+        let _ = writeln!(s, "OK                  {}", o.ok);
+        let _ = writeln!(s, "OK/s                {:.0}", self.ok_per_sec());
+        let _ = writeln!(s, "ERROR               {}", o.error_total());
+        for (k, v) in &o.errors {
+            let _ = writeln!(s, "  {k:<18}{v}");
+        }
+        for (k, v) in &o.extra {
+            let _ = writeln!(s, "{k:<20}{v}");
+        }
+        let _ = writeln!(s, "latency of OK (ms)");
+        for (k, v) in self.quantiles() {
+            let _ = writeln!(s, "  {k:<18}{v:.3}");
+        }
+        if let Some(u) = &self.server {
+            let _ = writeln!(
+                s,
+                "server pid {:<9}cpu {:.2} s ({:.2} cores), rss {} -> {} MiB (max {} MiB, peak {} MiB), {} threads",
+                u.pid.unwrap_or(0),
+                u.cpu_secs,
+                u.cores(),
+                u.rss_start_kib / 1024,
+                u.rss_end_kib / 1024,
+                u.rss_max_kib / 1024,
+                u.hwm_kib / 1024,
+                u.threads
+            );
+        }
+        if let Some(v) = &self.server_view {
+            let _ = writeln!(
+                s,
+                "server commits      {:.0} ({:.0}/s), mean batch {:.1}, mean commit {:.2} ms, writer in commit {:.0}% of the run",
+                v.commits,
+                v.commits_per_sec,
+                v.mean_batch,
+                v.mean_commit_ms,
+                v.commit_busy_fraction * 100.0
+            );
+            let _ = writeln!(
+                s,
+                "server-side latency mean {:.2} ms",
+                v.mean_registration_ms
+            );
+        }
+        let g = &self.generator;
+        let _ = writeln!(
+            s,
+            "generator           cpu {:.2} s ({:.2} cores of {} thread(s)){}",
+            g.cpu_secs,
+            g.cores(),
+            self.generator_threads,
+            if self.generator_saturated() {
+                " -- SATURATED: the generator limits these figures"
+            } else {
+                ""
+            }
+        );
+        s
+    }
+
+    pub fn to_json(&self) -> Value {
+        let o = &self.outcomes;
+        let params: Map<String, Value> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+            .collect();
+        let latency: Map<String, Value> = self
+            .quantiles()
+            .iter()
+            .map(|(k, v)| (format!("{k}_ms"), json!(v)))
+            .collect();
+        json!({
+            "scenario": self.scenario,
+            "params": params,
+            "elapsed_secs": self.elapsed_secs,
+            "ok": o.ok,
+            "ok_per_sec": self.ok_per_sec(),
+            "errors": o.error_total(),
+            "errors_by_kind": o.errors,
+            "counters": o.extra,
+            "latency_ok": latency,
+            "server": self.server.as_ref().map(Usage::to_json),
+            "server_metrics": self.server_view.as_ref().map(ServerView::to_json),
+            "generator": {
+                "threads": self.generator_threads,
+                "usage": self.generator.to_json(),
+                "saturated": self.generator_saturated(),
+            },
+        })
+    }
+}
