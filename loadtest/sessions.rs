@@ -25,7 +25,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use hyper::Method;
 use serde_json::{Value, json};
-use tagent_hub::heartbeat::client::{Identity, NativeClient};
+use tagent_hub::heartbeat::client::{Event, Identity, NativeClient};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -312,12 +312,13 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     let hold_end = started + Duration::from_secs_f64(args.hold) + Duration::from_secs(120);
     while !pending.is_empty() {
         if args.reconnect && recovered.is_none() {
+            // The outage starts when the hub stops answering, and ends when,
+            // answering again, it holds every session.
             let seen = hub_sessions(&target).await;
             let now = Instant::now();
-            match (seen, outage) {
-                (None, None) => outage = Some(now),
-                (Some(s), None) if s < established as f64 => outage = Some(now),
-                (Some(_), Some(_)) if back_up.is_none() => back_up = Some(now),
+            match (seen, outage, back_up) {
+                (None, None, _) => outage = Some(now),
+                (Some(_), Some(_), None) => back_up = Some(now),
                 _ => {}
             }
             if let (Some(s), Some(t0), Some(up)) = (seen, outage, back_up)
@@ -587,30 +588,47 @@ async fn session(
     // Spread the first heartbeats over one interval.
     let mut next = tokio::time::Instant::now() + interval.mul_f64(rand::random::<f64>());
     loop {
+        // Between heartbeats a session listens, as a real tagent does: a
+        // command is answered with a heartbeat at once, and a closed
+        // connection is noticed at once (and, with --reconnect, redialled).
+        let mut woken: Result<(), &'static str> = Ok(());
         if !interval.is_zero() {
-            if next >= end {
-                break;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {
+                    next += interval.mul_f64(0.9 + 0.2 * rand::random::<f64>());
+                }
+                _ = tokio::time::sleep_until(end) => break,
+                r = s.wait_event() => woken = r,
             }
-            tokio::time::sleep_until(next).await;
-            next += interval.mul_f64(0.9 + 0.2 * rand::random::<f64>());
         } else if tokio::time::Instant::now() >= end {
             break;
         }
         let t0 = Instant::now();
-        match s.heartbeat().await {
+        let beat = match woken {
+            Ok(()) => s.heartbeat().await,
+            Err(e) => Err(e),
+        };
+        match beat {
             Ok(()) => o.ok(t0.elapsed(), &live),
             Err(kind) => {
                 o.error(kind, &live);
                 if !args.reconnect {
                     break;
                 }
+                // Redial at once, then back off (100 ms doubling to 500 ms)
+                // while the hub is away, so the generator does not swamp the
+                // machine it shares with the hub.
+                let mut pause = Duration::from_millis(100);
                 s = loop {
                     if tokio::time::Instant::now() >= end {
                         return o;
                     }
                     match connect(n, id, args).await {
                         Ok(s) => break s,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        Err(_) => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(500));
+                        }
                     }
                 };
                 tally.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -682,6 +700,26 @@ async fn connect(n: usize, id: u64, args: &Args) -> Result<Session, &'static str
 }
 
 impl Session {
+    /// Wait for something from the hub while idle: `Ok` for a command (it
+    /// is answered), `Err` when the connection ends.
+    async fn wait_event(&mut self) -> Result<(), &'static str> {
+        match self {
+            Session::Compat { reader, reply, .. } => {
+                reply.clear();
+                match reader.read_line(reply).await {
+                    Ok(0) | Err(_) => Err("closed"),
+                    Ok(_) => Ok(()),
+                }
+            }
+            Session::Native(c) => match c.next_event().await {
+                Ok(Event::Command { id, .. }) => {
+                    c.command_result(id, true, None).await.map_err(|_| "closed")
+                }
+                Ok(Event::Goodbye(_)) | Err(_) => Err("closed"),
+            },
+        }
+    }
+
     async fn heartbeat(&mut self) -> Result<(), &'static str> {
         match self {
             Session::Compat {

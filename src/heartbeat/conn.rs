@@ -9,8 +9,10 @@
 //! session's out buffer, and reading pauses until it is flushed.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Read};
 
+use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::registry::DisconnectReason;
@@ -244,7 +246,7 @@ impl Conn {
         BUFS.with_borrow_mut(|b| {
             let Scratch { input, output } = b;
             output.clear();
-            let n = match self.stream.try_read(input) {
+            let n = match read_draining(&self.stream, input) {
                 Ok(0) => return Err(Ended::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Continue),
@@ -293,6 +295,26 @@ impl Conn {
             }
             Ok(flow)
         })
+    }
+}
+
+/// Read once. A short read means the socket is drained: the readiness tokio
+/// caches is cleared right away, which saves the `recv` that would only
+/// return `EAGAIN` before the task sleeps (one syscall per heartbeat).
+/// Clearing is safe: tokio keeps readiness that arrived after this read.
+fn read_draining(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut drained = None;
+    let r = stream.try_io(Interest::READABLE, || {
+        let n = (&*SockRef::from(stream)).read(buf)?;
+        if n > 0 && n < buf.len() {
+            drained = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match drained {
+        Some(n) => Ok(n),
+        None => r,
     }
 }
 

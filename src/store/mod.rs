@@ -31,6 +31,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
 
 const SCHEMA_VERSION: u64 = 1;
+/// Persist the allocator state with every commit, so that opening after a
+/// crash does not walk the whole store (about 13% of commit throughput).
+const QUICK_REPAIR: bool = true;
 const KEY_CHECK_TEXT: &[u8] = b"tagent-hub credential key check";
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +168,7 @@ impl Store {
     /// Create the tables, record the schema, and check the credential key.
     fn init(&self) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write()?;
-        tx.set_quick_repair(true);
+        tx.set_quick_repair(QUICK_REPAIR);
         {
             tx.open_table(TAGENTS)?;
             tx.open_table(ACCOUNTS)?;
@@ -241,7 +244,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.db.begin_write()?;
-        tx.set_quick_repair(true);
+        tx.set_quick_repair(QUICK_REPAIR);
         {
             let mut tagents = tx.open_table(TAGENTS)?;
             for id in &batch.tagents_delete {
