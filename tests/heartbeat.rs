@@ -313,6 +313,14 @@ async fn unregistered_tagent_gets_ok_then_a_reload() {
     let m = hub.metrics().await;
     assert_eq!(m.value("tagent_hub_unregistered_sessions_total"), 1.0);
     assert_eq!(m.value("tagent_hub_reloads_sent_total"), 1.0);
+    // Operators see it, and never as the registered tagent's status.
+    let (status, body) = hub.get("/api/v1/sessions/unregistered").await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["count"], 1, "{list}");
+    assert_eq!(list["sessions"][0]["tenant"], "demo");
+    assert_eq!(list["sessions"][0]["ip"], "127.0.0.10");
+    assert_eq!(list["sessions"][0]["registered"], false);
     // An unknown tenant is unregistered too.
     let mut other = Tagent::connect(hub.heartbeat_addr()).await;
     let mut hb = monitor(1, "127.0.0.11", &group);

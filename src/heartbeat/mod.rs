@@ -155,6 +155,8 @@ pub struct Facts<'a> {
 pub struct SessionView {
     pub protocol: &'static str,
     pub peer: String,
+    /// `None` for a tenant no tagent was ever registered in.
+    pub tenant: Option<String>,
     pub ip: Option<String>,
     pub port: Option<u16>,
     pub tagent_id: Option<TagentId>,
@@ -477,9 +479,14 @@ impl Hub {
 
     pub fn view(&self, session: &Session) -> SessionView {
         let st = session.state.lock();
+        let tenant = st
+            .key
+            .filter(|k| k.tenant != UNKNOWN_TENANT)
+            .map(|k| self.inner.registry.interner().resolve(k.tenant).to_string());
         SessionView {
             protocol: session.protocol.as_str(),
             peer: session.peer.to_string(),
+            tenant,
             ip: st.key.map(|k| k.ip.to_string()),
             port: st.key.map(|k| k.port),
             tagent_id: st.tagent,

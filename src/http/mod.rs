@@ -40,6 +40,7 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         )
         .route("/api/v1/tagents/{id}/reload", post(tagents::reload))
         .route("/api/v1/tagents/{id}/resetcred", post(tagents::resetcred))
+        .route("/api/v1/sessions/unregistered", get(tagents::unregistered))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))

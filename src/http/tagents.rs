@@ -104,3 +104,10 @@ async fn command(
     )
         .into_response()
 }
+
+/// Sessions whose heartbeats match no registered tagent (SPEC §3.1): each
+/// has been answered OK and sent a reload, so it should register soon.
+pub(super) async fn unregistered(State(s): State<HttpState>) -> Response {
+    let sessions = s.hub.unregistered();
+    Json(json!({"count": sessions.len(), "sessions": sessions})).into_response()
+}
