@@ -327,11 +327,16 @@ impl Hub {
         let now = now_millis();
         session.touch(now);
         let generation = self.inner.registry.generation();
+        // The tagent stays resolved until the registry changes or the
+        // heartbeat names another agentId.
         let (first, cached) = {
             let st = session.state.lock();
             match st.key {
                 Some(k) if k != key => return Err(IdentityChanged),
-                Some(_) => (false, (st.generation == generation).then_some(st.tagent)),
+                Some(_) if st.generation == generation && st.agent_id == facts.agent_id => {
+                    (false, Some(st.tagent.map(|id| (id, st.group))))
+                }
+                Some(_) => (false, None),
                 None => (true, None),
             }
         };
@@ -339,9 +344,8 @@ impl Hub {
             self.claim(session, key);
         }
         let resolved = match cached {
-            Some(Some(id)) if id == facts.agent_id => Some((id, session.state.lock().group)),
-            Some(None) if session.state.lock().agent_id == facts.agent_id => None,
-            _ => self
+            Some(r) => r,
+            None => self
                 .resolve(&key, facts.agent_id)
                 .map(|(id, g)| (id, Some(g))),
         };
