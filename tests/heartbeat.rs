@@ -769,3 +769,27 @@ async fn idle_sessions_park_and_wake_for_heartbeats_commands_and_close() {
     wait_until(&hub, b, "disconnected", |t| t["status"] == "disconnected").await;
     assert_eq!(parked(&hub.metrics().await), 0.0);
 }
+
+#[tokio::test]
+async fn native_can_be_switched_off_and_advertise_comes_from_the_environment() {
+    let hub = Server::start_with(
+        quick("native = false\n").env("TAGENT_HUB_ADVERTISE", "hub.example.internal:9888"),
+    );
+    let (id, group) = register(&hub, "127.0.0.50", "c").await;
+    assert_eq!(group, "hub.example.internal:9888");
+    match NativeClient::connect(hub.heartbeat_addr(), &identity(id, "127.0.0.50"), "c").await {
+        Err(_) => {}
+        Ok(_) => panic!("a native session was accepted with native = false"),
+    }
+    let m = hub.metrics().await;
+    assert_eq!(
+        m.value("tagent_hub_connection_errors_total{kind=\"native_refused\"}"),
+        1.0
+    );
+    // The compat protocol still works.
+    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    assert_eq!(
+        tagent.send(&monitor(id, "127.0.0.50", &group)).await,
+        json!({"Status":"OK"})
+    );
+}
