@@ -9,7 +9,11 @@ pub mod crypto;
 mod records;
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
 
 use redb::{
     Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -136,9 +140,22 @@ impl TagentScan {
 }
 
 pub struct Store {
-    db: Database,
+    /// `None` while the file is being (or could not be) reopened.
+    db: RwLock<Option<Database>>,
+    path: PathBuf,
+    cache_bytes: usize,
     cipher: CredentialCipher,
+    /// A write failed on I/O (disk full, read-only, ...). redb then refuses
+    /// every operation until the file is reopened, so the next commit
+    /// reopens it first: the hub recovers without a restart once the disk
+    /// does. Nothing half-written survives: the failed transaction never
+    /// became durable, and the index was not changed (see the writer).
+    failed: AtomicBool,
+    /// When the last reopen was tried: at most one attempt a second.
+    last_reopen: Mutex<Option<Instant>>,
 }
+
+const UNAVAILABLE: &str = "the store is unavailable after an I/O error (disk full or read-only?); it is retried at the next write";
 
 fn account_aad(tenant: &str, name: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(tenant.len() + name.len() + 1);
@@ -157,17 +174,63 @@ impl Store {
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("registry.redb");
         let db = Database::builder()
             .set_cache_size(cache_bytes)
-            .create(dir.join("registry.redb"))?;
-        let store = Store { db, cipher };
+            .create(&path)?;
+        let store = Store {
+            db: RwLock::new(Some(db)),
+            path,
+            cache_bytes,
+            cipher,
+            failed: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
+        };
         store.init()?;
         Ok(store)
     }
 
+    /// Run `f` on the open database.
+    fn with_db<R>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let guard = self.db.read();
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Io(UNAVAILABLE.into())),
+        }
+    }
+
+    /// Close and reopen the file after an I/O error (redb repairs it on open).
+    fn reopen(&self) -> Result<(), StoreError> {
+        {
+            let mut last = self.last_reopen.lock();
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Err(StoreError::Io(UNAVAILABLE.into()));
+            }
+            *last = Some(Instant::now());
+        }
+        let mut guard = self.db.write();
+        // The old handle holds the file lock: close it first.
+        drop(guard.take());
+        let db = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(&self.path)
+            .map_err(|e| StoreError::Io(format!("cannot reopen the store: {e}")))?;
+        *guard = Some(db);
+        self.failed.store(false, Ordering::Release);
+        tracing::info!("store reopened after an I/O error");
+        Ok(())
+    }
+
     /// Create the tables, record the schema, and check the credential key.
     fn init(&self) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write()?;
+        self.with_db(|db| self.init_tables(db))
+    }
+
+    fn init_tables(&self, db: &Database) -> Result<(), StoreError> {
+        let mut tx = db.begin_write()?;
         tx.set_quick_repair(QUICK_REPAIR);
         {
             tx.open_table(TAGENTS)?;
@@ -222,7 +285,11 @@ impl Store {
     /// The tagents one at a time, from one read transaction: what the index is
     /// rebuilt from at start without holding a second copy of every record.
     pub fn scan_tagents(&self) -> Result<TagentScan, StoreError> {
-        let tx = self.db.begin_read()?;
+        let guard = self.db.read();
+        let tx = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Io(UNAVAILABLE.into()))?
+            .begin_read()?;
         let table = tx.open_table(TAGENTS)?;
         let len = table.len()?;
         let max_id = table.last()?.map_or(0, |(k, _)| k.value());
@@ -243,7 +310,18 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db.begin_write()?;
+        if self.failed.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let result = self.with_db(|db| self.write(db, batch));
+        if let Err(StoreError::Io(_)) = &result {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn write(&self, db: &Database, batch: &WriteBatch<'_>) -> Result<(), StoreError> {
+        let mut tx = db.begin_write()?;
         tx.set_quick_repair(QUICK_REPAIR);
         {
             let mut tagents = tx.open_table(TAGENTS)?;
@@ -303,7 +381,11 @@ impl Store {
         ip: IpAddr,
         port: u16,
     ) -> Result<Option<StoredAccount>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let guard = self.db.read();
+        let tx = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Io(UNAVAILABLE.into()))?
+            .begin_read()?;
         let table = tx.open_table(ACCOUNTS)?;
         let name = account_name(ip, port);
         let Some(v) = table.get((tenant, name.as_str()))? else {
@@ -336,7 +418,11 @@ impl Store {
 
     /// Every account as (tenant, name): for checks that the store and index agree.
     pub fn account_names(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let guard = self.db.read();
+        let tx = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Io(UNAVAILABLE.into()))?
+            .begin_read()?;
         let table = tx.open_table(ACCOUNTS)?;
         let mut out = Vec::new();
         for row in table.iter()? {

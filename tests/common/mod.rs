@@ -39,6 +39,8 @@ pub struct Options {
     pub args: Vec<String>,
     /// Extra environment variables (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// The data directory, instead of `<tmp>/data` (e.g. a small tmpfs).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -233,7 +235,10 @@ impl Server {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.tmp.path().join("data")
+        self.options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.tmp.path().join("data"))
     }
 
     pub fn config_path(&self) -> PathBuf {
