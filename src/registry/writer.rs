@@ -36,11 +36,15 @@ pub(super) fn spawn(registry: Registry, rx: mpsc::Receiver<Job>) -> std::thread:
 
 fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
     let mut stop = false;
+    let mut retry: Vec<StatusChange> = Vec::new();
     while !stop {
         let Some(first) = rx.blocking_recv() else {
             break;
         };
         let mut jobs = Vec::with_capacity(64);
+        if !retry.is_empty() {
+            jobs.push(Job::Status(std::mem::take(&mut retry)));
+        }
         jobs.push(first);
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -58,7 +62,7 @@ fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        process(&registry, jobs);
+        retry = process(&registry, jobs);
     }
 }
 
@@ -68,7 +72,9 @@ struct Accepted {
     reply: oneshot::Sender<Result<Registered, RegisterError>>,
 }
 
-fn process(registry: &Registry, jobs: Vec<Job>) {
+/// Decide and commit one batch. Returns the status changes to try again
+/// when the commit failed.
+fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
     let shared = &registry.shared;
     let started = Instant::now();
     let now = now_millis();
@@ -78,6 +84,8 @@ fn process(registry: &Registry, jobs: Vec<Job>) {
     let index = shared.index.read();
     let mut overlay = Overlay::new(&index);
     let mut accepted: Vec<Accepted> = Vec::new();
+    let mut status_seen: Vec<StatusChange> = Vec::new();
+    let mut transitions: Vec<&'static str> = Vec::new();
     for job in jobs {
         match job {
             Job::Register { req, reply } => {
@@ -97,6 +105,7 @@ fn process(registry: &Registry, jobs: Vec<Job>) {
             }
             Job::Status(changes) => {
                 for c in changes {
+                    status_seen.push(c);
                     let Some(t) = overlay.get(c.id) else { continue };
                     if t.status == c.status && (c.runner.is_none() || t.runner == c.runner) {
                         continue;
@@ -107,9 +116,7 @@ fn process(registry: &Registry, jobs: Vec<Job>) {
                     if c.status == Status::Connected && c.runner.is_some() {
                         t.runner = c.runner;
                     }
-                    metrics::counter!("tagent_hub_status_transitions_total",
-                        "reason" => c.status.reason().map_or("connected", |r| r.as_str()))
-                    .increment(1);
+                    transitions.push(c.status.reason().map_or("connected", |r| r.as_str()));
                     overlay.set(c.id, Some(t));
                 }
             }
@@ -150,7 +157,7 @@ fn process(registry: &Registry, jobs: Vec<Job>) {
     }
     drop(index);
     if batch.is_empty() {
-        return;
+        return Vec::new();
     }
 
     let commit_started = Instant::now();
@@ -165,7 +172,9 @@ fn process(registry: &Registry, jobs: Vec<Job>) {
         for a in accepted {
             let _ = a.reply.send(Err(RegisterError::Store(e.to_string())));
         }
-        return;
+        // Registrations were refused (their tagents retry); status changes
+        // have no one to retry them, so they go again with the next batch.
+        return status_seen;
     }
 
     {
@@ -185,6 +194,9 @@ fn process(registry: &Registry, jobs: Vec<Job>) {
         .generation
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     metrics::histogram!("tagent_hub_store_batch_size").record(accepted.len() as f64);
+    for reason in transitions {
+        metrics::counter!("tagent_hub_status_transitions_total", "reason" => reason).increment(1);
+    }
 
     for a in accepted {
         let group = groups
@@ -198,4 +210,5 @@ fn process(registry: &Registry, jobs: Vec<Job>) {
         }));
     }
     tracing::trace!(elapsed = ?started.elapsed(), "batch applied");
+    Vec::new()
 }
