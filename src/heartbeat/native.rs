@@ -95,7 +95,7 @@ impl NativeSession {
 
     fn on_frame(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Flow {
         let started = Instant::now();
-        let msg: ClientMsg<'_> = match rmp_serde::from_slice(frame) {
+        let msg = match proto::decode_client(frame) {
             Ok(m) => m,
             Err(e) => {
                 HbMetrics::rejected("bad_message");

@@ -109,6 +109,18 @@ pub enum ServerMsg<'a> {
     },
 }
 
+/// How deep a client message may nest. Real ones nest two maps deep;
+/// rmp-serde's default (1024) lets a 1 KiB frame of nested arrays recurse
+/// deep enough to overflow a runtime worker's stack and abort the hub.
+const MAX_DEPTH: usize = 8;
+
+/// Decode one frame's payload from a client, with nesting bounded.
+pub fn decode_client(payload: &[u8]) -> Result<ClientMsg<'_>, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(payload);
+    de.set_max_depth(MAX_DEPTH);
+    ClientMsg::deserialize(&mut de)
+}
+
 /// HMAC-SHA256, keyed with the credential given at registration, over the
 /// context, the nonce, and the identity the proof is for.
 pub fn proof(credential: &[u8], nonce: &[u8], tenant: &str, agent_id: u64, port: u16) -> [u8; 32] {
@@ -166,7 +178,7 @@ mod tests {
         );
         let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
         assert_eq!(len, out.len() - 4);
-        let back: ClientMsg<'_> = rmp_serde::from_slice(&out[4..]).unwrap();
+        let back = decode_client(&out[4..]).unwrap();
         assert_eq!(
             back,
             ClientMsg::Heartbeat {
@@ -175,6 +187,21 @@ mod tests {
                 mem: None
             }
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        // {"heartbeat": {"seq": 1, "x": [[[...]]]}}: an unknown field (which
+        // is skipped, recursively), 1,000 arrays deep.
+        let mut msg = vec![0x81, 0xa9];
+        msg.extend_from_slice(b"heartbeat");
+        msg.extend_from_slice(&[0x82, 0xa3, b's', b'e', b'q', 0x01, 0xa1, b'x']);
+        msg.extend(std::iter::repeat_n(0x91, 1000));
+        msg.push(0xc0);
+        assert!(matches!(
+            decode_client(&msg),
+            Err(rmp_serde::decode::Error::DepthLimitExceeded)
+        ));
     }
 
     fn hex(v: &[u8]) -> String {
