@@ -3,73 +3,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Options, Server, ok_id};
+use common::{Options, Server, Tagent, WAIT, ok_id};
 use serde_json::{Value, json};
 use tagent_hub::heartbeat::client::{ClientError, Event, Identity, NativeClient};
 use tagent_hub::heartbeat::proto::{self, CommandKind, MAGIC};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A tagent speaking JSON lines, as the Perl tagent does.
-struct Tagent {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-}
-
-impl Tagent {
-    async fn connect(addr: SocketAddr) -> Tagent {
-        let stream = TcpStream::connect(addr)
-            .await
-            .expect("connect to the heartbeat port");
-        let (r, w) = stream.into_split();
-        Tagent {
-            reader: BufReader::new(r),
-            writer: w,
-        }
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).await.expect("write");
-    }
-
-    /// The next line, or `None` on EOF / reset / timeout.
-    async fn line_within(&mut self, within: Duration) -> Option<String> {
-        let mut line = String::new();
-        match tokio::time::timeout(within, self.reader.read_line(&mut line)).await {
-            Ok(Ok(n)) if n > 0 => Some(line),
-            _ => None,
-        }
-    }
-
-    async fn line(&mut self) -> Value {
-        let line = self.line_within(WAIT).await.expect("a reply line");
-        assert!(line.ends_with('\n'), "reply is one line: {line:?}");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply is JSON ({e}): {line:?}"))
-    }
-
-    async fn send(&mut self, v: &Value) -> Value {
-        self.send_raw(format!("{v}\n").as_bytes()).await;
-        self.line().await
-    }
-
-    /// Whether the hub closed the connection (within the wait).
-    async fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 256];
-        loop {
-            match tokio::time::timeout(WAIT, self.reader.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
-                Err(_) => return false,
-            }
-        }
-    }
-}
 
 fn monitor(tid: u64, ip: &str, group: &str) -> Value {
     json!({"type":"monitor","tenant":"demo","agentId":tid,"port":3939,"ipString":ip,
@@ -243,11 +184,7 @@ async fn fin_and_rst_show_disconnected_with_their_reason() {
     .await;
 
     let stream = TcpStream::connect(hub.heartbeat_addr()).await.unwrap();
-    let (r, w) = stream.into_split();
-    let mut tb = Tagent {
-        reader: BufReader::new(r),
-        writer: w,
-    };
+    let mut tb = Tagent::new(stream);
     tb.send(&monitor(b, "127.0.0.8", &group)).await;
     let stream = tb.reader.into_inner().reunite(tb.writer).unwrap();
     socket2::SockRef::from(&stream)
@@ -501,11 +438,7 @@ async fn connections_beyond_max_sessions_are_closed_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Closed at once: with a reset, which may even beat the connect call.
     if let Ok(stream) = TcpStream::connect(hub.heartbeat_addr()).await {
-        let (r, w) = stream.into_split();
-        let mut extra = Tagent {
-            reader: BufReader::new(r),
-            writer: w,
-        };
+        let mut extra = Tagent::new(stream);
         assert!(extra.closed().await);
     }
     let m = hub.metrics().await;

@@ -11,15 +11,12 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Metrics, Options, Server, ok_id};
+use common::{Metrics, Options, Server, Tagent, WAIT, connect_from, ok_id};
 use serde_json::{Value, json};
 use tagent_hub::heartbeat::client::{ClientError, Identity, NativeClient};
 use tagent_hub::heartbeat::proto::{self, MAGIC};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
-
-const WAIT: Duration = Duration::from_secs(10);
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn quick(extra: &str) -> Options {
     Options::default().config(&format!(
@@ -29,73 +26,6 @@ fn quick(extra: &str) -> Options {
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-/// A TCP connection to `addr` from `local` (any 127.0.0.0/8 address).
-async fn connect_from(addr: SocketAddr, local: IpAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(local, 0))?;
-    socket.connect(addr).await
-}
-
-/// A tagent speaking JSON lines.
-struct Tagent {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-}
-
-impl Tagent {
-    fn new(stream: TcpStream) -> Tagent {
-        let (r, w) = stream.into_split();
-        Tagent {
-            reader: BufReader::new(r),
-            writer: w,
-        }
-    }
-
-    async fn connect(addr: SocketAddr) -> Tagent {
-        Tagent::new(TcpStream::connect(addr).await.expect("connect"))
-    }
-
-    async fn connect_from(addr: SocketAddr, local: &str) -> Tagent {
-        Tagent::new(connect_from(addr, ip(local)).await.expect("connect"))
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).await.expect("write");
-    }
-
-    /// The next line, or `None` on EOF / reset / timeout.
-    async fn line_within(&mut self, within: Duration) -> Option<String> {
-        let mut line = String::new();
-        match tokio::time::timeout(within, self.reader.read_line(&mut line)).await {
-            Ok(Ok(n)) if n > 0 => Some(line),
-            _ => None,
-        }
-    }
-
-    async fn line(&mut self) -> Value {
-        let line = self.line_within(WAIT).await.expect("a reply line");
-        assert!(line.ends_with('\n'), "reply is one line: {line:?}");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply is JSON ({e}): {line:?}"))
-    }
-
-    async fn send(&mut self, v: &Value) -> Value {
-        self.send_raw(format!("{v}\n").as_bytes()).await;
-        self.line().await
-    }
-
-    /// Whether the hub closed the connection (within the wait).
-    async fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 256];
-        loop {
-            match tokio::time::timeout(WAIT, self.reader.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
-                Err(_) => return false,
-            }
-        }
-    }
 }
 
 fn monitor(tenant: &str, tid: u64, ip: &str, group: &str) -> Value {

@@ -22,6 +22,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// How long a server may take to print its `listening` line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -519,5 +522,86 @@ impl Metrics {
         self.text
             .lines()
             .any(|l| !l.starts_with('#') && l.starts_with(prefix))
+    }
+}
+
+/// How long a test waits for a reply or a close.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A TCP connection to `addr` from `local` (any 127.0.0.0/8 address).
+pub async fn connect_from(addr: SocketAddr, local: IpAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
+}
+
+/// A tagent speaking JSON lines, as the Perl tagent does.
+pub struct Tagent {
+    pub reader: AsyncBufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+impl Tagent {
+    pub fn from_halves(reader: OwnedReadHalf, writer: OwnedWriteHalf) -> Tagent {
+        Tagent {
+            reader: AsyncBufReader::new(reader),
+            writer,
+        }
+    }
+
+    pub fn new(stream: TcpStream) -> Tagent {
+        let (r, w) = stream.into_split();
+        Tagent {
+            reader: AsyncBufReader::new(r),
+            writer: w,
+        }
+    }
+
+    pub async fn connect(addr: SocketAddr) -> Tagent {
+        Tagent::new(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    pub async fn connect_from(addr: SocketAddr, local: &str) -> Tagent {
+        Tagent::new(
+            connect_from(addr, local.parse().expect("an ip"))
+                .await
+                .expect("connect"),
+        )
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// The next line, or `None` on EOF / reset / timeout.
+    pub async fn line_within(&mut self, within: Duration) -> Option<String> {
+        let mut line = String::new();
+        match tokio::time::timeout(within, self.reader.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => Some(line),
+            _ => None,
+        }
+    }
+
+    pub async fn line(&mut self) -> Value {
+        let line = self.line_within(WAIT).await.expect("a reply line");
+        assert!(line.ends_with('\n'), "reply is one line: {line:?}");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply is JSON ({e}): {line:?}"))
+    }
+
+    pub async fn send(&mut self, v: &Value) -> Value {
+        self.send_raw(format!("{v}\n").as_bytes()).await;
+        self.line().await
+    }
+
+    /// Whether the hub closed the connection (within the wait).
+    pub async fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(WAIT, self.reader.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
     }
 }
