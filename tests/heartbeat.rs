@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Options, Server, Tagent, WAIT, ok_id};
+use common::{Options, Server, Tagent, WAIT};
 use serde_json::{Value, json};
 use tagent_hub::heartbeat::client::{ClientError, Event, Identity, NativeClient};
 use tagent_hub::heartbeat::proto::{self, CommandKind, MAGIC};
@@ -19,42 +19,11 @@ fn monitor(tid: u64, ip: &str, group: &str) -> Value {
            "appsInfo":{"nginx":{"status":"running","n":[1,2,3]}}})
 }
 
-/// Register a tagent at `ip`:3939 in tenant demo; returns (id, proxy group string).
-async fn register(hub: &Server, ip: &str, credential: &str) -> (u64, String) {
-    let (status, reply) = hub
-        .register(
-            &json!({"tagentId":"","port":"3939","ipString":ip,"mgmtIp":ip,"name":"h","credential":credential}),
-            Some("demo"),
-        )
-        .await;
-    let id = ok_id(status, &reply);
-    let group = reply["Data"]["proxyList"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}:{}",
-                p["ip"].as_str().unwrap(),
-                p["port"].as_str().unwrap()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",");
-    (id, group)
-}
-
-async fn tagent_json(hub: &Server, id: u64) -> Value {
-    let (status, body) = hub.get(&format!("/api/v1/tagents/{id}")).await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 /// Poll the tagent until `f` holds (bounded).
 async fn wait_until(hub: &Server, id: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        let t = tagent_json(hub, id).await;
+        let t = common::tagent_json(hub, id).await;
         if f(&t) {
             return t;
         }
@@ -77,8 +46,8 @@ fn quick(extra: &str) -> Options {
 #[tokio::test]
 async fn compat_heartbeat_connects_and_keeps_the_facts() {
     let hub = Server::start_with(quick(""));
-    let (id, group) = register(&hub, "127.0.0.5", "cred").await;
-    let t = tagent_json(&hub, id).await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.5", "cred").await;
+    let t = common::tagent_json(&hub, id).await;
     assert_eq!(
         (t["status"].as_str(), t["disconnect_reason"].as_str()),
         (Some("disconnected"), Some("never-connected"))
@@ -89,7 +58,7 @@ async fn compat_heartbeat_connects_and_keeps_the_facts() {
         tagent.send(&monitor(id, "127.0.0.5", &group)).await,
         json!({"Status":"OK"})
     );
-    let t = tagent_json(&hub, id).await;
+    let t = common::tagent_json(&hub, id).await;
     assert_eq!(t["status"], "connected");
     assert_eq!(t["disconnect_reason"], Value::Null);
     assert_eq!(t["session"]["protocol"], "compat");
@@ -105,7 +74,10 @@ async fn compat_heartbeat_connects_and_keeps_the_facts() {
     line["port"] = json!("3939");
     tagent.send_raw(format!("{line}\r\n").as_bytes()).await;
     assert_eq!(tagent.line().await, json!({"Status":"OK"}));
-    assert_eq!(tagent_json(&hub, id).await["session"]["heartbeats"], 2);
+    assert_eq!(
+        common::tagent_json(&hub, id).await["session"]["heartbeats"],
+        2
+    );
     let m = hub.metrics().await;
     assert_eq!(
         m.value("tagent_hub_heartbeats_total{protocol=\"compat\"}"),
@@ -117,7 +89,7 @@ async fn compat_heartbeat_connects_and_keeps_the_facts() {
 #[tokio::test]
 async fn every_line_gets_exactly_one_reply() {
     let hub = Server::start_with(quick(""));
-    let (id, group) = register(&hub, "127.0.0.6", "cred").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.6", "cred").await;
     let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
     assert_eq!(
         tagent.send(&json!({"type":"hello"})).await,
@@ -170,8 +142,8 @@ async fn every_line_gets_exactly_one_reply() {
 #[tokio::test]
 async fn fin_and_rst_show_disconnected_with_their_reason() {
     let hub = Server::start_with(quick(""));
-    let (a, group) = register(&hub, "127.0.0.7", "cred").await;
-    let (b, _) = register(&hub, "127.0.0.8", "cred").await;
+    let (a, group) = hub.register_tagent("demo", "127.0.0.7", "cred").await;
+    let (b, _) = hub.register_tagent("demo", "127.0.0.8", "cred").await;
 
     let mut ta = Tagent::connect(hub.heartbeat_addr()).await;
     ta.send(&monitor(a, "127.0.0.7", &group)).await;
@@ -213,7 +185,7 @@ async fn updategroup_only_when_the_runner_list_differs() {
                   [[runner_group.runner]]\nid = 1\nname = \"a\"\nheartbeat = \"10.0.0.21:8888\"\n\
                   [heartbeat]\nstatus_flush_ms = 10\n";
     let hub = Server::with_config(config);
-    let (id, group) = register(&hub, "127.0.0.9", "cred").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.9", "cred").await;
     assert_eq!(group, "10.0.0.21:8888,10.0.0.22:8888");
     let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
     assert_eq!(
@@ -232,14 +204,14 @@ async fn updategroup_only_when_the_runner_list_differs() {
 #[tokio::test]
 async fn unregistered_tagent_gets_ok_then_a_reload() {
     let hub = Server::start_with(quick(""));
-    let (id, group) = register(&hub, "127.0.0.10", "cred").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.10", "cred").await;
     let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
     // Wrong agentId (as after the hub's store was replaced): OK, not connected.
     assert_eq!(
         tagent.send(&monitor(id + 100, "127.0.0.10", &group)).await,
         json!({"Status":"OK"})
     );
-    let t = tagent_json(&hub, id).await;
+    let t = common::tagent_json(&hub, id).await;
     assert_eq!(t["status"], "disconnected");
     // Once quiet, the hub asks it to restart and register again.
     let line = tagent.line_within(WAIT).await.expect("a reload");
@@ -268,7 +240,7 @@ async fn unregistered_tagent_gets_ok_then_a_reload() {
 #[tokio::test]
 async fn a_reconnect_replaces_the_old_session_and_its_close_never_touches_the_new() {
     let hub = Server::start_with(quick(""));
-    let (id, group) = register(&hub, "127.0.0.12", "cred").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.12", "cred").await;
     let mut old = Tagent::connect(hub.heartbeat_addr()).await;
     old.send(&monitor(id, "127.0.0.12", &group)).await;
     for _ in 0..10 {
@@ -291,7 +263,7 @@ async fn a_reconnect_replaces_the_old_session_and_its_close_never_touches_the_ne
     // The replaced sessions' ends did not mark the tagent disconnected.
     hub.get("/healthz").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let t = tagent_json(&hub, id).await;
+    let t = common::tagent_json(&hub, id).await;
     assert_eq!(t["status"], "connected", "{t}");
     assert_eq!(m.value("tagent_hub_sessions{protocol=\"compat\"}"), 1.0);
     assert_eq!(
@@ -303,7 +275,7 @@ async fn a_reconnect_replaces_the_old_session_and_its_close_never_touches_the_ne
 #[tokio::test]
 async fn silent_sessions_are_closed_after_the_idle_timeout() {
     let hub = Server::start_with(quick("idle_timeout_secs = 1\n"));
-    let (id, group) = register(&hub, "127.0.0.13", "cred").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.13", "cred").await;
     let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
     tagent.send(&monitor(id, "127.0.0.13", &group)).await;
     assert!(tagent.closed().await, "closed for idleness");
@@ -316,7 +288,7 @@ async fn silent_sessions_are_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn commands_wait_for_a_quiet_session_and_never_answer_a_heartbeat() {
     let hub = Server::start_with(quick(""));
-    let (id, group) = register(&hub, "127.0.0.14", "cred").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.14", "cred").await;
     let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
     tagent.send(&monitor(id, "127.0.0.14", &group)).await;
 
@@ -475,7 +447,7 @@ fn identity(id: u64, ip: &str) -> Identity {
 #[tokio::test]
 async fn native_session_authenticates_heartbeats_and_takes_commands() {
     let hub = Server::start_with(quick(""));
-    let (id, group) = register(&hub, "127.0.0.20", "s3cret").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.20", "s3cret").await;
     let mut client =
         NativeClient::connect(hub.heartbeat_addr(), &identity(id, "127.0.0.20"), "s3cret")
             .await
@@ -486,7 +458,7 @@ async fn native_session_authenticates_heartbeats_and_takes_commands() {
         let ack = client.heartbeat(Some(1.5), Some(20.0)).await.unwrap();
         assert_eq!(ack.seq, i);
     }
-    let t = tagent_json(&hub, id).await;
+    let t = common::tagent_json(&hub, id).await;
     assert_eq!(
         (t["status"].as_str(), t["session"]["protocol"].as_str()),
         (Some("connected"), Some("native"))
@@ -523,7 +495,7 @@ async fn native_session_authenticates_heartbeats_and_takes_commands() {
 #[tokio::test]
 async fn native_forged_or_replayed_proofs_are_refused() {
     let hub = Server::start_with(quick(""));
-    let (id, _) = register(&hub, "127.0.0.21", "right").await;
+    let (id, _) = hub.register_tagent("demo", "127.0.0.21", "right").await;
     let id_ = identity(id, "127.0.0.21");
     match NativeClient::connect(hub.heartbeat_addr(), &id_, "wrong").await {
         Err(ClientError::Refused { code, .. }) => assert_eq!(code, "auth-failed"),
@@ -597,8 +569,8 @@ async fn native_forged_or_replayed_proofs_are_refused() {
 #[tokio::test]
 async fn shutdown_says_goodbye_and_restart_starts_everyone_disconnected() {
     let mut hub = Server::start_with(quick(""));
-    let (a, group) = register(&hub, "127.0.0.30", "c").await;
-    let (b, _) = register(&hub, "127.0.0.31", "c").await;
+    let (a, group) = hub.register_tagent("demo", "127.0.0.30", "c").await;
+    let (b, _) = hub.register_tagent("demo", "127.0.0.31", "c").await;
     let mut client = NativeClient::connect(hub.heartbeat_addr(), &identity(a, "127.0.0.30"), "c")
         .await
         .unwrap();
@@ -620,7 +592,7 @@ async fn shutdown_says_goodbye_and_restart_starts_everyone_disconnected() {
     assert!(status.success(), "clean exit: {status:?}");
 
     hub.restart();
-    let t = tagent_json(&hub, b).await;
+    let t = common::tagent_json(&hub, b).await;
     assert_eq!(
         (t["status"].as_str(), t["disconnect_reason"].as_str()),
         (Some("disconnected"), Some("shutdown"))
@@ -636,7 +608,7 @@ async fn shutdown_says_goodbye_and_restart_starts_everyone_disconnected() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     hub.kill9();
     hub.restart();
-    let t = tagent_json(&hub, b).await;
+    let t = common::tagent_json(&hub, b).await;
     assert_eq!(
         (t["status"].as_str(), t["disconnect_reason"].as_str()),
         (Some("disconnected"), Some("restart"))
@@ -646,8 +618,8 @@ async fn shutdown_says_goodbye_and_restart_starts_everyone_disconnected() {
 #[tokio::test]
 async fn idle_sessions_park_and_wake_for_heartbeats_commands_and_close() {
     let hub = Server::start_with(quick(""));
-    let (a, group) = register(&hub, "127.0.0.40", "c").await;
-    let (b, _) = register(&hub, "127.0.0.41", "c").await;
+    let (a, group) = hub.register_tagent("demo", "127.0.0.40", "c").await;
+    let (b, _) = hub.register_tagent("demo", "127.0.0.41", "c").await;
     let mut ta = Tagent::connect(hub.heartbeat_addr()).await;
     ta.send(&monitor(a, "127.0.0.40", &group)).await;
     let mut nb = NativeClient::connect(hub.heartbeat_addr(), &identity(b, "127.0.0.41"), "c")
@@ -708,7 +680,7 @@ async fn native_can_be_switched_off_and_advertise_comes_from_the_environment() {
     let hub = Server::start_with(
         quick("native = false\n").env("TAGENT_HUB_ADVERTISE", "hub.example.internal:9888"),
     );
-    let (id, group) = register(&hub, "127.0.0.50", "c").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.0.50", "c").await;
     assert_eq!(group, "hub.example.internal:9888");
     match NativeClient::connect(hub.heartbeat_addr(), &identity(id, "127.0.0.50"), "c").await {
         Err(_) => {}

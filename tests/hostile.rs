@@ -11,7 +11,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Metrics, Options, Server, Tagent, WAIT, connect_from, ok_id};
+use common::{Metrics, Options, Server, Tagent, WAIT, connect_from};
 use serde_json::{Value, json};
 use tagent_hub::heartbeat::client::{ClientError, Identity, NativeClient};
 use tagent_hub::heartbeat::proto::{self, MAGIC};
@@ -34,39 +34,8 @@ fn monitor(tenant: &str, tid: u64, ip: &str, group: &str) -> Value {
            "mgmtIp":ip,"appsInfo":{"nginx":{"status":"running"}}})
 }
 
-/// Register a tagent at `ip`:3939; returns (id, proxy group string).
-async fn register(hub: &Server, tenant: &str, ip: &str, credential: &str) -> (u64, String) {
-    let (status, reply) = hub
-        .register(
-            &json!({"tagentId":"","port":"3939","ipString":ip,"mgmtIp":ip,"name":"h","credential":credential}),
-            Some(tenant),
-        )
-        .await;
-    let id = ok_id(status, &reply);
-    let group = reply["Data"]["proxyList"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}:{}",
-                p["ip"].as_str().unwrap(),
-                p["port"].as_str().unwrap()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",");
-    (id, group)
-}
-
-async fn tagent_json(hub: &Server, id: u64) -> Value {
-    let (status, body) = hub.get(&format!("/api/v1/tagents/{id}")).await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 async fn status_of(hub: &Server, id: u64) -> String {
-    tagent_json(hub, id).await["status"]
+    common::tagent_json(hub, id).await["status"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -86,7 +55,7 @@ fn identity(tenant: &str, id: u64, ip: Option<&str>) -> Identity {
 /// compat heartbeat is answered OK and connects it, and a native session
 /// authenticates and gets its heartbeat acked.
 async fn still_serves(hub: &Server, at: &str) {
-    let (id, group) = register(hub, "demo", at, "legit").await;
+    let (id, group) = hub.register_tagent("demo", at, "legit").await;
     let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
     assert_eq!(
         tagent.send(&monitor("demo", id, at, &group)).await,
@@ -101,7 +70,7 @@ async fn still_serves(hub: &Server, at: &str) {
     .await
     .expect("a legitimate native handshake");
     assert_eq!(native.heartbeat(None, None).await.unwrap().seq, 1);
-    let t = tagent_json(hub, id).await;
+    let t = common::tagent_json(hub, id).await;
     assert_eq!(
         (t["status"].as_str(), t["session"]["protocol"].as_str()),
         (Some("connected"), Some("native")),
@@ -128,7 +97,7 @@ async fn wait_metrics(hub: &Server, what: &str, f: impl Fn(&Metrics) -> bool) ->
 #[tokio::test]
 async fn deeply_nested_json_lines_are_answered_without_harm() {
     let hub = Server::start_with(quick("max_line_bytes = 262144\n"));
-    let (id, group) = register(&hub, "demo", "127.0.1.1", "c").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.1.1", "c").await;
     let mut t = Tagent::connect(hub.heartbeat_addr()).await;
 
     // Nested 100,000 deep, balanced, in a line that is not a monitor.
@@ -198,7 +167,7 @@ async fn deeply_nested_json_lines_are_answered_without_harm() {
 #[tokio::test]
 async fn huge_lines_under_the_limit_are_heartbeats() {
     let hub = Server::start_with(quick(""));
-    let (id, group) = register(&hub, "demo", "127.0.1.10", "c").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.1.10", "c").await;
     let max = 65_536; // the default max_line_bytes
 
     // A heartbeat with an appsInfo that brings the line to exactly the limit.
@@ -244,7 +213,7 @@ async fn huge_lines_under_the_limit_are_heartbeats() {
     for i in 0..20 {
         assert_eq!(t.line().await, json!({"Status":"OK"}), "reply {i}");
     }
-    let tj = tagent_json(&hub, id).await;
+    let tj = common::tagent_json(&hub, id).await;
     assert_eq!(tj["status"], "connected");
     assert_eq!(tj["session"]["heartbeats"], 20);
 
@@ -319,7 +288,7 @@ fn hello(id: u64) -> Value {
 async fn malformed_messagepack_in_valid_frames_is_refused_and_counted() {
     let hub = Server::start_with(quick(""));
     let addr = hub.heartbeat_addr();
-    let (id, _) = register(&hub, "demo", "127.0.2.1", "right").await;
+    let (id, _) = hub.register_tagent("demo", "127.0.2.1", "right").await;
 
     let with = |path: &str, v: Value| {
         let mut h = hello(id);
@@ -416,9 +385,9 @@ async fn malformed_messagepack_in_valid_frames_is_refused_and_counted() {
 #[tokio::test]
 async fn a_heartbeat_in_another_tenant_never_connects_the_tagent() {
     let hub = Server::start_with(quick(""));
-    let (a, group) = register(&hub, "alpha", "127.0.3.1", "c").await;
+    let (a, group) = hub.register_tagent("alpha", "127.0.3.1", "c").await;
     // Tenant beta exists (one tagent elsewhere), so its name is known.
-    let (_b, _) = register(&hub, "beta", "127.0.3.9", "c").await;
+    let (_b, _) = hub.register_tagent("beta", "127.0.3.9", "c").await;
 
     for tenant in ["beta", "gamma-never-registered", "ALPHA"] {
         let mut t = Tagent::connect(hub.heartbeat_addr()).await;
@@ -470,7 +439,7 @@ async fn a_heartbeat_in_another_tenant_never_connects_the_tagent() {
 #[tokio::test]
 async fn another_tagents_agent_id_from_the_wrong_ip_never_connects_it() {
     let hub = Server::start_with(quick(""));
-    let (a, group) = register(&hub, "demo", "127.0.4.1", "c").await;
+    let (a, group) = hub.register_tagent("demo", "127.0.4.1", "c").await;
     let addr = hub.heartbeat_addr();
 
     // From another source address, no mgmtIp: the peer address counts.
@@ -532,7 +501,7 @@ fn open_fds(pid: u32) -> usize {
 async fn thousands_of_connections_opened_and_dropped_leak_nothing() {
     let hub = Server::start_with(quick(""));
     let pid = hub.pid().unwrap();
-    let (id, group) = register(&hub, "demo", "127.0.5.1", "c").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.5.1", "c").await;
     let mut legit = Tagent::connect(hub.heartbeat_addr()).await;
     assert_eq!(
         legit.send(&monitor("demo", id, "127.0.5.1", &group)).await,
@@ -644,7 +613,7 @@ async fn out_of_descriptors_the_hub_keeps_its_sessions_and_recovers() {
         "max_sessions = 1000\nfirst_message_timeout_secs = 30\n",
     ));
     let pid = hub.pid().unwrap();
-    let (id, group) = register(&hub, "demo", "127.0.6.1", "c").await;
+    let (id, group) = hub.register_tagent("demo", "127.0.6.1", "c").await;
     let mut held = Tagent::connect(hub.heartbeat_addr()).await;
     assert_eq!(
         held.send(&monitor("demo", id, "127.0.6.1", &group)).await,
@@ -861,7 +830,9 @@ async fn a_trickling_body_holds_up_no_one_else() {
     let stalled_at = Instant::now();
     for i in 0..5 {
         let t0 = Instant::now();
-        let (id, group) = register(&hub, "demo", &format!("127.0.8.{}", 10 + i), "c").await;
+        let (id, group) = hub
+            .register_tagent("demo", &format!("127.0.8.{}", 10 + i), "c")
+            .await;
         let mut t = Tagent::connect(hub.heartbeat_addr()).await;
         assert_eq!(
             t.send(&monitor("demo", id, &format!("127.0.8.{}", 10 + i), &group))

@@ -372,6 +372,33 @@ impl Server {
         register(self.http_addr(), body, tenant).await
     }
 
+    /// Register a tagent at `ip`:3939 as a real tagent does; returns its id
+    /// and its runner list as `proxy.group` holds it (`ip:port,ip:port`).
+    pub async fn register_tagent(&self, tenant: &str, ip: &str, credential: &str) -> (u64, String) {
+        let (status, reply) = self
+            .register(
+                &serde_json::json!({"tagentId":"","port":"3939","ipString":ip,"mgmtIp":ip,
+                                    "name":"h","credential":credential}),
+                Some(tenant),
+            )
+            .await;
+        let id = ok_id(status, &reply);
+        let group = reply["Data"]["proxyList"]
+            .as_array()
+            .expect("a proxyList")
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}",
+                    p["ip"].as_str().unwrap(),
+                    p["port"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        (id, group)
+    }
+
     /// `GET path`: status and body text.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let resp = client()
@@ -604,4 +631,11 @@ impl Tagent {
             }
         }
     }
+}
+
+/// `GET /api/v1/tagents/{id}` as JSON (it must exist).
+pub async fn tagent_json(hub: &Server, id: u64) -> Value {
+    let (status, body) = hub.get(&format!("/api/v1/tagents/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
