@@ -202,18 +202,23 @@ impl RegisterRequest {
                 invalid(format!("invalid JSON: {e}"))
             }
         })?;
-        let body_tenant = string("tenant", raw.tenant, MAX_TENANT_LEN + 1)?;
-        let tenant = [
-            origin.tenant_header,
-            body_tenant.as_deref(),
-            origin.tenant_query,
-        ]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .find(|t| !t.is_empty())
-        .unwrap_or("")
-        .to_owned();
+        // The header wins (SPEC §2.1): the body's tenant is read, and must be
+        // a string, only when there is no header to take it from.
+        let header = origin
+            .tenant_header
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let body_tenant = match header {
+            Some(_) => None,
+            None => string("tenant", raw.tenant, MAX_TENANT_LEN + 1)?,
+        };
+        let tenant = [header, body_tenant.as_deref(), origin.tenant_query]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .find(|t| !t.is_empty())
+            .unwrap_or("")
+            .to_owned();
         validate_tenant(&tenant)?;
 
         let port =

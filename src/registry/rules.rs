@@ -674,6 +674,9 @@ mod tests {
             // The first present one is the tenant, valid or not.
             (bad_body, Some("h"), None, Some("h")),
             (bad_body, None, Some("q"), None),
+            // With a header, the body's tenant is not read at all.
+            (r#"{"tenant":5,"port":1}"#, Some("h"), None, Some("h")),
+            (r#"{"tenant":5,"port":1}"#, None, Some("q"), None),
             (with_body, Some("h h"), None, None),
             (no_body, None, None, None),
         ];
