@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -158,14 +158,26 @@ impl Conn {
 
 /// `GET path` on a fresh connection: for side requests such as `/metrics`.
 pub async fn get(target: &Arc<Target>, path: &str) -> anyhow::Result<Bytes> {
+    get_authorized(target, path, None).await
+}
+
+/// `GET path` with `Authorization: Bearer <token>` when a token is given.
+pub async fn get_authorized(
+    target: &Arc<Target>,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Bytes> {
     let stream = TcpStream::connect(target.addr).await?;
     let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::get(format!("{}{}", target.base, path))
-        .header(HOST, target.host.as_str())
-        .body(Empty::new())?;
+    let mut req =
+        Request::get(format!("{}{}", target.base, path)).header(HOST, target.host.as_str());
+    if let Some(token) = token {
+        req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Empty::new())?;
     let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {
         bail!("GET {path}: HTTP {}", resp.status());

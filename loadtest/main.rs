@@ -10,20 +10,29 @@
 //! - [`report`]: the table and the JSON.
 //! - [`scrape`]: the hub's `/metrics` before and after (commits, batch sizes).
 //! - [`register`]: the `register` scenario (`POST /register`, SPEC §2).
-//! - [`sessions`]: heartbeat sessions over worker processes: steady,
-//!   saturate, connect storm, reconnect after a hub restart (SPEC §3).
+//! - [`sessions`]: sessions over worker processes ([`worker`]) in tagent-hub's
+//!   protocols (SPEC §3) or the peers' keepalive ([`peers`]: MQTT, NATS):
+//!   steady, saturate, connect storm, churn, hub restart.
+//! - [`server`]: servers it starts itself (tagent-hub, mosquitto, nats-server).
+//! - [`compare`]: tagent-hub side by side with mosquitto and nats-server.
+//! - [`progress`]: the live progress line (indicatif).
 //!
 //! A new scenario (heartbeats, say) is one more module beside `register`
 //! with its own `Args` (flattening [`RunArgs`]) and one more [`Scenario`]
 //! variant; it returns a [`report::Report`] and gets the rest for free.
 
 mod client;
+mod compare;
 mod outcomes;
+mod peers;
 mod procstat;
+mod progress;
 mod register;
 mod report;
 mod scrape;
+mod server;
 mod sessions;
+mod worker;
 
 use std::time::Duration;
 
@@ -42,8 +51,11 @@ struct Cli {
 enum Scenario {
     /// Simulated tagents registering over HTTP, as a real tagent does at start.
     Register(register::Args),
-    /// Simulated tagents holding heartbeat sessions (compat or native).
+    /// Simulated tagents holding sessions: tagent-hub's protocols, or MQTT /
+    /// NATS keepalive against a peer.
     Sessions(sessions::Args),
+    /// tagent-hub, mosquitto and nats-server under the same load, one table.
+    Compare(compare::Args),
 }
 
 /// What every scenario takes: how much load, for how long, what to watch.
@@ -114,6 +126,7 @@ fn main() -> anyhow::Result<()> {
     let run = match cli.scenario {
         Scenario::Register(ref a) => a.run.clone(),
         Scenario::Sessions(args) => return sessions::main(args),
+        Scenario::Compare(args) => return compare::main(args),
     };
     run.validate()?;
     let runtime = if run.threads == 1 {
@@ -133,7 +146,7 @@ fn main() -> anyhow::Result<()> {
         let work = async {
             match cli.scenario {
                 Scenario::Register(args) => register::run(args).await,
-                Scenario::Sessions(_) => unreachable!("handled above"),
+                Scenario::Sessions(_) | Scenario::Compare(_) => unreachable!("handled above"),
             }
         };
         match tokio::time::timeout(hard_stop, work).await {

@@ -19,6 +19,13 @@ pub struct Outcomes {
     pub latency: Histogram<u64>,
     /// Counters particular to the scenario (e.g. created vs re-registered).
     pub extra: BTreeMap<&'static str, u64>,
+    /// Time to open a session (connect, handshake, first reply), in
+    /// microseconds; empty for scenarios without sessions.
+    pub connect: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
 impl Default for Outcomes {
@@ -26,9 +33,9 @@ impl Default for Outcomes {
         Outcomes {
             ok: 0,
             errors: BTreeMap::new(),
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                .expect("valid histogram bounds"),
+            latency: histogram(),
             extra: BTreeMap::new(),
+            connect: histogram(),
         }
     }
 }
@@ -43,6 +50,10 @@ impl Outcomes {
     pub fn error(&mut self, kind: &'static str, live: &Live) {
         *self.errors.entry(kind).or_default() += 1;
         live.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connected(&mut self, took: Duration) {
+        self.connect.saturating_record(took.as_micros() as u64);
     }
 
     pub fn count(&mut self, what: &'static str) {
@@ -64,6 +75,9 @@ impl Outcomes {
         self.latency
             .add(&other.latency)
             .expect("histograms with the same bounds merge");
+        self.connect
+            .add(&other.connect)
+            .expect("histograms with the same bounds merge");
     }
 }
 
@@ -72,4 +86,6 @@ impl Outcomes {
 pub struct Live {
     pub ok: AtomicU64,
     pub errors: AtomicU64,
+    /// Sessions open now (sessions scenario).
+    pub up: AtomicU64,
 }

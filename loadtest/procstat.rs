@@ -2,13 +2,13 @@
 //! `/proc/<pid>/status`, and a watcher that samples them during a run.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::outcomes::Live;
+use crate::progress::Progress;
 
 /// `/proc/<pid>/stat` counts CPU time in clock ticks of `USER_HZ`, which the
 /// kernel ABI fixes at 100 on every mainstream architecture.
@@ -109,14 +109,15 @@ impl Usage {
     }
 }
 
-/// Samples the server (if given) and this process once a second, and prints
-/// a progress line to stderr unless quiet.
+/// Samples the server (if given) and this process once a second (for the
+/// highest RSS), and shows the progress line unless quiet.
 pub struct Watcher {
     server: Option<u32>,
     start_server: Option<Sample>,
     start_self: Sample,
     max_server_rss: Arc<Mutex<u64>>,
     task: tokio::task::JoinHandle<()>,
+    progress: Progress,
 }
 
 impl Watcher {
@@ -133,43 +134,30 @@ impl Watcher {
         let max = max_server_rss.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            let started = Instant::now();
-            let mut last_ok = 0;
             loop {
                 tick.tick().await;
-                let ok = live.ok.load(Ordering::Relaxed);
-                let errors = live.errors.load(Ordering::Relaxed);
-                let srv = server.and_then(|p| sample(Some(p)).ok());
-                if let Some(s) = srv {
+                if let Some(s) = server.and_then(|p| sample(Some(p)).ok()) {
                     let mut m = max.lock();
                     *m = (*m).max(s.rss_kib);
                 }
-                if !quiet {
-                    let srv = srv.map_or(String::new(), |s| {
-                        format!(" server_rss={}MiB", s.rss_kib / 1024)
-                    });
-                    eprintln!(
-                        "t={:>4.0}s ok={ok} errors={errors} rate={}/s{srv}",
-                        started.elapsed().as_secs_f64(),
-                        ok - last_ok
-                    );
-                }
-                last_ok = ok;
             }
         });
+        let progress = Progress::start(live, server, None, quiet);
+        progress.phase("running");
         Ok(Watcher {
             server,
             start_server,
             start_self,
             max_server_rss,
             task,
+            progress,
         })
     }
 
     /// Stop sampling: (server's use, this process's use).
     pub fn finish(self) -> (Option<Usage>, Usage) {
         self.task.abort();
+        self.progress.finish();
         let own_end = sample(None).unwrap_or(self.start_self);
         let own = Usage::between(None, &self.start_self, &own_end, 0);
         let server = match (self.server, self.start_server) {

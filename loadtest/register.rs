@@ -325,5 +325,6 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         server_view,
         generator,
         generator_threads: run.threads,
+        generator_busiest: None,
     })
 }

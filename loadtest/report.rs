@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
 use crate::outcomes::Outcomes;
@@ -11,6 +12,11 @@ use crate::scrape::ServerView;
 /// Above this share of its threads' capacity the generator is called
 /// saturated: its figures then say as much about it as about the server.
 const SATURATED: f64 = 0.9;
+
+/// Cores this process may run on (`nproc`).
+pub fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 pub struct Report {
     pub scenario: &'static str,
@@ -22,7 +28,12 @@ pub struct Report {
     pub server: Option<Usage>,
     pub server_view: Option<ServerView>,
     pub generator: Usage,
+    /// Threads the generator ran (worker processes for `sessions`, one
+    /// thread each).
     pub generator_threads: usize,
+    /// The busiest worker process's share of its one core, when the
+    /// generator is several processes.
+    pub generator_busiest: Option<f64>,
 }
 
 impl Report {
@@ -34,23 +45,43 @@ impl Report {
         }
     }
 
-    fn generator_saturated(&self) -> bool {
+    /// The generator as a whole used ≥ 90% of its threads, or one of its
+    /// worker processes ≥ 90% of its core.
+    pub fn generator_saturated(&self) -> bool {
         self.generator.cores() >= SATURATED * self.generator_threads as f64
+            || self.generator_busiest.is_some_and(|b| b >= SATURATED)
+    }
+
+    /// Server and generator together used ≥ 90% of the machine's cores.
+    pub fn machine_saturated(&self) -> bool {
+        let server = self.server.as_ref().map_or(0.0, Usage::cores);
+        server + self.generator.cores() >= SATURATED * machine_cores() as f64
     }
 
     /// Latency quantiles of OK answers, in milliseconds.
     fn quantiles(&self) -> [(&'static str, f64); 5] {
-        let h = &self.outcomes.latency;
-        let ms = |us: u64| us as f64 / 1e3;
-        [
-            ("p50", ms(h.value_at_quantile(0.50))),
-            ("p99", ms(h.value_at_quantile(0.99))),
-            ("p999", ms(h.value_at_quantile(0.999))),
-            ("max", ms(h.max())),
-            ("mean", h.mean() / 1e3),
-        ]
+        quantiles(&self.outcomes.latency)
     }
 
+    /// Heartbeat reply latency at quantile `q`, in milliseconds.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        self.outcomes.latency.value_at_quantile(q) as f64 / 1e3
+    }
+}
+
+/// Quantiles of a histogram of microseconds, in milliseconds.
+fn quantiles(h: &Histogram<u64>) -> [(&'static str, f64); 5] {
+    let ms = |us: u64| us as f64 / 1e3;
+    [
+        ("p50", ms(h.value_at_quantile(0.50))),
+        ("p99", ms(h.value_at_quantile(0.99))),
+        ("p999", ms(h.value_at_quantile(0.999))),
+        ("max", ms(h.max())),
+        ("mean", h.mean() / 1e3),
+    ]
+}
+
+impl Report {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let o = &self.outcomes;
@@ -71,6 +102,12 @@ impl Report {
         let _ = writeln!(s, "latency of OK (ms)");
         for (k, v) in self.quantiles() {
             let _ = writeln!(s, "  {k:<18}{v:.3}");
+        }
+        if !o.connect.is_empty() {
+            let _ = writeln!(s, "session open time (ms): connect, handshake, first reply");
+            for (k, v) in quantiles(&o.connect) {
+                let _ = writeln!(s, "  {k:<18}{v:.3}");
+            }
         }
         if let Some(u) = &self.server {
             let _ = writeln!(
@@ -115,6 +152,19 @@ impl Report {
                 ""
             }
         );
+        if let Some(b) = self.generator_busiest {
+            let _ = writeln!(s, "  busiest worker    {b:.2} of one core");
+        }
+        let _ = writeln!(
+            s,
+            "machine             {} cores{}",
+            machine_cores(),
+            if self.machine_saturated() {
+                " -- SATURATED: server and generator together use them all"
+            } else {
+                ""
+            }
+        );
         s
     }
 
@@ -140,12 +190,23 @@ impl Report {
             "errors_by_kind": o.errors,
             "counters": o.extra,
             "latency_ok": latency,
+            "session_open_ms": (!o.connect.is_empty()).then(|| {
+                quantiles(&o.connect)
+                    .iter()
+                    .map(|(k, v)| (format!("{k}_ms"), json!(v)))
+                    .collect::<Map<String, Value>>()
+            }),
             "server": self.server.as_ref().map(Usage::to_json),
             "server_metrics": self.server_view.as_ref().map(ServerView::to_json),
             "generator": {
                 "threads": self.generator_threads,
                 "usage": self.generator.to_json(),
                 "saturated": self.generator_saturated(),
+                "busiest_worker_cores": self.generator_busiest,
+            },
+            "machine": {
+                "cores": machine_cores(),
+                "saturated": self.machine_saturated(),
             },
         })
     }

@@ -1,71 +1,124 @@
-//! The `sessions` scenario: simulated tagents holding heartbeat sessions.
+//! The `sessions` scenario: simulated tagents (or MQTT / NATS clients)
+//! holding sessions, driven from worker processes.
 //!
-//! The parent process splits the tagents over `--workers` child processes
-//! (each far below the 20,000-file limit), which register their tagents,
-//! connect them all at once (the connect storm), then heartbeat for `--hold`
-//! seconds: every `--interval` seconds with ±10% jitter (steady), or back to
-//! back with `--interval 0` (saturate). Tagent `n` connects from loopback
-//! source address `127.1.x.y` and registers that address as its `mgmtIp`, so
-//! every session has its own identity and no address outside 127/8 is used.
+//! The parent splits the sessions over `--workers` child processes
+//! ([`crate::worker`], each far below the 20,000-file limit), which register
+//! their tagents (tagent-hub only), connect them all at once (the connect
+//! storm: time until every session is established and acknowledged), then
+//! run the mode for `--hold` seconds:
 //!
-//! Between the phases the parent samples the hub's RSS: before any session,
-//! and with every session held but idle. The difference per session is the
-//! headline memory figure. With `--reconnect`, sessions the hub drops are
-//! reconnected at once, and the parent reports how long the hub took to show
-//! all of them again (restart the hub during `--hold` to measure that).
+//! - `steady`: a heartbeat every `--interval` seconds with ±10% jitter;
+//! - `saturate`: the next heartbeat as soon as the reply is in;
+//! - `storm`: nothing after the storm (memory per idle session, storm time);
+//! - `churn`: steady, and each second every session drops and reconnects
+//!   with probability `--churn`%;
+//! - `restart`: steady with reconnects; the parent stops the hub (which it
+//!   started itself, `--spawn-hub`), starts it again, and times until the
+//!   hub's own admin view counts every tagent `connected` again.
+//!
+//! Session `n` connects from loopback source address `127.1.x.y` (and
+//! registers it as its `mgmtIp`), so ports never run out and no address
+//! outside 127/8 is used. The parent samples the server's RSS before any
+//! session and with every session held idle: the difference per session is
+//! the memory figure.
 
 use std::io::{BufRead, BufReader as StdBufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use hyper::Method;
-use serde_json::{Value, json};
-use tagent_hub::heartbeat::client::{Event, Identity, NativeClient};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use serde_json::Value;
 
-use crate::client::{Conn, Target};
+use crate::client::{Target, get, get_authorized};
 use crate::outcomes::{Live, Outcomes};
 use crate::procstat::{Watcher, sample};
+use crate::progress::Progress;
 use crate::report::Report;
+use crate::server::Server;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
-    /// JSON lines, as real tagents send them.
+    /// tagent-hub: JSON lines, as real tagents send them.
     Compat,
-    /// Framed MessagePack with challenge-response authentication.
+    /// tagent-hub: framed MessagePack with challenge-response authentication.
     Native,
+    /// An MQTT 3.1.1 broker: CONNECT, then PINGREQ as the heartbeat.
+    Mqtt,
+    /// A NATS server: CONNECT, then PING as the heartbeat.
+    Nats,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Compat => "compat",
+            Proto::Native => "native",
+            Proto::Mqtt => "mqtt",
+            Proto::Nats => "nats",
+        }
+    }
+
+    /// tagent-hub's protocols need registered tagents; the peers do not.
+    pub fn registers(self) -> bool {
+        matches!(self, Proto::Compat | Proto::Native)
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Steady,
+    Saturate,
+    Storm,
+    Churn,
+    Restart,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Steady => "steady",
+            Mode::Saturate => "saturate",
+            Mode::Storm => "storm",
+            Mode::Churn => "churn",
+            Mode::Restart => "restart",
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// The hub's HTTP base URL (registration, metrics; loopback only).
+    /// tagent-hub's HTTP base URL (registration, metrics, admin; loopback only).
     #[arg(long, default_value = "http://127.0.0.1:8084")]
     pub url: String,
-    /// The hub's heartbeat address (loopback only).
+    /// Where sessions connect: the hub's heartbeat address, or the MQTT /
+    /// NATS port (loopback only).
     #[arg(long, default_value = "127.0.0.1:8888")]
     pub heartbeat: SocketAddr,
     #[arg(long, value_enum, default_value = "native")]
     pub protocol: Proto,
+    #[arg(long, value_enum, default_value = "steady")]
+    pub mode: Mode,
     /// Simulated tagents, one session each.
     #[arg(long)]
     pub sessions: usize,
-    /// Seconds between one session's heartbeats; 0 sends the next as soon as
-    /// the reply is in (saturate).
+    /// Seconds between one session's heartbeats (steady, churn, restart).
     #[arg(long, default_value_t = 180.0)]
     pub interval: f64,
-    /// Seconds to keep heartbeating once every session is up.
+    /// Seconds to run the mode once every session is up (at most; restart
+    /// ends when the hub has every session back).
     #[arg(long, default_value_t = 10.0)]
     pub hold: f64,
-    /// Seconds to hold every session idle before heartbeating starts (RSS is
-    /// sampled at the end of it).
+    /// Seconds to hold every session idle after the storm (RSS is sampled
+    /// at the end of it).
     #[arg(long, default_value_t = 3.0)]
     pub settle: f64,
+    /// Churn: percent of the sessions that drop and reconnect each second.
+    #[arg(long, default_value_t = 1.0)]
+    pub churn: f64,
     /// Worker processes (default: one per 9,000 sessions).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -74,10 +127,18 @@ pub struct Args {
     pub first: usize,
     #[arg(long, default_value = "load")]
     pub tenant: String,
-    /// Reconnect dropped sessions at once, and report when the hub shows them all again.
+    /// Reconnect dropped sessions at once (always on in churn and restart).
     #[arg(long)]
     pub reconnect: bool,
-    /// The hub's pid: report its CPU and memory.
+    /// Start this tagent-hub binary on free loopback ports in a temporary
+    /// directory and drive it (overrides --url, --heartbeat, --server-pid).
+    /// Needed by `--mode restart`, which stops and starts it.
+    #[arg(long)]
+    pub spawn_hub: Option<PathBuf>,
+    /// Bearer token for the hub's admin API (a spawned hub gets its own).
+    #[arg(long, env = "TAGENT_HUB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// The server's pid: report its CPU and memory.
     #[arg(long)]
     pub server_pid: Option<u32>,
     #[arg(long)]
@@ -104,18 +165,42 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
 const PER_WORKER: usize = 9_000;
 /// Loopback source addresses used: 127.1.0.1 ..= 127.1.239.250.
 const SOURCES: usize = 240 * 250;
+/// Longest any phase may take before the run gives up.
+const PHASE_MAX: Duration = Duration::from_secs(600);
 
 /// The loopback address tagent `n` connects from and registers as its ip.
-fn source_ip(n: usize) -> Ipv4Addr {
+pub fn source_ip(n: usize) -> Ipv4Addr {
     let k = n % SOURCES;
     Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250 + 1) as u8)
 }
 
-fn credential(n: usize) -> String {
+pub fn credential(n: usize) -> String {
     format!("load-credential-{n}")
 }
 
 impl Args {
+    /// Seconds between heartbeats; 0 is back to back.
+    pub fn interval(&self) -> f64 {
+        if self.mode == Mode::Saturate {
+            0.0
+        } else {
+            self.interval
+        }
+    }
+
+    /// Seconds of the mode after the storm.
+    pub fn hold(&self) -> f64 {
+        if self.mode == Mode::Storm {
+            0.0
+        } else {
+            self.hold
+        }
+    }
+
+    pub fn reconnects(&self) -> bool {
+        self.reconnect || matches!(self.mode, Mode::Churn | Mode::Restart)
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if self.sessions == 0 || self.sessions > 200_000 {
             bail!("--sessions must be between 1 and 200000");
@@ -125,6 +210,19 @@ impl Args {
         }
         if !(0.0..=3600.0).contains(&self.interval) {
             bail!("--interval must be 0..=3600 s");
+        }
+        if self.mode == Mode::Churn && !(self.interval > 0.0 && self.churn > 0.0) {
+            bail!("--mode churn needs --interval above 0 and --churn above 0");
+        }
+        if !(0.0..=100.0).contains(&self.churn) {
+            bail!("--churn is a percentage, 0..=100");
+        }
+        if self.mode == Mode::Restart
+            && (self.spawn_hub.is_none() || !self.protocol.registers() || self.worker.is_some())
+        {
+            bail!(
+                "--mode restart needs --spawn-hub (it stops and starts the hub) and --protocol compat or native"
+            );
         }
         if !self.heartbeat.ip().is_loopback() {
             bail!("--heartbeat must be a loopback address");
@@ -143,29 +241,21 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(args: &Args, range: (usize, usize)) -> anyhow::Result<Worker> {
+    /// Start a worker over sessions `range`; its `tick` lines feed `live`.
+    fn spawn(args: &Args, range: (usize, usize), live: Arc<Live>) -> anyhow::Result<Worker> {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
         cmd.arg("sessions")
-            .arg("--url")
-            .arg(&args.url)
-            .arg("--heartbeat")
-            .arg(args.heartbeat.to_string())
-            .arg("--protocol")
-            .arg(match args.protocol {
-                Proto::Compat => "compat",
-                Proto::Native => "native",
-            })
-            .arg("--sessions")
-            .arg(args.sessions.to_string())
-            .arg("--interval")
-            .arg(args.interval.to_string())
-            .arg("--hold")
-            .arg(args.hold.to_string())
-            .arg("--tenant")
-            .arg(&args.tenant)
-            .arg("--worker")
-            .arg(format!("{}..{}", range.0, range.1));
+            .args(["--url", &args.url])
+            .args(["--heartbeat", &args.heartbeat.to_string()])
+            .args(["--protocol", args.protocol.name()])
+            .args(["--mode", args.mode.name()])
+            .args(["--sessions", &args.sessions.to_string()])
+            .args(["--interval", &args.interval.to_string()])
+            .args(["--hold", &args.hold.to_string()])
+            .args(["--churn", &args.churn.to_string()])
+            .args(["--tenant", &args.tenant])
+            .args(["--worker", &format!("{}..{}", range.0, range.1)]);
         if args.reconnect {
             cmd.arg("--reconnect");
         }
@@ -179,9 +269,24 @@ impl Worker {
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // The worker's running totals; what changed goes into `live`.
+            let mut last = [0u64; 3];
             for line in StdBufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                if let Some(rest) = line.strip_prefix("tick ") {
+                    let now: Vec<u64> = rest
+                        .split_whitespace()
+                        .filter_map(|v| v.parse().ok())
+                        .collect();
+                    if let [ok, errors, up] = now[..] {
+                        let counters = [&live.ok, &live.errors, &live.up];
+                        for (i, v) in [ok, errors, up].into_iter().enumerate() {
+                            // Wrapping: `up` may go down.
+                            counters[i].fetch_add(v.wrapping_sub(last[i]), Ordering::Relaxed);
+                            last[i] = v;
+                        }
+                    }
+                } else if tx.send(line).is_err() {
                     break;
                 }
             }
@@ -225,16 +330,43 @@ fn rss_kib(pid: Option<u32>) -> Option<u64> {
     pid.and_then(|p| sample(Some(p)).ok()).map(|s| s.rss_kib)
 }
 
-/// Sum of `tagent_hub_sessions{...}` on the hub, if it answers.
-async fn hub_sessions(target: &Arc<Target>) -> Option<f64> {
-    let body = crate::client::get(target, "/metrics").await.ok()?;
+/// How many tagents the hub itself counts as connected: its admin API's
+/// `GET /api/v1/tagents/counts` (`by_status.connected`), or, from a hub
+/// without it, the sum of its `tagent_hub_sessions` gauges. Also says which.
+async fn hub_connected(target: &Arc<Target>, token: Option<&str>) -> Option<(f64, &'static str)> {
+    if let Ok(body) = get_authorized(target, "/api/v1/tagents/counts", token).await
+        && let Ok(v) = serde_json::from_slice::<Value>(&body)
+        && let Some(n) = v["by_status"]["connected"].as_f64()
+    {
+        return Some((n, "admin counts"));
+    }
+    let body = get(target, "/metrics").await.ok()?;
     let text = std::str::from_utf8(&body).ok()?;
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with("tagent_hub_sessions{"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum(),
-    )
+    let n = text
+        .lines()
+        .filter(|l| l.starts_with("tagent_hub_sessions{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    Some((n, "metrics tagent_hub_sessions"))
+}
+
+/// Poll the hub until it counts `n` connected; when that happened.
+async fn until_connected(
+    target: &Arc<Target>,
+    token: Option<&str>,
+    n: usize,
+    within: Duration,
+) -> Option<(Instant, &'static str)> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some((seen, source)) = hub_connected(target, token).await
+            && seen >= n as f64
+        {
+            return Some((Instant::now(), source));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// Run the scenario: as the parent (a report on stdout) or, with
@@ -246,26 +378,74 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     if let Some(range) = args.worker {
-        return runtime.block_on(worker(args, range));
+        return runtime.block_on(crate::worker::run(args, range));
     }
     let json = args.json;
-    let bound = Duration::from_secs_f64(args.hold + args.settle) + Duration::from_secs(900);
-    let report = runtime.block_on(async {
-        tokio::time::timeout(bound, run(args))
-            .await
-            .map_err(|_| anyhow::anyhow!("the run did not stop within {bound:?}"))?
-    })?;
+    let out = runtime.block_on(run(args))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        println!("{}", serde_json::to_string_pretty(&out.report.to_json())?);
     } else {
-        print!("{}", report.table());
+        print!("{}", out.report.table());
     }
     Ok(())
 }
 
-async fn run(args: Args) -> anyhow::Result<Report> {
+/// The figures `compare` puts side by side.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub established: usize,
+    pub storm_secs: f64,
+    /// The busiest worker's share of its core during the storm.
+    pub storm_generator_busiest: f64,
+    pub bytes_per_session: Option<f64>,
+    pub heartbeats_per_sec: f64,
+    pub p99_ms: f64,
+    pub cpu_us_per_heartbeat: Option<f64>,
+    pub server_cores: Option<f64>,
+    pub generator_cores: f64,
+    pub generator_saturated: bool,
+    pub machine_saturated: bool,
+    pub errors: u64,
+}
+
+pub struct Outcome {
+    pub report: Report,
+    pub figures: Figures,
+}
+
+/// The parent's run, bounded: every phase and the hold have their limit.
+pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    args.validate()?;
+    let bound = PHASE_MAX * 3 + Duration::from_secs_f64(args.hold + args.settle);
+    tokio::time::timeout(bound, parent(args))
+        .await
+        .map_err(|_| anyhow::anyhow!("the run did not stop within {bound:?}"))?
+}
+
+async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
+    // A hub of our own, if asked: it lives (and is killed) with this run.
+    let scratch;
+    let mut hub = None;
+    if let Some(bin) = &args.spawn_hub {
+        scratch = tempfile::Builder::new().prefix("tagent-load-").tempdir()?;
+        let s = Server::hub(bin, scratch.path())?;
+        args.url = s.url.clone().expect("a hub has a URL");
+        args.heartbeat = s.addr;
+        args.server_pid = Some(s.pid());
+        args.admin_token = s.admin_token.clone();
+        hub = Some(s);
+    }
     let target = Arc::new(Target::parse(&args.url)?);
+    let token = args.admin_token.clone();
     let n = args.sessions;
+    let live = Arc::new(Live::default());
+    let progress = Progress::start(live.clone(), args.server_pid, Some(n as u64), args.quiet);
+    progress.phase(if args.protocol.registers() {
+        "register"
+    } else {
+        "start"
+    });
+
     let workers = args.workers.unwrap_or(n.div_ceil(PER_WORKER)).clamp(1, 64);
     let per = n.div_ceil(workers);
     let mut procs = Vec::new();
@@ -275,124 +455,130 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         if a >= args.first + n {
             break;
         }
-        procs.push(Worker::spawn(&args, (a, b))?);
+        procs.push(Worker::spawn(&args, (a, b), live.clone())?);
     }
-    let slow = Duration::from_secs(600);
     for p in &procs {
-        p.expect("registered", slow)?;
+        p.expect("registered", PHASE_MAX)?;
     }
     let rss_before = rss_kib(args.server_pid);
+
+    progress.phase("connect");
     let storm_started = Instant::now();
     for p in &mut procs {
         p.say("connect")?;
     }
     let mut established = 0usize;
+    let mut storm_cpu = Vec::new();
     for p in &procs {
-        established += p.expect("ready", slow)?.parse::<usize>().unwrap_or(0);
+        let ready = p.expect("ready", PHASE_MAX)?;
+        let mut words = ready.split_whitespace();
+        established += words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        storm_cpu.push(words.next().and_then(|v| v.parse().ok()).unwrap_or(0.0));
     }
     let storm_secs = storm_started.elapsed().as_secs_f64();
+    let storm_busiest = storm_cpu.iter().fold(0.0f64, |m, c| m.max(c / storm_secs));
+    let storm_generator: f64 = storm_cpu.iter().sum::<f64>() / storm_secs;
+
+    progress.phase("settle");
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     let rss_held = rss_kib(args.server_pid);
-    let hub_view = hub_sessions(&target).await;
+    let hub_view = if args.protocol.registers() {
+        hub_connected(&target, token.as_deref()).await
+    } else {
+        None
+    };
 
-    let live = Arc::new(Live::default());
-    let watcher = Watcher::start(args.server_pid, live.clone(), args.quiet)?;
+    progress.phase(args.mode.name());
+    let watcher = Watcher::start(args.server_pid, live.clone(), true)?;
     let started = Instant::now();
     for p in &mut procs {
         p.say("go")?;
     }
-    // With --reconnect, watch the hub's own count of sessions: an outage
-    // begins when it cannot be read or falls short, and ends when it shows
-    // every session again.
-    let mut outage: Option<Instant> = None;
-    let mut back_up: Option<Instant> = None;
-    let mut recovered: Option<(f64, f64)> = None;
+    let mut restart_params = Vec::new();
+    if args.mode == Mode::Restart
+        && let Some(server) = hub.take()
+    {
+        let hold = Duration::from_secs_f64(args.hold);
+        let (server, params) =
+            restart(server, &target, token.as_deref(), established, hold).await?;
+        hub = Some(server);
+        restart_params = params;
+        for p in &mut procs {
+            // A worker whose hold is over has gone already.
+            let _ = p.say("stop");
+        }
+    }
+
     let mut results = Vec::new();
-    let mut pending: Vec<&Worker> = procs.iter().collect();
-    let hold_end = started + Duration::from_secs_f64(args.hold) + Duration::from_secs(120);
-    while !pending.is_empty() {
-        if args.reconnect && recovered.is_none() {
-            // The outage starts when the hub stops answering, and ends when,
-            // answering again, it holds every session.
-            let seen = hub_sessions(&target).await;
-            let now = Instant::now();
-            match (seen, outage, back_up) {
-                (None, None, _) => outage = Some(now),
-                (Some(_), Some(_), None) => back_up = Some(now),
-                _ => {}
-            }
-            if let (Some(s), Some(t0), Some(up)) = (seen, outage, back_up)
-                && s >= established as f64
-            {
-                recovered = Some((
-                    now.duration_since(t0).as_secs_f64(),
-                    now.duration_since(up).as_secs_f64(),
-                ));
-            }
-        }
-        pending.retain(|p| match p.lines.try_recv() {
-            Ok(line) => match line.strip_prefix("result ") {
-                Some(json) => {
-                    results.push(json.to_owned());
-                    false
-                }
-                None => true,
-            },
-            Err(std::sync::mpsc::TryRecvError::Empty) => true,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => false,
-        });
-        if Instant::now() > hold_end {
-            bail!("workers did not finish within the hold time and 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(if args.reconnect { 50 } else { 200 })).await;
+    let hold_end = started + Duration::from_secs_f64(args.hold()) + Duration::from_secs(120);
+    for p in &procs {
+        let left = hold_end.saturating_duration_since(Instant::now());
+        results.push(p.expect("result", left)?);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (server, generator_self) = watcher.finish();
+    progress.finish();
 
     let mut outcomes = Outcomes::default();
     let mut generator_cpu = generator_self.cpu_secs;
+    let mut busiest = 0.0f64;
     for r in &results {
         let v: Value = serde_json::from_str(r).context("a worker's result is not JSON")?;
         outcomes.merge(outcomes_from_json(&v));
-        generator_cpu += v["cpu_secs"].as_f64().unwrap_or(0.0);
+        let cpu = v["cpu_secs"].as_f64().unwrap_or(0.0);
+        generator_cpu += cpu;
+        busiest = busiest.max(cpu / v["wall_secs"].as_f64().unwrap_or(elapsed).max(1e-3));
     }
     let mut generator = generator_self;
     generator.cpu_secs = generator_cpu;
+
     let mut params = vec![
-        ("protocol", format!("{:?}", args.protocol).to_lowercase()),
+        ("protocol", args.protocol.name().to_owned()),
+        ("mode", args.mode.name().to_owned()),
         ("sessions", n.to_string()),
         ("established", established.to_string()),
         ("workers", procs.len().to_string()),
-        ("interval_secs", args.interval.to_string()),
-        ("hold_secs", args.hold.to_string()),
+        ("interval_secs", args.interval().to_string()),
+        ("hold_secs", args.hold().to_string()),
         ("connect_storm_secs", format!("{storm_secs:.2}")),
+        (
+            "storm_generator",
+            format!(
+                "{storm_generator:.2} cores, busiest worker {storm_busiest:.2} of a core{}",
+                if storm_busiest >= 0.9 {
+                    " (SATURATED)"
+                } else {
+                    ""
+                }
+            ),
+        ),
     ];
-    if let Some(s) = hub_view {
-        params.push(("hub_sessions_seen", format!("{s}")));
+    if args.mode == Mode::Churn {
+        params.push(("churn_percent_per_sec", args.churn.to_string()));
     }
-    if let (Some(a), Some(b)) = (rss_before, rss_held) {
-        let per = (b.saturating_sub(a) as f64 * 1024.0) / established.max(1) as f64;
-        params.push(("server_rss_before_kib", a.to_string()));
-        params.push(("server_rss_held_kib", b.to_string()));
-        params.push(("server_bytes_per_session", format!("{per:.0}")));
+    if let Some((s, source)) = hub_view {
+        params.push(("hub_connected_seen", format!("{s} ({source})")));
     }
-    if let (Some(usage), true) = (&server, outcomes.ok > 0) {
-        let us = usage.cpu_secs * 1e6 / outcomes.ok as f64;
-        params.push(("server_cpu_us_per_heartbeat", format!("{us:.2}")));
-    }
-    if args.reconnect {
-        match recovered {
-            Some((total, since_up)) => {
-                params.push(("outage_to_all_connected_secs", format!("{total:.2}")));
-                params.push(("hub_up_to_all_connected_secs", format!("{since_up:.2}")));
-            }
-            None => params.push((
-                "recovered",
-                "no (was the hub restarted during --hold?)".into(),
-            )),
+    let bytes_per_session = match (rss_before, rss_held) {
+        (Some(a), Some(b)) => {
+            let per = (b.saturating_sub(a) as f64 * 1024.0) / established.max(1) as f64;
+            params.push(("server_rss_before_kib", a.to_string()));
+            params.push(("server_rss_held_kib", b.to_string()));
+            params.push(("server_bytes_per_session", format!("{per:.0}")));
+            Some(per)
         }
-    }
-    Ok(Report {
+        _ => None,
+    };
+    let cpu_us_per_heartbeat = match (&server, outcomes.ok) {
+        (Some(usage), ok) if ok > 0 => {
+            let us = usage.cpu_secs * 1e6 / ok as f64;
+            params.push(("server_cpu_us_per_heartbeat", format!("{us:.2}")));
+            Some(us)
+        }
+        _ => None,
+    };
+    params.extend(restart_params);
+    let report = Report {
         scenario: "sessions",
         params,
         elapsed_secs: elapsed,
@@ -401,7 +587,81 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         server_view: None,
         generator,
         generator_threads: procs.len(),
+        generator_busiest: Some(busiest),
+    };
+    let figures = Figures {
+        established,
+        storm_secs,
+        storm_generator_busiest: storm_busiest,
+        bytes_per_session,
+        heartbeats_per_sec: report.ok_per_sec(),
+        p99_ms: report.latency_ms(0.99),
+        cpu_us_per_heartbeat,
+        server_cores: report.server.as_ref().map(|u| u.cores()),
+        generator_cores: report.generator.cores(),
+        generator_saturated: report.generator_saturated(),
+        machine_saturated: report.machine_saturated(),
+        errors: report.outcomes.error_total(),
+    };
+    drop(hub);
+    Ok(Outcome { report, figures })
+}
+
+/// The restart mode's part: wait until the hub counts every session
+/// connected, stop it (SIGTERM), start it again on the same directory and
+/// ports, and time until it counts them all connected again.
+async fn restart(
+    mut server: Server,
+    target: &Arc<Target>,
+    token: Option<&str>,
+    n: usize,
+    hold: Duration,
+) -> anyhow::Result<(Server, Vec<(&'static str, String)>)> {
+    let Some((_, source)) = until_connected(target, token, n, Duration::from_secs(60)).await else {
+        bail!("the hub never counted all {n} sessions connected before the restart");
+    };
+    // A moment of steady state before the restart.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t_stop = Instant::now();
+    let (mut server, stopped) = tokio::task::spawn_blocking(move || {
+        let r = server.stop(Duration::from_secs(10));
+        (server, r)
     })
+    .await?;
+    let stopped = stopped?;
+    server.restart()?;
+    let (server, listening) = tokio::task::spawn_blocking(move || {
+        let r = server.wait_up(Duration::from_secs(60));
+        (server, r)
+    })
+    .await?;
+    let listening = listening?;
+    let t_up = Instant::now();
+    let mut params = vec![
+        ("hub_view", source.to_owned()),
+        ("stop_secs", format!("{:.2}", stopped.as_secs_f64())),
+        (
+            "start_to_listening_secs",
+            format!("{:.2}", listening.as_secs_f64()),
+        ),
+    ];
+    match until_connected(target, token, n, hold).await {
+        Some((t_all, _)) => {
+            params.push((
+                "listening_to_all_connected_secs",
+                format!("{:.2}", t_all.duration_since(t_up).as_secs_f64()),
+            ));
+            params.push((
+                "sigterm_to_all_connected_secs",
+                format!("{:.2}", t_all.duration_since(t_stop).as_secs_f64()),
+            ));
+        }
+        None => params.push((
+            "recovered",
+            format!("no: not all {n} connected within --hold {hold:?}"),
+        )),
+    }
+    Ok((server, params))
 }
 
 fn outcomes_from_json(v: &Value) -> Outcomes {
@@ -409,339 +669,22 @@ fn outcomes_from_json(v: &Value) -> Outcomes {
         ok: v["ok"].as_u64().unwrap_or(0),
         ..Default::default()
     };
-    if let Some(errors) = v["errors"].as_object() {
-        for (k, n) in errors {
-            let k: &'static str = Box::leak(k.clone().into_boxed_str());
-            o.errors.insert(k, n.as_u64().unwrap_or(0));
+    for (field, into) in [("errors", &mut o.errors), ("extra", &mut o.extra)] {
+        if let Some(map) = v[field].as_object() {
+            for (k, n) in map {
+                let k: &'static str = Box::leak(k.clone().into_boxed_str());
+                into.insert(k, n.as_u64().unwrap_or(0));
+            }
         }
     }
-    if let Some(extra) = v["extra"].as_object() {
-        for (k, n) in extra {
-            let k: &'static str = Box::leak(k.clone().into_boxed_str());
-            o.extra.insert(k, n.as_u64().unwrap_or(0));
-        }
-    }
-    if let Some(h) = v["latency"].as_array() {
-        for pair in h {
-            if let (Some(value), Some(count)) = (pair[0].as_u64(), pair[1].as_u64()) {
-                let _ = o.latency.record_n(value, count);
+    for (field, into) in [("latency", &mut o.latency), ("connect", &mut o.connect)] {
+        if let Some(h) = v[field].as_array() {
+            for pair in h {
+                if let (Some(value), Some(count)) = (pair[0].as_u64(), pair[1].as_u64()) {
+                    let _ = into.record_n(value, count);
+                }
             }
         }
     }
     o
-}
-
-// ---------------------------------------------------------------- worker
-
-/// A worker: register [a, b), connect on "connect", heartbeat on "go", print
-/// "result {json}" and exit.
-async fn worker(args: Args, (a, b): (usize, usize)) -> anyhow::Result<()> {
-    let target = Arc::new(Target::parse(&args.url)?);
-    let ids = register_all(&target, &args.tenant, a, b).await?;
-    println!("registered {}", ids.len());
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    wait_for(&mut stdin, "connect").await?;
-
-    let tally = Arc::new(Tally::default());
-    let go = Arc::new(tokio::sync::Notify::new());
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
-    let args = Arc::new(args);
-    let mut tasks = Vec::with_capacity(ids.len());
-    for (i, id) in ids.into_iter().enumerate() {
-        let n = a + i;
-        let (args, tally, go, ready) = (args.clone(), tally.clone(), go.clone(), ready_tx.clone());
-        tasks.push(tokio::spawn(async move {
-            session(n, id, &args, &tally, &go, ready).await
-        }));
-    }
-    drop(ready_tx);
-    let mut up = 0usize;
-    while let Some(ok) = ready_rx.recv().await {
-        up += ok as usize;
-    }
-    println!("ready {up}");
-    wait_for(&mut stdin, "go").await?;
-    let cpu_start = sample(None).map(|s| s.cpu_secs).unwrap_or(0.0);
-    go.notify_waiters();
-    let mut outcomes = Outcomes::default();
-    for t in tasks {
-        if let Ok(o) = t.await {
-            outcomes.merge(o);
-        }
-    }
-    let cpu = sample(None).map(|s| s.cpu_secs).unwrap_or(0.0) - cpu_start;
-    let latency: Vec<[u64; 2]> = outcomes
-        .latency
-        .iter_recorded()
-        .map(|v| [v.value_iterated_to(), v.count_at_value()])
-        .collect();
-    let result = json!({
-        "ok": outcomes.ok,
-        "errors": outcomes.errors,
-        "extra": outcomes.extra,
-        "latency": latency,
-        "cpu_secs": cpu,
-        "reconnects": tally.reconnects.load(Ordering::Relaxed),
-    });
-    println!("result {result}");
-    std::process::exit(0);
-}
-
-async fn wait_for(
-    lines: &mut tokio::io::Lines<BufReader<tokio::io::Stdin>>,
-    word: &str,
-) -> anyhow::Result<()> {
-    while let Some(line) = lines.next_line().await? {
-        if line.trim() == word {
-            return Ok(());
-        }
-    }
-    bail!("the parent went away before '{word}'")
-}
-
-#[derive(Default)]
-struct Tally {
-    reconnects: AtomicU64,
-}
-
-/// Register tagents [a, b) over 64 connections; their ids in order.
-async fn register_all(
-    target: &Arc<Target>,
-    tenant: &str,
-    a: usize,
-    b: usize,
-) -> anyhow::Result<Vec<u64>> {
-    let next = Arc::new(AtomicU64::new(a as u64));
-    let ids = Arc::new(parking_lot::Mutex::new(vec![0u64; b - a]));
-    let mut clients = Vec::new();
-    for _ in 0..64.min(b - a) {
-        let (target, next, ids, tenant) =
-            (target.clone(), next.clone(), ids.clone(), tenant.to_owned());
-        clients.push(tokio::spawn(async move {
-            let mut conn = Conn::new(target);
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if n >= b {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let ip = source_ip(n).to_string();
-                let body = json!({"tagentId":"","port":"3939","ipString":ip,"mgmtIp":ip,
-                    "name":format!("load-{n}"),"user":"root","version":"1.5.4","osType":"linux",
-                    "osVersion":"load","osbit":"x86_64","credential":credential(n)});
-                let path = format!("/register?tenant={tenant}");
-                let mut tries = 0;
-                let id = loop {
-                    tries += 1;
-                    let reply = conn
-                        .send(Method::POST, &path, Some(Bytes::from(body.to_string())))
-                        .await;
-                    let parsed = reply
-                        .ok()
-                        .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok());
-                    match parsed.as_ref().and_then(|v| v["Data"]["tagentId"].as_u64()) {
-                        Some(id) => break id,
-                        None if tries < 50 => tokio::time::sleep(Duration::from_millis(200)).await,
-                        None => bail!("cannot register tagent {n}: {parsed:?}"),
-                    }
-                };
-                ids.lock()[n - a] = id;
-            }
-        }));
-    }
-    for c in clients {
-        c.await??;
-    }
-    let ids = std::mem::take(&mut *ids.lock());
-    Ok(ids)
-}
-
-/// One session for tagent `n` (registered as `id`): returns what it counted.
-async fn session(
-    n: usize,
-    id: u64,
-    args: &Args,
-    tally: &Tally,
-    go: &tokio::sync::Notify,
-    ready: tokio::sync::mpsc::UnboundedSender<bool>,
-) -> Outcomes {
-    let mut o = Outcomes::default();
-    let live = Live::default();
-    let started = go.notified();
-    tokio::pin!(started);
-    started.as_mut().enable();
-    let mut s = match connect(n, id, args).await {
-        Ok(s) => {
-            let _ = ready.send(true);
-            s
-        }
-        Err(kind) => {
-            o.error(kind, &live);
-            let _ = ready.send(false);
-            return o;
-        }
-    };
-    drop(ready);
-    started.await;
-    let hold = Duration::from_secs_f64(args.hold);
-    let end = tokio::time::Instant::now() + hold;
-    let interval = Duration::from_secs_f64(args.interval);
-    // Spread the first heartbeats over one interval.
-    let mut next = tokio::time::Instant::now() + interval.mul_f64(rand::random::<f64>());
-    loop {
-        // Between heartbeats a session listens, as a real tagent does: a
-        // command is answered with a heartbeat at once, and a closed
-        // connection is noticed at once (and, with --reconnect, redialled).
-        let mut woken: Result<(), &'static str> = Ok(());
-        if !interval.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {
-                    next += interval.mul_f64(0.9 + 0.2 * rand::random::<f64>());
-                }
-                _ = tokio::time::sleep_until(end) => break,
-                r = s.wait_event() => woken = r,
-            }
-        } else if tokio::time::Instant::now() >= end {
-            break;
-        }
-        let t0 = Instant::now();
-        let beat = match woken {
-            Ok(()) => s.heartbeat().await,
-            Err(e) => Err(e),
-        };
-        match beat {
-            Ok(()) => o.ok(t0.elapsed(), &live),
-            Err(kind) => {
-                o.error(kind, &live);
-                if !args.reconnect {
-                    break;
-                }
-                // Redial at once, then back off (100 ms doubling to 500 ms)
-                // while the hub is away, so the generator does not swamp the
-                // machine it shares with the hub.
-                let mut pause = Duration::from_millis(100);
-                s = loop {
-                    if tokio::time::Instant::now() >= end {
-                        return o;
-                    }
-                    match connect(n, id, args).await {
-                        Ok(s) => break s,
-                        Err(_) => {
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(Duration::from_millis(500));
-                        }
-                    }
-                };
-                tally.reconnects.fetch_add(1, Ordering::Relaxed);
-                o.count("reconnects");
-            }
-        }
-    }
-    o
-}
-
-enum Session {
-    Compat {
-        reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-        writer: tokio::net::tcp::OwnedWriteHalf,
-        line: Vec<u8>,
-        reply: String,
-    },
-    Native(Box<NativeClient>),
-}
-
-async fn connect_from(n: usize, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::V4(source_ip(n)), 0))?;
-    let stream = socket.connect(to).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// Connect, identify and get the first heartbeat answered.
-async fn connect(n: usize, id: u64, args: &Args) -> Result<Session, &'static str> {
-    let stream = match connect_from(n, args.heartbeat).await {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err("connect_refused");
-        }
-        Err(_) => return Err("connect"),
-    };
-    let mut s = match args.protocol {
-        Proto::Compat => {
-            let ip = source_ip(n).to_string();
-            let line = json!({"type":"monitor","tenant":args.tenant,"agentId":id,"port":3939,
-                "ipString":ip,"proxyGroup":"","proxyGroupId":"1","proxyIp":args.heartbeat.ip().to_string(),
-                "proxyPort":args.heartbeat.port(),"pcpu":0.3,"mem":41,"status":"working",
-                "version":"1.5.4","mgmtIp":ip});
-            let (r, w) = stream.into_split();
-            Session::Compat {
-                reader: BufReader::with_capacity(512, r),
-                writer: w,
-                line: format!("{line}\n").into_bytes(),
-                reply: String::with_capacity(128),
-            }
-        }
-        Proto::Native => {
-            let identity = Identity {
-                tenant: args.tenant.clone(),
-                agent_id: id,
-                ip: Some(IpAddr::V4(source_ip(n))),
-                port: 3939,
-                version: Some("load".into()),
-            };
-            match NativeClient::handshake(stream, &identity, &credential(n)).await {
-                Ok(c) => Session::Native(Box::new(c)),
-                Err(_) => return Err("handshake"),
-            }
-        }
-    };
-    s.heartbeat().await?;
-    Ok(s)
-}
-
-impl Session {
-    /// Wait for something from the hub while idle: `Ok` for a command (it
-    /// is answered), `Err` when the connection ends.
-    async fn wait_event(&mut self) -> Result<(), &'static str> {
-        match self {
-            Session::Compat { reader, reply, .. } => {
-                reply.clear();
-                match reader.read_line(reply).await {
-                    Ok(0) | Err(_) => Err("closed"),
-                    Ok(_) => Ok(()),
-                }
-            }
-            Session::Native(c) => match c.next_event().await {
-                Ok(Event::Command { id, .. }) => {
-                    c.command_result(id, true, None).await.map_err(|_| "closed")
-                }
-                Ok(Event::Goodbye(_)) | Err(_) => Err("closed"),
-            },
-        }
-    }
-
-    async fn heartbeat(&mut self) -> Result<(), &'static str> {
-        match self {
-            Session::Compat {
-                reader,
-                writer,
-                line,
-                reply,
-            } => {
-                writer.write_all(line).await.map_err(|_| "write")?;
-                reply.clear();
-                match reader.read_line(reply).await {
-                    Ok(0) => Err("closed"),
-                    Ok(_) if reply.contains("\"Status\":\"OK\"") => Ok(()),
-                    Ok(_) => Err("error_reply"),
-                    Err(_) => Err("read"),
-                }
-            }
-            Session::Native(c) => match c.heartbeat(Some(0.3), Some(41.0)).await {
-                Ok(_) => Ok(()),
-                Err(tagent_hub::heartbeat::client::ClientError::Goodbye(_)) => Err("goodbye"),
-                Err(_) => Err("closed"),
-            },
-        }
-    }
 }
