@@ -86,8 +86,14 @@ impl Report {
         let mut s = String::new();
         let o = &self.outcomes;
         let _ = writeln!(s, "scenario            {}", self.scenario);
+        let width = self
+            .params
+            .iter()
+            .map(|(k, _)| k.len() + 2)
+            .max()
+            .unwrap_or(0);
         for (k, v) in &self.params {
-            let _ = writeln!(s, "  {k:<18}{v}");
+            let _ = writeln!(s, "  {k:<width$}{v}");
         }
         let _ = writeln!(s, "elapsed             {:.3} s", self.elapsed_secs);
         let _ = writeln!(s, "OK                  {}", o.ok);

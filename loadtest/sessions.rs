@@ -217,8 +217,10 @@ impl Args {
         if !(0.0..=100.0).contains(&self.churn) {
             bail!("--churn is a percentage, 0..=100");
         }
+        // (A worker is told the mode; the parent does the restarting.)
         if self.mode == Mode::Restart
-            && (self.spawn_hub.is_none() || !self.protocol.registers() || self.worker.is_some())
+            && self.worker.is_none()
+            && (self.spawn_hub.is_none() || !self.protocol.registers())
         {
             bail!(
                 "--mode restart needs --spawn-hub (it stops and starts the hub) and --protocol compat or native"

@@ -24,7 +24,7 @@ use crate::registry::request::parse_ip;
 /// A heartbeat line. Fields the hub does not use (`appsInfo`, `status`, …)
 /// are skipped without being built.
 #[derive(Deserialize)]
-struct Line<'a> {
+pub struct Line<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -95,16 +95,25 @@ fn loose_f32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
     })
 }
 
-const OK: &[u8] = b"{\"Status\":\"OK\"}\n";
+/// Decode one heartbeat line as the session does before acting on it
+/// (public for the codec bench, `benches/codecs.rs`).
+pub fn decode_line(line: &[u8]) -> serde_json::Result<Line<'_>> {
+    serde_json::from_slice(line)
+}
 
-fn error_line(out: &mut Vec<u8>, message: &str) {
+/// The reply to a heartbeat that needs nothing more.
+pub const OK: &[u8] = b"{\"Status\":\"OK\"}\n";
+
+/// `{"Status":"ERROR:<message>"}` and a newline, appended to `out`.
+pub fn error_line(out: &mut Vec<u8>, message: &str) {
     out.extend_from_slice(b"{\"Status\":");
     let status = format!("ERROR:{message}");
     serde_json::to_writer(&mut *out, &status).expect("writing to a Vec cannot fail");
     out.extend_from_slice(b"}\n");
 }
 
-fn updategroup_line(out: &mut Vec<u8>, list: &str) {
+/// The OK reply that tells the tagent its group's runner list changed.
+pub fn updategroup_line(out: &mut Vec<u8>, list: &str) {
     out.extend_from_slice(b"{\"type\":\"updategroup\",\"isNew\":\"1\",\"groupinfo\":");
     serde_json::to_writer(&mut *out, list).expect("writing to a Vec cannot fail");
     out.extend_from_slice(b",\"Status\":\"OK\"}\n");
@@ -148,7 +157,7 @@ impl CompatSession {
     /// Handle one line, appending exactly one reply line to `out`.
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
         let started = Instant::now();
-        let parsed: Line<'_> = match serde_json::from_slice(line) {
+        let parsed = match decode_line(line) {
             Ok(l) => l,
             Err(e) => {
                 let monitor = serde_json::from_slice::<Kind<'_>>(line)

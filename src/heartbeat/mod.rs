@@ -442,7 +442,8 @@ impl Hub {
 
     /// The connection task ended: drop the session from the tables (only if
     /// they still point at it: a replacement is never touched) and report.
-    pub(crate) fn finish(&self, session: &Arc<Session>, reason: DisconnectReason) {
+    /// Public for the session-table bench (`benches/session_table.rs`).
+    pub fn finish(&self, session: &Arc<Session>, reason: DisconnectReason) {
         let (key, tagent) = {
             let mut st = session.state.lock();
             st.close.get_or_insert(reason);
