@@ -386,7 +386,7 @@ pub async fn run_command(s: &HttpState, id: TagentId, command: Command) -> Comma
         result,
         message,
     };
-    if s.registry.tagent(id).is_none() {
+    if !s.registry.contains(id) {
         return result("not-found", Some(format!("no tagent with id {id}")));
     }
     let kind = match command {
