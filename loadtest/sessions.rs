@@ -333,12 +333,15 @@ fn rss_kib(pid: Option<u32>) -> Option<u64> {
 }
 
 /// How many tagents the hub itself counts as connected: its admin API's
-/// `GET /api/v1/tagents/counts` (`by_status.connected`), or, from a hub
-/// without it, the sum of its `tagent_hub_sessions` gauges. Also says which.
+/// `GET /api/v1/tagents/counts` (`connected`, or `by_status.connected`), or,
+/// from a hub without that API, the sum of its `tagent_hub_sessions` gauges.
+/// Also says which.
 async fn hub_connected(target: &Arc<Target>, token: Option<&str>) -> Option<(f64, &'static str)> {
     if let Ok(body) = get_authorized(target, "/api/v1/tagents/counts", token).await
         && let Ok(v) = serde_json::from_slice::<Value>(&body)
-        && let Some(n) = v["by_status"]["connected"].as_f64()
+        && let Some(n) = v["connected"]
+            .as_f64()
+            .or_else(|| v["by_status"]["connected"].as_f64())
     {
         return Some((n, "admin counts"));
     }

@@ -21,7 +21,7 @@ use redb::{
 };
 
 pub use crypto::CredentialCipher;
-pub use records::{StoredAccount, StoredTagent};
+pub use records::{StoredAccount, StoredGroup, StoredRunner, StoredTagent};
 
 use crate::registry::model::{TagentId, account_name};
 
@@ -31,6 +31,8 @@ const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
 const ACCOUNTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("accounts");
 /// Counters: the next tagent id, the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The runner groups, one ordered list under the key `all`.
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("runner_groups");
 /// A value sealed with the credential key, to refuse a wrong key at start.
 const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
 
@@ -97,11 +99,14 @@ pub struct WriteBatch<'a> {
     pub tagents_delete: Vec<TagentId>,
     pub accounts: Vec<AccountOp<'a>>,
     pub next_id: Option<TagentId>,
+    /// Replace the runner groups.
+    pub groups: Option<Vec<StoredGroup>>,
 }
 
 impl WriteBatch<'_> {
     pub fn is_empty(&self) -> bool {
-        self.tagents_put.is_empty()
+        self.groups.is_none()
+            && self.tagents_put.is_empty()
             && self.tagents_delete.is_empty()
             && self.accounts.is_empty()
             && self.next_id.is_none()
@@ -235,6 +240,7 @@ impl Store {
         {
             tx.open_table(TAGENTS)?;
             tx.open_table(ACCOUNTS)?;
+            tx.open_table(GROUPS)?;
             let mut meta = tx.open_table(META)?;
             let version = meta.get("schema_version")?.map(|v| v.value());
             match version {
@@ -369,9 +375,30 @@ impl Store {
             if let Some(next) = batch.next_id {
                 tx.open_table(META)?.insert("next_id", next)?;
             }
+            if let Some(groups) = &batch.groups {
+                buf.clear();
+                rmp_serde::encode::write_named(&mut buf, groups).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot encode the runner groups: {e}"))
+                })?;
+                tx.open_table(GROUPS)?.insert("all", buf.as_slice())?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The runner groups, or `None` before they were first stored.
+    pub fn groups(&self) -> Result<Option<Vec<StoredGroup>>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(GROUPS)?;
+            let Some(v) = table.get("all")? else {
+                return Ok(None);
+            };
+            rmp_serde::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("runner groups: {e}")))
+        })
     }
 
     /// The account of (tenant, ip, port), if it exists.
