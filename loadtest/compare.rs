@@ -369,12 +369,14 @@ fn table(args: &Args, rows: &[Row], before: &str, after: &str, took: f64) -> Str
         let sat = &r.saturate;
         let _ = writeln!(
             s,
-            "{}: held {}/{}, errors {} + {}; at max rate server {:.2} cores, generator {:.2} cores{}{}; storm generator busiest worker {:.2} of a core{}",
+            "{}: held {}/{}, errors {} [{}] + {} [{}]; at max rate server {:.2} cores, generator {:.2} cores{}{}; storm generator busiest worker {:.2} of a core{}",
             r.label,
             r.idle.established,
             args.sessions,
             r.idle.errors,
+            r.idle.error_kinds,
             sat.errors,
+            sat.error_kinds,
             sat.server_cores.unwrap_or(0.0),
             sat.generator_cores,
             if sat.generator_saturated {
@@ -418,6 +420,7 @@ fn figures_json(f: &Figures) -> Value {
         "generator_saturated": f.generator_saturated,
         "machine_saturated": f.machine_saturated,
         "errors": f.errors,
+        "error_kinds": f.error_kinds,
     })
 }
 

@@ -411,6 +411,8 @@ pub struct Figures {
     pub generator_saturated: bool,
     pub machine_saturated: bool,
     pub errors: u64,
+    /// Errors by kind, as `kind count, …`.
+    pub error_kinds: String,
 }
 
 pub struct Outcome {
@@ -607,6 +609,13 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
         generator_saturated: report.generator_saturated(),
         machine_saturated: report.machine_saturated(),
         errors: report.outcomes.error_total(),
+        error_kinds: report
+            .outcomes
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     };
     drop(hub);
     Ok(Outcome { report, figures })

@@ -246,6 +246,10 @@ async fn session(
     if go.wait_for(|g| *g).await.map(|_| ()).is_err() {
         return o;
     }
+    if args.hold() == 0.0 {
+        // Storm: the sessions were only to be opened and held.
+        return o;
+    }
     let end = tokio::time::Instant::now() + Duration::from_secs_f64(args.hold());
     let interval = Duration::from_secs_f64(args.interval());
     let churn = args.mode == Mode::Churn;
