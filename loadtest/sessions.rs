@@ -300,17 +300,21 @@ impl Worker {
         })
     }
 
-    /// Wait for a line starting with `word`; returns the rest.
-    fn expect(&self, word: &str, within: Duration) -> anyhow::Result<String> {
+    /// Wait for a line starting with `word`; returns the rest. Polls, so
+    /// the runtime (and the progress line) keeps going meanwhile.
+    async fn expect(&self, word: &str, within: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + within;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .with_context(|| format!("a worker did not say '{word}' in time"))?;
-            if let Some(rest) = line.strip_prefix(word) {
-                return Ok(rest.trim().to_owned());
+            match self.lines.try_recv() {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(word) {
+                        return Ok(rest.trim().to_owned());
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => bail!("a worker did not say '{word}' in time ({e})"),
             }
         }
     }
@@ -465,7 +469,7 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
         procs.push(Worker::spawn(&args, (a, b), live.clone())?);
     }
     for p in &procs {
-        p.expect("registered", PHASE_MAX)?;
+        p.expect("registered", PHASE_MAX).await?;
     }
     let rss_before = rss_kib(args.server_pid);
 
@@ -477,7 +481,7 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
     let mut established = 0usize;
     let mut storm_cpu = Vec::new();
     for p in &procs {
-        let ready = p.expect("ready", PHASE_MAX)?;
+        let ready = p.expect("ready", PHASE_MAX).await?;
         let mut words = ready.split_whitespace();
         established += words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
         storm_cpu.push(words.next().and_then(|v| v.parse().ok()).unwrap_or(0.0));
@@ -520,7 +524,7 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
     let hold_end = started + Duration::from_secs_f64(args.hold()) + Duration::from_secs(120);
     for p in &procs {
         let left = hold_end.saturating_duration_since(Instant::now());
-        results.push(p.expect("result", left)?);
+        results.push(p.expect("result", left).await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (server, generator_self) = watcher.finish();
