@@ -112,8 +112,8 @@ pub struct Args {
     /// ends when the hub has every session back).
     #[arg(long, default_value_t = 10.0)]
     pub hold: f64,
-    /// Seconds to hold every session idle after the storm (RSS is sampled
-    /// at the end of it).
+    /// Seconds to let the server settle before the storm and to hold every
+    /// session idle after it (its RSS is sampled at the end of each).
     #[arg(long, default_value_t = 3.0)]
     pub settle: f64,
     /// Churn: percent of the sessions that drop and reconnect each second.
@@ -471,6 +471,11 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
     for p in &procs {
         p.expect("registered", PHASE_MAX).await?;
     }
+    // The "before" figure gets the same quiet time as the "held" one: right
+    // after the registrations the allocator is still returning their
+    // garbage, and the RSS moves by megabytes.
+    progress.phase("settle");
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     let rss_before = rss_kib(args.server_pid);
 
     progress.phase("connect");
