@@ -7,7 +7,9 @@
 //!   in-memory index; the writer thread that group-commits every change.
 //! - [`store`]: `redb` tables; credentials sealed at rest.
 //! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
-//! - [`http`]: `POST /register`, `/metrics`, `/healthz`.
+//! - [`http`]: `POST /register`, `/metrics`, `/healthz`; the HTTP accept
+//!   loop with its head, header and body limits.
+//! - [`net`]: what both accept loops do when `accept(2)` fails.
 //! - [`metrics`]: the Prometheus recorder.
 //! - [`shutdown`]: the signal that stops every task.
 //! - [`app`]: wiring it all together for `tagent-hub serve`.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod registry;
 pub mod shutdown;
 pub mod store;

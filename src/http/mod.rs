@@ -1,9 +1,12 @@
 //! The HTTP shim: tagent registration, Prometheus metrics, health.
 
 mod register;
+mod server;
 mod tagents;
 
-use std::net::{IpAddr, SocketAddr};
+pub use server::{Limits, serve};
+
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -16,7 +19,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::heartbeat::Hub;
 use crate::registry::Registry;
-use crate::shutdown::Shutdown;
 
 /// The path a real tagent is configured with (`proxy.registeraddress`).
 pub const REGISTER_PATH: &str = "/autoexecrunner/public/api/rest/tagent/register";
@@ -45,20 +47,6 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
-}
-
-/// Serve `router` on `listener` until shutdown.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.wait().await })
-    .await
 }
 
 async fn metrics(axum::extract::State(s): axum::extract::State<HttpState>) -> Response {
