@@ -146,8 +146,8 @@ pub struct Store {
     cache_bytes: usize,
     cipher: CredentialCipher,
     /// A write failed on I/O (disk full, read-only, ...). redb then refuses
-    /// every operation until the file is reopened, so the next commit
-    /// reopens it first: the hub recovers without a restart once the disk
+    /// every operation until the file is reopened, so the file is closed at
+    /// once and the next commit reopens it first: the hub recovers without a restart once the disk
     /// does. Nothing half-written survives: the failed transaction never
     /// became durable, and the index was not changed (see the writer).
     failed: AtomicBool,
@@ -316,6 +316,10 @@ impl Store {
         let result = self.with_db(|db| self.write(db, batch));
         if let Err(StoreError::Io(_)) = &result {
             self.failed.store(true, Ordering::Release);
+            // The handle is useless now: close the file at once rather than
+            // at the next commit, so that no broken handle keeps it open
+            // (an operator can then remount or unmount the disk).
+            drop(self.db.write().take());
         }
         result
     }
