@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Options, Server, ok_id};
+use common::{Options, Server, Tagent, ok_id};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// A small tmpfs of the test's own, unmounted on drop.
 struct Tmpfs {
@@ -58,55 +56,86 @@ fn body(n: u32) -> serde_json::Value {
            "credential":"x".repeat(200)})
 }
 
+/// A hub with its data dir on a small tmpfs of its own, and one registered
+/// tagent holding a live compat session. `None` where mounting is not
+/// permitted (not root).
+struct Rig {
+    // Declared before `fs`: the hub stops before its disk is unmounted.
+    hub: Server,
+    fs: Tmpfs,
+    first: u64,
+    session: Tagent,
+    heartbeat: serde_json::Value,
+}
+
+impl Rig {
+    async fn start() -> Option<Rig> {
+        let Some(fs) = Tmpfs::mount("6m") else {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        };
+        let hub = Server::start_with(Options {
+            data_dir: Some(fs.path().join("data")),
+            config: Some("[heartbeat]\nstatus_flush_ms = 10\n".into()),
+            ..Default::default()
+        });
+        let (status, reply) = hub.register(&body(0), Some("demo")).await;
+        let first = ok_id(status, &reply);
+        let heartbeat = json!({"type":"monitor","tenant":"demo","agentId":first,"port":3939,
+                               "mgmtIp":"10.77.0.1","proxyGroup":hub.advertise()});
+        let session = Tagent::connect(hub.heartbeat_addr()).await;
+        let mut rig = Rig {
+            hub,
+            fs,
+            first,
+            session,
+            heartbeat,
+        };
+        rig.beat().await;
+        Some(rig)
+    }
+
+    /// Fill the disk, then register new tagents until one is refused (with
+    /// 503 and a clear message). Returns the acknowledged `(n, id)`, the
+    /// first tagent's included, and the `n` refused.
+    async fn fill_until_refused(&self) -> (Vec<(u32, u64)>, u32) {
+        fill(&self.filler());
+        let mut acknowledged = vec![(0u32, self.first)];
+        for n in 1..5000u32 {
+            let (status, reply) = self.hub.register(&body(n), Some("demo")).await;
+            if status == 200 {
+                acknowledged.push((n, ok_id(status, &reply)));
+                continue;
+            }
+            assert_eq!(status, 503, "{reply}");
+            assert_eq!(reply["Status"], "ERROR");
+            let message = reply["Message"].as_str().unwrap();
+            assert!(message.contains("not stored"), "{message}");
+            return (acknowledged, n);
+        }
+        panic!("a full disk must refuse registrations");
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.fs.path().join("filler")
+    }
+
+    /// A heartbeat, answered OK.
+    async fn beat(&mut self) {
+        let reply = self.session.send(&self.heartbeat).await;
+        assert_eq!(reply, json!({"Status":"OK"}));
+    }
+}
+
 #[tokio::test]
 async fn a_full_disk_refuses_registrations_keeps_heartbeats_and_recovers_without_restart() {
-    let Some(fs) = Tmpfs::mount("6m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(mut rig) = Rig::start().await else {
         return;
     };
-    let hub = Server::start_with(Options {
-        data_dir: Some(fs.path().join("data")),
-        config: Some("[heartbeat]\nstatus_flush_ms = 10\n".into()),
-        ..Default::default()
-    });
-    let (status, reply) = hub.register(&body(0), Some("demo")).await;
-    let first = ok_id(status, &reply);
+    let first = rig.first;
 
-    // A live session for it, over the heartbeat port.
-    let stream = TcpStream::connect(hub.heartbeat_addr()).await.unwrap();
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let hb = format!(
-        "{}\n",
-        json!({"type":"monitor","tenant":"demo","agentId":first,"port":3939,"mgmtIp":"10.77.0.1",
-               "proxyGroup":hub.advertise()})
-    );
-    let mut line = String::new();
-    w.write_all(hb.as_bytes()).await.unwrap();
-    r.read_line(&mut line).await.unwrap();
-    assert_eq!(line.trim(), r#"{"Status":"OK"}"#);
-
-    // The disk fills up.
-    let filler = fs.path().join("filler");
-    fill(&filler);
-
-    // Registrations now fail with a clear error; find the first one.
-    let mut acknowledged = vec![(0u32, first)];
-    let mut refused = None;
-    for n in 1..5000u32 {
-        let (status, reply) = hub.register(&body(n), Some("demo")).await;
-        if status == 200 {
-            acknowledged.push((n, ok_id(status, &reply)));
-            continue;
-        }
-        assert_eq!(status, 503, "{reply}");
-        assert_eq!(reply["Status"], "ERROR");
-        let message = reply["Message"].as_str().unwrap().to_owned();
-        assert!(message.contains("not stored"), "{message}");
-        refused = Some(n);
-        break;
-    }
-    let refused = refused.expect("a full disk must refuse registrations");
+    // The disk fills up: registrations fail with a clear error.
+    let (acknowledged, refused) = rig.fill_until_refused().await;
     eprintln!(
         "disk full: {} registrations acknowledged, then refused",
         acknowledged.len()
@@ -114,20 +143,18 @@ async fn a_full_disk_refuses_registrations_keeps_heartbeats_and_recovers_without
 
     // Heartbeats and the live status keep working meanwhile.
     for _ in 0..3 {
-        line.clear();
-        w.write_all(hb.as_bytes()).await.unwrap();
-        r.read_line(&mut line).await.unwrap();
-        assert_eq!(line.trim(), r#"{"Status":"OK"}"#);
+        rig.beat().await;
     }
-    let (_, t) = hub.get(&format!("/api/v1/tagents/{first}")).await;
+    let (_, t) = rig.hub.get(&format!("/api/v1/tagents/{first}")).await;
     let t: serde_json::Value = serde_json::from_str(&t).unwrap();
     assert_eq!(t["status"], "connected");
     // The tagent goes away during the outage: its status change cannot be
     // stored yet.
-    drop((r, w));
+    let filler = rig.filler();
+    drop(rig.session);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, t) = hub.get(&format!("/api/v1/tagents/{first}")).await;
+        let (_, t) = rig.hub.get(&format!("/api/v1/tagents/{first}")).await;
         let t: serde_json::Value = serde_json::from_str(&t).unwrap();
         if t["status"] == "disconnected" {
             break;
@@ -137,10 +164,10 @@ async fn a_full_disk_refuses_registrations_keeps_heartbeats_and_recovers_without
     }
 
     // Space comes back: the hub recovers without a restart.
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = loop {
-        let (status, reply) = hub.register(&body(refused), Some("demo")).await;
+        let (status, reply) = rig.hub.register(&body(refused), Some("demo")).await;
         if status == 200 {
             break ok_id(status, &reply);
         }
@@ -153,16 +180,16 @@ async fn a_full_disk_refuses_registrations_keeps_heartbeats_and_recovers_without
     assert!(id > max, "id {id} after {max}");
     // Every acknowledged registration is intact and resolves to its id.
     for (n, id) in &acknowledged {
-        let (status, reply) = hub.register(&body(*n), Some("demo")).await;
+        let (status, reply) = rig.hub.register(&body(*n), Some("demo")).await;
         assert_eq!(ok_id(status, &reply), *id, "tagent {n}");
     }
     // The status change held back during the outage reached the store.
-    let (_, t) = hub.get(&format!("/api/v1/tagents/{first}")).await;
+    let (_, t) = rig.hub.get(&format!("/api/v1/tagents/{first}")).await;
     let t: serde_json::Value = serde_json::from_str(&t).unwrap();
     assert_eq!(t["disconnect_reason"], "eof", "{t}");
-    let m = hub.metrics().await;
+    let m = rig.hub.metrics().await;
     assert!(m.value("tagent_hub_store_errors_total") >= 1.0);
-    assert!(hub.logs().contains("store reopened after an I/O error"));
+    assert!(rig.hub.logs().contains("store reopened after an I/O error"));
 }
 
 /// `mount -o remount,<mode>` of the test's tmpfs; `false` when refused (busy).
@@ -186,53 +213,17 @@ fn remount(fs: &Tmpfs, mode: &str) -> bool {
 /// EROFS and so reaches the same state.)
 #[tokio::test]
 async fn a_read_only_disk_refuses_registrations_keeps_heartbeats_and_recovers_when_writable() {
-    let Some(fs) = Tmpfs::mount("6m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(mut rig) = Rig::start().await else {
         return;
     };
-    let hub = Server::start_with(Options {
-        data_dir: Some(fs.path().join("data")),
-        config: Some("[heartbeat]\nstatus_flush_ms = 10\n".into()),
-        ..Default::default()
-    });
-    let (status, reply) = hub.register(&body(0), Some("demo")).await;
-    let first = ok_id(status, &reply);
-    let stream = TcpStream::connect(hub.heartbeat_addr()).await.unwrap();
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let hb = format!(
-        "{}\n",
-        json!({"type":"monitor","tenant":"demo","agentId":first,"port":3939,"mgmtIp":"10.77.0.1",
-               "proxyGroup":hub.advertise()})
-    );
-    let mut line = String::new();
-    let mut beat = async |line: &mut String| {
-        line.clear();
-        w.write_all(hb.as_bytes()).await.unwrap();
-        r.read_line(line).await.unwrap();
-        assert_eq!(line.trim(), r#"{"Status":"OK"}"#);
-    };
-    beat(&mut line).await;
+    let first = rig.first;
 
-    // Fill the disk until registrations are refused.
-    let filler = fs.path().join("filler");
-    fill(&filler);
-    let mut acknowledged = vec![(0u32, first)];
-    let mut n = 1;
-    loop {
-        let (status, reply) = hub.register(&body(n), Some("demo")).await;
-        if status != 200 {
-            assert_eq!(status, 503, "{reply}");
-            break;
-        }
-        acknowledged.push((n, ok_id(status, &reply)));
-        n += 1;
-        assert!(n < 5000, "a full disk must refuse registrations");
-    }
+    let (acknowledged, n) = rig.fill_until_refused().await;
+    let filler = rig.filler();
     // After the failed write the store closes its file, and reopens it to
     // retry at most once a second: in between, the disk can go read-only.
     let mut tries = 0;
-    while !remount(&fs, "ro") {
+    while !remount(&rig.fs, "ro") {
         tries += 1;
         assert!(
             tries < 100,
@@ -246,11 +237,11 @@ async fn a_read_only_disk_refuses_registrations_keeps_heartbeats_and_recovers_wh
     let mut messages = Vec::new();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let (status, reply) = hub.register(&body(n), Some("demo")).await;
+        let (status, reply) = rig.hub.register(&body(n), Some("demo")).await;
         assert_eq!(status, 503, "{reply}");
         assert_eq!(reply["Status"], "ERROR");
         messages.push(reply["Message"].as_str().unwrap().to_owned());
-        beat(&mut line).await;
+        rig.beat().await;
     }
     assert!(
         messages
@@ -258,15 +249,15 @@ async fn a_read_only_disk_refuses_registrations_keeps_heartbeats_and_recovers_wh
             .any(|m| m.contains("not stored") && m.contains("Read-only file system")),
         "{messages:?}"
     );
-    let t = common::tagent_json(&hub, first).await;
+    let t = common::tagent_json(&rig.hub, first).await;
     assert_eq!(t["status"], "connected", "{t}");
 
     // Writable again, with space: registrations resume without a restart.
-    assert!(remount(&fs, "rw"), "remount rw");
+    assert!(remount(&rig.fs, "rw"), "remount rw");
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = loop {
-        let (status, reply) = hub.register(&body(n), Some("demo")).await;
+        let (status, reply) = rig.hub.register(&body(n), Some("demo")).await;
         if status == 200 {
             break ok_id(status, &reply);
         }
@@ -281,15 +272,15 @@ async fn a_read_only_disk_refuses_registrations_keeps_heartbeats_and_recovers_wh
     // Every acknowledged registration is intact (the first one holds a live
     // session, so it would be refused as an IP conflict: look it up).
     for (k, id) in &acknowledged[1..] {
-        let (status, reply) = hub.register(&body(*k), Some("demo")).await;
+        let (status, reply) = rig.hub.register(&body(*k), Some("demo")).await;
         assert_eq!(ok_id(status, &reply), *id, "tagent {k}");
     }
-    beat(&mut line).await;
-    let t = common::tagent_json(&hub, first).await;
+    rig.beat().await;
+    let t = common::tagent_json(&rig.hub, first).await;
     assert_eq!(t["status"], "connected", "{t}");
     eprintln!(
         "read-only disk: {} acknowledged before, refused while read-only: {messages:?}",
         acknowledged.len()
     );
-    assert!(hub.logs().contains("store reopened after an I/O error"));
+    assert!(rig.hub.logs().contains("store reopened after an I/O error"));
 }
