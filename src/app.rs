@@ -19,6 +19,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let tokens = http::auth::AdminTokens::load(&config.admin_tokens, &data_dir)
+        .context("cannot set up the admin API's tokens")?;
     let cipher = match &config.credential_key {
         Some(k) => CredentialCipher::from_hex(k)?,
         None => CredentialCipher::from_key_file(&data_dir)?,
@@ -32,7 +34,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for heartbeats on {}", config.heartbeat_addr))?;
     let heartbeat_addr = heartbeat.local_addr()?;
     let advertised = config.advertised(heartbeat_addr);
-    let groups = config.build_groups(advertised.clone())?;
+    let seed = config.build_groups(advertised.clone())?;
+    let groups = Registry::load_groups(&store, seed, &advertised)
+        .context("cannot read the runner groups from the store")?;
 
     let registry = {
         let store = Arc::new(store);
@@ -72,7 +76,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         metrics,
         trusted_proxies: config.trusted_proxies.clone().into(),
     };
-    let router = http::router(state, config.max_body_bytes);
+    let router = http::router(state, config.max_body_bytes, tokens);
     let limits = http::Limits::from_config(&config.http);
     let http = tokio::spawn(http::serve(http_listener, router, limits, shutdown.clone()));
 

@@ -7,15 +7,18 @@
 //!   in-memory index; the writer thread that group-commits every change.
 //! - [`store`]: `redb` tables; credentials sealed at rest.
 //! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
-//! - [`http`]: `POST /register`, `/metrics`, `/healthz`; the HTTP accept
-//!   loop with its head, header and body limits.
+//! - [`http`]: `POST /register`, the admin API (`/api/v1`, bearer tokens,
+//!   OpenAPI), `/metrics`, `/healthz`; the HTTP accept loop with its head,
+//!   header and body limits.
 //! - [`net`]: what both accept loops do when `accept(2)` fails.
 //! - [`metrics`]: the Prometheus recorder.
 //! - [`shutdown`]: the signal that stops every task.
 //! - [`app`]: wiring it all together for `tagent-hub serve`.
+//! - [`ctl`]: `tagent-hub ctl`, the admin API's command-line client.
 
 pub mod app;
 pub mod config;
+pub mod ctl;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;

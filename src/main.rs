@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tagent_hub::config::Config;
+use tagent_hub::config::{AdminTokenConfig, Config, Scope};
 use tagent_hub::shutdown::Shutdown;
 
 /// tagent-hub: the heartbeat server and registry for NeatLogic tagents.
@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the hub: registration and admin over HTTP, heartbeats over TCP.
     Serve(ServeArgs),
+    /// Operate a running hub through its admin API.
+    Ctl(tagent_hub::ctl::CtlArgs),
 }
 
 /// Flags override environment variables, which override the config file.
@@ -51,6 +53,10 @@ struct ServeArgs {
     /// Key that seals credentials at rest (64 hex digits).
     #[arg(long, env = "TAGENT_HUB_CREDENTIAL_KEY", hide_env_values = true)]
     credential_key: Option<String>,
+    /// One more admin-scope bearer token for the admin API (beside the
+    /// config's `[[admin_token]]`). Prefer the environment to the flag.
+    #[arg(long, env = "TAGENT_HUB_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -74,6 +80,12 @@ impl ServeArgs {
         if let Some(k) = self.credential_key {
             config.credential_key = Some(k);
         }
+        if let Some(token) = self.admin_token {
+            config.admin_tokens.push(AdminTokenConfig {
+                token,
+                scope: Scope::Admin,
+            });
+        }
         config.validate()?;
         Ok(config)
     }
@@ -89,6 +101,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
+        Command::Ctl(args) => tagent_hub::ctl::run(args),
         Command::Serve(args) => {
             // Each session holds a descriptor: use all the process may have.
             if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {

@@ -11,9 +11,11 @@
 //! (`parking_lot` guards are not `Send`, so the compiler enforces it).
 
 pub mod error;
+pub mod events;
 pub mod index;
 pub mod intern;
 pub mod model;
+pub mod query;
 pub mod request;
 pub mod rules;
 mod writer;
@@ -24,13 +26,14 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot};
 
-pub use error::RegisterError;
+pub use error::{ChangeError, RegisterError};
+pub use events::{Event, EventKind, EventLog};
 pub use index::{Index, IndexView};
 pub use intern::{Interner, Sym};
 pub use model::{DisconnectReason, RunnerGroup, RunnerGroups, Status, Tagent, TagentId};
 pub use request::{Origin, RegisterRequest, Secret};
 
-use crate::store::{Store, StoreError, StoredTagent};
+use crate::store::{Store, StoreError, StoredGroup, StoredTagent};
 use writer::Job;
 
 /// Whether a tagent holds a live heartbeat session (rule 3). The heartbeat
@@ -88,14 +91,22 @@ struct Shared {
     /// its resolved tagent until the registry changes.
     generation: AtomicU64,
     liveness: OnceLock<Arc<dyn Liveness>>,
+    events: EventLog,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Registry {
     /// Rebuild the index from the store and start the writer thread. Every
     /// tagent stored as connected becomes disconnected (reason: restart): no
-    /// session survives a restart.
+    /// session survives a restart. `groups` are the runner groups to use
+    /// (see [`Registry::load_groups`]); a store that holds none gets them.
     pub fn open(store: Arc<Store>, groups: RunnerGroups) -> Result<Registry, StoreError> {
+        if store.groups()?.is_none() {
+            store.commit(&crate::store::WriteBatch {
+                groups: Some(StoredGroup::from_groups(&groups)),
+                ..Default::default()
+            })?;
+        }
         let interner = Interner::default();
         // Records are decoded one at a time straight into the index: holding
         // them all first (as `Store::snapshot` does) doubles the peak memory
@@ -138,6 +149,7 @@ impl Registry {
                 jobs: tx,
                 generation: AtomicU64::new(1),
                 liveness: OnceLock::new(),
+                events: EventLog::default(),
                 writer: Mutex::new(None),
             }),
         };
@@ -151,7 +163,27 @@ impl Registry {
         let _ = self.shared.liveness.set(live);
     }
 
-    fn liveness(&self) -> &dyn Liveness {
+    /// The runner groups to open with: the store's, once it has any (the
+    /// admin API changes them there); else `seed` (from the configuration).
+    pub fn load_groups(
+        store: &Store,
+        seed: RunnerGroups,
+        advertised: &(String, u16),
+    ) -> Result<RunnerGroups, StoreError> {
+        let Some(stored) = store.groups()? else {
+            return Ok(seed);
+        };
+        if StoredGroup::from_groups(&seed) != stored {
+            tracing::info!(
+                "runner groups come from the store (change them with the admin API); \
+                 the configuration's only seed a new store"
+            );
+        }
+        StoredGroup::resolve(&stored, advertised).map_err(StoreError::Corrupt)
+    }
+
+    /// Whether a tagent holds a live session (rule 3; the status operators see).
+    pub fn liveness(&self) -> &dyn Liveness {
         match self.shared.liveness.get() {
             Some(l) => l.as_ref(),
             None => &NoSessions,
@@ -198,10 +230,58 @@ impl Registry {
         self.shared.generation.load(Ordering::Acquire)
     }
 
+    pub fn contains(&self, id: TagentId) -> bool {
+        self.index().get(id).is_some()
+    }
+
+    /// A copy of one tagent's record.
+    pub fn tagent(&self, id: TagentId) -> Option<Tagent> {
+        self.index().get(id).cloned()
+    }
+
     /// A tagent as stored (strings resolved), for views.
     pub fn get(&self, id: TagentId) -> Option<StoredTagent> {
         let index = self.index();
         index.get(id).map(|t| to_stored(t, &self.shared.interner))
+    }
+
+    /// Registrations, status changes and deletions, once durable.
+    pub fn events(&self) -> &EventLog {
+        &self.shared.events
+    }
+
+    /// Delete a tagent and the accounts no other tagent answers for.
+    /// Refused while it has a live session, as the original does.
+    pub async fn delete(&self, id: TagentId) -> Result<(), ChangeError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .jobs
+            .send(Job::Delete { id, reply })
+            .await
+            .map_err(|_| ChangeError::ShuttingDown)?;
+        rx.await.map_err(|_| ChangeError::ShuttingDown)?
+    }
+
+    /// Change the runner groups: `edit` gets the current ones and returns
+    /// the new ones, which are validated, stored, then made current. Edits
+    /// run one at a time on the writer, so concurrent ones never overwrite
+    /// each other. Live sessions learn a changed runner list on their next
+    /// heartbeat (`updategroup`); tagents keep their group until they
+    /// register again.
+    pub async fn edit_groups(
+        &self,
+        edit: impl FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send + 'static,
+    ) -> Result<Arc<RunnerGroups>, ChangeError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .jobs
+            .send(Job::Groups {
+                edit: Box::new(edit),
+                reply,
+            })
+            .await
+            .map_err(|_| ChangeError::ShuttingDown)?;
+        rx.await.map_err(|_| ChangeError::ShuttingDown)?
     }
 
     /// Let queued work finish and stop the writer thread.

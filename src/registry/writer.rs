@@ -10,13 +10,18 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::error::ChangeError;
+use super::events::{Event, EventKind};
 use super::index::{IndexView, Overlay};
-use super::model::{Status, now_millis};
+use super::model::{RunnerGroups, Status, Tagent, TagentId, now_millis};
 use super::rules::{self, Decision};
 use super::{
     MAX_BATCH, RegisterError, RegisterRequest, Registered, Registry, StatusChange, to_stored,
 };
-use crate::store::{AccountOp, AccountPut, WriteBatch};
+use crate::store::{AccountOp, AccountPut, StoredGroup, WriteBatch};
 
 pub(super) enum Job {
     Register {
@@ -24,8 +29,21 @@ pub(super) enum Job {
         reply: oneshot::Sender<Result<Registered, RegisterError>>,
     },
     Status(Vec<StatusChange>),
+    /// Delete a tagent that has no live session.
+    Delete {
+        id: TagentId,
+        reply: oneshot::Sender<Result<(), ChangeError>>,
+    },
+    /// Change the runner groups: the edit sees the current ones.
+    Groups {
+        edit: GroupEdit,
+        reply: oneshot::Sender<Result<Arc<RunnerGroups>, ChangeError>>,
+    },
     Stop,
 }
+
+pub(super) type GroupEdit =
+    Box<dyn FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send>;
 
 pub(super) fn spawn(registry: Registry, rx: mpsc::Receiver<Job>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -62,7 +80,92 @@ fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        retry = process(&registry, jobs);
+        // A change of runner groups is applied alone, between the jobs
+        // queued before it and after it, so every registration is decided
+        // against one version of the groups.
+        let mut rest = jobs.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut run = Vec::new();
+            let mut groups = None;
+            for job in rest.by_ref() {
+                match job {
+                    Job::Groups { edit, reply } => {
+                        groups = Some((edit, reply));
+                        break;
+                    }
+                    job => run.push(job),
+                }
+            }
+            if !run.is_empty() || !retry.is_empty() {
+                if !retry.is_empty() {
+                    run.insert(0, Job::Status(std::mem::take(&mut retry)));
+                }
+                retry = process(&registry, run);
+            }
+            if let Some((edit, reply)) = groups {
+                let _ = reply.send(change_groups(&registry, edit));
+            }
+        }
+    }
+}
+
+/// Apply an edit to the runner groups, store the result and make it
+/// current. A group that registered tagents still belong to cannot go away.
+fn change_groups(registry: &Registry, edit: GroupEdit) -> Result<Arc<RunnerGroups>, ChangeError> {
+    let shared = &registry.shared;
+    let current = registry.groups();
+    let groups = edit(&current)?.sorted_runners();
+    groups.validate().map_err(ChangeError::Invalid)?;
+    {
+        let index = shared.index.read();
+        for gone in current.groups.iter().filter(|g| groups.get(g.id).is_none()) {
+            let tagents = index.iter().filter(|t| t.runner_group == gone.id).count();
+            if tagents > 0 {
+                return Err(ChangeError::GroupInUse {
+                    group: gone.id,
+                    tagents,
+                });
+            }
+        }
+    }
+    let batch = WriteBatch {
+        groups: Some(StoredGroup::from_groups(&groups)),
+        ..Default::default()
+    };
+    shared.store.commit(&batch).map_err(|e| {
+        metrics::counter!("tagent_hub_store_errors_total").increment(1);
+        ChangeError::Store(e.to_string())
+    })?;
+    let groups = Arc::new(groups);
+    *shared.groups.write() = groups.clone();
+    shared
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    tracing::info!("runner groups changed");
+    Ok(groups)
+}
+
+/// A deletion decided in this batch, waiting for the commit.
+struct Deleted {
+    tagent: Tagent,
+    tenant: Arc<str>,
+    /// Accounts no other tagent answers for.
+    accounts: Vec<IpAddr>,
+    reply: oneshot::Sender<Result<(), ChangeError>>,
+}
+
+fn event(t: &Tagent, tenant: Arc<str>, kind: EventKind, at: u64) -> Event {
+    Event {
+        seq: 0,
+        at,
+        kind,
+        tagent_id: t.id,
+        tenant,
+        ip: t.ip,
+        port: t.port,
+        runner_group: t.runner_group,
+        reason: None,
+        created: None,
     }
 }
 
@@ -85,7 +188,8 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
     let mut overlay = Overlay::new(&index);
     let mut accepted: Vec<Accepted> = Vec::new();
     let mut status_seen: Vec<StatusChange> = Vec::new();
-    let mut transitions: Vec<&'static str> = Vec::new();
+    let mut transitions: Vec<(TagentId, Status, u64)> = Vec::new();
+    let mut deleted: Vec<Deleted> = Vec::new();
     for job in jobs {
         match job {
             Job::Register { req, reply } => {
@@ -116,9 +220,40 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
                     if c.status == Status::Connected && c.runner.is_some() {
                         t.runner = c.runner;
                     }
-                    transitions.push(c.status.reason().map_or("connected", |r| r.as_str()));
+                    transitions.push((c.id, c.status, c.at));
                     overlay.set(c.id, Some(t));
                 }
+            }
+            Job::Delete { id, reply } => {
+                let Some(t) = overlay.get(id).cloned() else {
+                    let _ = reply.send(Err(ChangeError::NotFound(id)));
+                    continue;
+                };
+                if live.is_live(id) {
+                    let _ = reply.send(Err(ChangeError::Connected(id)));
+                    continue;
+                }
+                let accounts = t
+                    .all_ips()
+                    .map(|(_, ip)| ip)
+                    .filter(|ip| {
+                        overlay
+                            .lookup(t.tenant, t.port, *ip)
+                            .iter()
+                            .all(|other| *other == id)
+                    })
+                    .collect();
+                overlay.set(id, None);
+                deleted.push(Deleted {
+                    tenant: shared.interner.resolve(t.tenant),
+                    tagent: t,
+                    accounts,
+                    reply,
+                });
+            }
+            Job::Groups { reply, .. } => {
+                // `run` splits batches at group changes; never reached.
+                let _ = reply.send(Err(ChangeError::ShuttingDown));
             }
             Job::Stop => {}
         }
@@ -155,6 +290,15 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
             }));
         }
     }
+    for d in &deleted {
+        for ip in &d.accounts {
+            batch.accounts.push(AccountOp::Delete {
+                tenant: &d.tenant,
+                ip: *ip,
+                port: d.tagent.port,
+            });
+        }
+    }
     drop(index);
     if batch.is_empty() {
         return Vec::new();
@@ -171,6 +315,9 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
         tracing::error!(error = %e, registrations = accepted.len(), "store commit failed; batch not applied");
         for a in accepted {
             let _ = a.reply.send(Err(RegisterError::Store(e.to_string())));
+        }
+        for d in deleted {
+            let _ = d.reply.send(Err(ChangeError::Store(e.to_string())));
         }
         // Registrations were refused (their tagents retry); status changes
         // have no one to retry them, so they go again with the next batch.
@@ -194,8 +341,9 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
         .generation
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     metrics::histogram!("tagent_hub_store_batch_size").record(accepted.len() as f64);
-    for reason in transitions {
-        metrics::counter!("tagent_hub_status_transitions_total", "reason" => reason).increment(1);
+    publish(registry, &accepted, &transitions, &deleted, now);
+    for d in deleted {
+        let _ = d.reply.send(Ok(()));
     }
 
     for a in accepted {
@@ -211,4 +359,44 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
     }
     tracing::trace!(elapsed = ?started.elapsed(), "batch applied");
     Vec::new()
+}
+
+/// Count the batch's status transitions and tell watchers about everything
+/// it made durable.
+fn publish(
+    registry: &Registry,
+    accepted: &[Accepted],
+    transitions: &[(TagentId, Status, u64)],
+    deleted: &[Deleted],
+    now: u64,
+) {
+    let shared = &registry.shared;
+    for (_, status, _) in transitions {
+        let reason = status.reason().map_or("connected", |r| r.as_str());
+        metrics::counter!("tagent_hub_status_transitions_total", "reason" => reason).increment(1);
+    }
+    let index = shared.index.read();
+    let interner = &shared.interner;
+    let registered = accepted.iter().map(|a| {
+        let t = &a.decision.tagent;
+        Event {
+            created: Some(a.decision.created),
+            ..event(t, interner.resolve(t.tenant), EventKind::Registered, now)
+        }
+    });
+    let changed = transitions.iter().filter_map(|(id, status, at)| {
+        let t = index.get(*id)?;
+        let kind = match status {
+            Status::Connected => EventKind::Connected,
+            Status::Disconnected(_) => EventKind::Disconnected,
+        };
+        Some(Event {
+            reason: status.reason(),
+            ..event(t, interner.resolve(t.tenant), kind, *at)
+        })
+    });
+    let gone = deleted
+        .iter()
+        .map(|d| event(&d.tagent, d.tenant.clone(), EventKind::Deleted, now));
+    shared.events.publish(registered.chain(changed).chain(gone));
 }

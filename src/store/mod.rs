@@ -21,7 +21,7 @@ use redb::{
 };
 
 pub use crypto::CredentialCipher;
-pub use records::{StoredAccount, StoredTagent};
+pub use records::{StoredAccount, StoredGroup, StoredRunner, StoredTagent};
 
 use crate::registry::model::{TagentId, account_name};
 
@@ -31,6 +31,8 @@ const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
 const ACCOUNTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("accounts");
 /// Counters: the next tagent id, the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The runner groups, one ordered list under the key `all`.
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("runner_groups");
 /// A value sealed with the credential key, to refuse a wrong key at start.
 const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
 
@@ -97,11 +99,14 @@ pub struct WriteBatch<'a> {
     pub tagents_delete: Vec<TagentId>,
     pub accounts: Vec<AccountOp<'a>>,
     pub next_id: Option<TagentId>,
+    /// Replace the runner groups.
+    pub groups: Option<Vec<StoredGroup>>,
 }
 
 impl WriteBatch<'_> {
     pub fn is_empty(&self) -> bool {
-        self.tagents_put.is_empty()
+        self.groups.is_none()
+            && self.tagents_put.is_empty()
             && self.tagents_delete.is_empty()
             && self.accounts.is_empty()
             && self.next_id.is_none()
@@ -146,8 +151,8 @@ pub struct Store {
     cache_bytes: usize,
     cipher: CredentialCipher,
     /// A write failed on I/O (disk full, read-only, ...). redb then refuses
-    /// every operation until the file is reopened, so the file is closed at
-    /// once and the next commit reopens it first: the hub recovers without a restart once the disk
+    /// every operation until the file is reopened, so the next commit
+    /// reopens it first: the hub recovers without a restart once the disk
     /// does. Nothing half-written survives: the failed transaction never
     /// became durable, and the index was not changed (see the writer).
     failed: AtomicBool,
@@ -235,6 +240,7 @@ impl Store {
         {
             tx.open_table(TAGENTS)?;
             tx.open_table(ACCOUNTS)?;
+            tx.open_table(GROUPS)?;
             let mut meta = tx.open_table(META)?;
             let version = meta.get("schema_version")?.map(|v| v.value());
             match version {
@@ -316,10 +322,6 @@ impl Store {
         let result = self.with_db(|db| self.write(db, batch));
         if let Err(StoreError::Io(_)) = &result {
             self.failed.store(true, Ordering::Release);
-            // The handle is useless now: close the file at once rather than
-            // at the next commit, so that no broken handle keeps it open
-            // (an operator can then remount or unmount the disk).
-            drop(self.db.write().take());
         }
         result
     }
@@ -373,9 +375,30 @@ impl Store {
             if let Some(next) = batch.next_id {
                 tx.open_table(META)?.insert("next_id", next)?;
             }
+            if let Some(groups) = &batch.groups {
+                buf.clear();
+                rmp_serde::encode::write_named(&mut buf, groups).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot encode the runner groups: {e}"))
+                })?;
+                tx.open_table(GROUPS)?.insert("all", buf.as_slice())?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The runner groups, or `None` before they were first stored.
+    pub fn groups(&self) -> Result<Option<Vec<StoredGroup>>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(GROUPS)?;
+            let Some(v) = table.get("all")? else {
+                return Ok(None);
+            };
+            rmp_serde::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("runner groups: {e}")))
+        })
     }
 
     /// The account of (tenant, ip, port), if it exists.
