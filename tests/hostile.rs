@@ -898,7 +898,7 @@ fn register_with(headers: &str, body: &str) -> String {
 }
 
 #[tokio::test]
-async fn header_floods_and_oversized_heads_get_431() {
+async fn header_floods_oversized_and_malformed_heads_are_refused() {
     let hub = Server::start();
     let body = r#"{"tagentId":"","port":"3939","ipString":"127.0.9.1","name":"h"}"#;
     // Hundreds of small headers (the limit is 64).
@@ -919,7 +919,22 @@ async fn header_floods_and_oversized_heads_get_431() {
     let (status, _) = http_raw(&hub, endless.as_bytes(), WAIT).await;
     assert_eq!(status, Some(431));
 
+    // A request line that is not HTTP, and a header line without a colon.
+    for garbage in [
+        &b"\x16\x03\x01\x02\x00 binary\r\n\r\n"[..],
+        b"POST /register HTTP/1.1\r\nno colon here\r\n\r\n",
+    ] {
+        let (status, reply) = http_raw(&hub, garbage, WAIT).await;
+        assert_eq!(status, Some(400), "{reply}");
+    }
+
     let m = hub.metrics().await;
+    assert_eq!(
+        m.value("tagent_hub_http_rejected_total{reason=\"malformed\"}"),
+        2.0,
+        "{}",
+        m.text
+    );
     assert_eq!(
         m.value("tagent_hub_http_rejected_total{reason=\"header_too_large\"}"),
         4.0,
