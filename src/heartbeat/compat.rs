@@ -24,7 +24,7 @@ use crate::registry::request::parse_ip;
 /// A heartbeat line. Fields the hub does not use (`appsInfo`, `status`, …)
 /// are skipped without being built.
 #[derive(Deserialize)]
-pub struct Line<'a> {
+struct Line<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -95,10 +95,85 @@ fn loose_f32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
     })
 }
 
-/// Decode one heartbeat line as the session does before acting on it
-/// (public for the codec bench, `benches/codecs.rs`).
-pub fn decode_line(line: &[u8]) -> serde_json::Result<Line<'_>> {
-    serde_json::from_slice(line)
+/// What one JSON line says, decoded without touching any state (the
+/// JSON-line decoder; `fuzz/` drives it with arbitrary bytes).
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// Not JSON, or not a heartbeat: answered OK and counted, not processed.
+    Ignored,
+    /// A heartbeat the hub cannot use: the message of its `ERROR:` reply.
+    Refused(Cow<'static, str>),
+    Heartbeat(HeartbeatLine<'a>),
+}
+
+/// A heartbeat line's fields, validated.
+#[derive(Debug)]
+pub struct HeartbeatLine<'a> {
+    /// Not blank once trimmed.
+    pub tenant: Cow<'a, str>,
+    /// 1..=65535.
+    pub port: u16,
+    /// `mgmtIp`, when given; else the peer address counts.
+    pub mgmt_ip: Option<IpAddr>,
+    pub agent_id: u64,
+    pub pcpu: Option<f32>,
+    pub mem: Option<f32>,
+    pub version: Option<Cow<'a, str>>,
+    pub ip_string: Option<Cow<'a, str>>,
+    pub proxy_group: Option<Cow<'a, str>>,
+}
+
+/// Decode one line (without its `\n`) as SPEC §3.1 reads it.
+pub fn decode_line(line: &[u8]) -> Decoded<'_> {
+    let parsed: Line<'_> = match serde_json::from_slice(line) {
+        Ok(l) => l,
+        Err(e) => {
+            let monitor = serde_json::from_slice::<Kind<'_>>(line)
+                .ok()
+                .and_then(|k| k.kind)
+                .is_some_and(|k| k == "monitor");
+            if monitor {
+                return Decoded::Refused(format!("malformed heartbeat: {e}").into());
+            }
+            return Decoded::Ignored;
+        }
+    };
+    if parsed.kind.as_deref() != Some("monitor") {
+        return Decoded::Ignored;
+    }
+    let Some(tenant) = parsed.tenant.filter(|t| !t.trim().is_empty()) else {
+        return Decoded::Refused("Tenant is blank in the file 'tagent.conf' ".into());
+    };
+    let Some(port) = parsed
+        .port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+    else {
+        return Decoded::Refused("port is missing or not between 1 and 65535".into());
+    };
+    let mgmt_ip = match parsed
+        .mgmt_ip
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => match parse_ip(s) {
+            Some(ip) => Some(ip),
+            None => return Decoded::Refused("mgmtIp is not an ip address".into()),
+        },
+        None => None,
+    };
+    Decoded::Heartbeat(HeartbeatLine {
+        tenant,
+        port,
+        mgmt_ip,
+        agent_id: parsed.agent_id.unwrap_or(0),
+        pcpu: parsed.pcpu,
+        mem: parsed.mem,
+        version: parsed.version,
+        ip_string: parsed.ip_string,
+        proxy_group: parsed.proxy_group,
+    })
 }
 
 /// The reply to a heartbeat that needs nothing more.
@@ -112,7 +187,8 @@ pub fn error_line(out: &mut Vec<u8>, message: &str) {
     out.extend_from_slice(b"}\n");
 }
 
-/// The OK reply that tells the tagent its group's runner list changed.
+/// The OK reply that tells the tagent its group's runner list changed
+/// (public for the codec bench, `benches/codecs.rs`).
 pub fn updategroup_line(out: &mut Vec<u8>, list: &str) {
     out.extend_from_slice(b"{\"type\":\"updategroup\",\"isNew\":\"1\",\"groupinfo\":");
     serde_json::to_writer(&mut *out, list).expect("writing to a Vec cannot fail");
@@ -158,57 +234,22 @@ impl CompatSession {
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
         let started = Instant::now();
         let parsed = match decode_line(line) {
-            Ok(l) => l,
-            Err(e) => {
-                let monitor = serde_json::from_slice::<Kind<'_>>(line)
-                    .ok()
-                    .and_then(|k| k.kind)
-                    .is_some_and(|k| k == "monitor");
-                if monitor {
-                    error_line(out, &format!("malformed heartbeat: {e}"));
-                    return Flow::Continue;
-                }
+            Decoded::Heartbeat(h) => h,
+            Decoded::Ignored => {
                 self.hub.metrics().ignored_lines.increment(1);
                 out.extend_from_slice(OK);
                 return Flow::Continue;
             }
+            Decoded::Refused(message) => {
+                error_line(out, &message);
+                return Flow::Continue;
+            }
         };
-        if parsed.kind.as_deref() != Some("monitor") {
-            self.hub.metrics().ignored_lines.increment(1);
-            out.extend_from_slice(OK);
-            return Flow::Continue;
-        }
-        let tenant = parsed.tenant.as_deref().map(str::trim).unwrap_or("");
-        if tenant.is_empty() {
-            error_line(out, "Tenant is blank in the file 'tagent.conf' ");
-            return Flow::Continue;
-        }
-        let Some(port) = parsed
-            .port
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0)
-        else {
-            error_line(out, "port is missing or not between 1 and 65535");
-            return Flow::Continue;
-        };
-        let ip = match parsed
-            .mgmt_ip
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            Some(s) => match parse_ip(s) {
-                Some(ip) => ip,
-                None => {
-                    error_line(out, "mgmtIp is not an ip address");
-                    return Flow::Continue;
-                }
-            },
-            None => self.peer_ip,
-        };
+        let (tenant, port) = (parsed.tenant.trim(), parsed.port);
+        let ip = parsed.mgmt_ip.unwrap_or(self.peer_ip);
         let key = self.hub.key_for(tenant, ip, port);
         let facts = Facts {
-            agent_id: parsed.agent_id.unwrap_or(0),
+            agent_id: parsed.agent_id,
             pcpu: parsed.pcpu,
             mem: parsed.mem,
             version: parsed.version.as_deref(),
