@@ -850,10 +850,10 @@ async fn a_trickling_body_holds_up_no_one_else() {
         s.write_all(&body.as_bytes()[..10]).await.unwrap();
         slow.push(s);
     }
-    // Meanwhile everyone else is served promptly.
-    let stalled_at = Instant::now();
+    // Meanwhile everyone else is served (a server that waited behind the
+    // slow bodies would not answer until their 30 s deadline: the client's
+    // bounded waits would fail first).
     for i in 0..5 {
-        let t0 = Instant::now();
         let (id, group) = hub
             .register_tagent("demo", &format!("127.0.8.{}", 10 + i), "c")
             .await;
@@ -864,18 +864,16 @@ async fn a_trickling_body_holds_up_no_one_else() {
             json!({"Status":"OK"})
         );
         hub.metrics().await;
-        assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "a request waited {:?} behind the slow bodies",
-            t0.elapsed()
-        );
     }
-    assert!(
-        stalled_at.elapsed() < Duration::from_secs(2),
-        "all served while the slow bodies still stall"
-    );
-    // Stall 2 s in all, then close without the rest.
-    tokio::time::sleep(Duration::from_secs(2).saturating_sub(stalled_at.elapsed())).await;
+    // ... while the slow bodies still stall, unanswered.
+    for s in &slow {
+        let mut buf = [0u8; 64];
+        match s.try_read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a stalled body was answered or closed early: {other:?}"),
+        }
+    }
+    // Then close them without the rest.
     drop(slow);
     let m = wait_metrics(&hub, "counted the cut bodies", |m| {
         m.value("tagent_hub_registrations_total{outcome=\"bad_body\"}") == 20.0
