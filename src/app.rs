@@ -6,12 +6,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, Engine};
 use crate::heartbeat::{self, Hub, Settings};
 use crate::http::{self, HttpState};
-use crate::registry::Registry;
+use crate::registry::{Mine, Registry};
 use crate::shutdown::Shutdown;
-use crate::store::{CredentialCipher, Store};
+use crate::store::{CredentialCipher, HubInfo, PgOptions, PgStore, RedbStore, RegistryStore};
 
 /// Run the hub until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -23,10 +23,29 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         Some(k) => CredentialCipher::from_hex(k)?,
         None => CredentialCipher::from_key_file(&data_dir)?,
     };
-    let cache = config.store_cache_bytes;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, cipher, cache))
-        .await?
-        .context("cannot open the store")?;
+    let store: Arc<dyn RegistryStore> = match config.store.engine {
+        Engine::Redb => {
+            let cache = config.store_cache_bytes;
+            Arc::new(
+                tokio::task::spawn_blocking(move || RedbStore::open(&data_dir, cipher, cache))
+                    .await?
+                    .context("cannot open the store")?,
+            )
+        }
+        Engine::Postgres => {
+            let opts = PgOptions {
+                url: config.store.url.clone().unwrap_or_default(),
+                schema: config.store.schema.clone(),
+                pool_size: config.store.pool_size,
+            };
+            Arc::new(
+                tokio::task::spawn_blocking(move || PgStore::open(&opts, cipher))
+                    .await?
+                    .context("cannot open the PostgreSQL store")?,
+            )
+        }
+    };
+    tracing::info!(engine = store.engine(), "store open");
 
     let heartbeat = heartbeat::listener::bind(config.heartbeat_addr)
         .with_context(|| format!("cannot listen for heartbeats on {}", config.heartbeat_addr))?;
@@ -34,9 +53,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let advertised = config.advertised(heartbeat_addr);
     let groups = config.build_groups(advertised.clone())?;
 
+    let mine = if store.shared() {
+        Mine::at(&groups, &advertised)
+    } else {
+        Mine::All
+    };
+    if mine == Mine::Runners(Vec::new()) {
+        tracing::warn!(
+            "this hub's advertised heartbeat address names no runner of any group: \
+             its sessions cannot be told apart from other hubs'"
+        );
+    }
     let registry = {
-        let store = Arc::new(store);
-        tokio::task::spawn_blocking(move || Registry::open(store, groups))
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || Registry::open_as(store, groups, mine))
             .await?
             .context("cannot rebuild the registry from the store")?
     };
@@ -65,6 +95,26 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let listener = tokio::spawn(heartbeat::listener::run(hub.clone(), heartbeat));
+    if store.shared() {
+        let me = HubInfo {
+            heartbeat: crate::registry::model::Runner {
+                id: 0,
+                name: String::new(),
+                host: advertised.0.clone(),
+                port: advertised.1,
+            }
+            .heartbeat(),
+            http: format!("{}:{}", advertised.0, http_addr.port()),
+        };
+        let lease = std::time::Duration::from_secs(config.store.lease_secs);
+        tokio::spawn(crate::group::run(
+            registry.clone(),
+            hub.clone(),
+            me,
+            lease,
+            shutdown.clone(),
+        ));
+    }
 
     let state = HttpState {
         registry: registry.clone(),

@@ -18,7 +18,7 @@ pub mod request;
 pub mod rules;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
@@ -30,7 +30,7 @@ pub use intern::{Interner, Sym};
 pub use model::{DisconnectReason, RunnerGroup, RunnerGroups, Status, Tagent, TagentId};
 pub use request::{Origin, RegisterRequest, Secret};
 
-use crate::store::{Store, StoreError, StoredTagent};
+use crate::store::{Changes, RegistryStore, ScanItem, StoreError, StoredTagent, WriteBatch};
 use writer::Job;
 
 /// Whether a tagent holds a live heartbeat session (rule 3). The heartbeat
@@ -67,6 +67,41 @@ pub struct Registered {
     pub group: RunnerGroup,
 }
 
+/// The runners whose sessions this hub holds: a tagent connected through
+/// another runner of a shared store is held by another hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mine {
+    /// A single hub: every session is this hub's.
+    All,
+    /// This hub's runner ids (one per address; the same id in every group).
+    Runners(Vec<u32>),
+}
+
+impl Mine {
+    /// The runners of `groups` at this hub's heartbeat address.
+    pub fn at(groups: &RunnerGroups, advertised: &(String, u16)) -> Mine {
+        let mut ids: Vec<u32> = groups
+            .groups
+            .iter()
+            .flat_map(|g| &g.runners)
+            .filter(|r| r.host == advertised.0 && r.port == advertised.1)
+            .map(|r| r.id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Mine::Runners(ids)
+    }
+
+    /// Whether a session through `runner` is this hub's (a record without
+    /// a runner cannot be given to another hub).
+    pub fn holds(&self, runner: Option<u32>) -> bool {
+        match (self, runner) {
+            (Mine::All, _) | (_, None) => true,
+            (Mine::Runners(ids), Some(r)) => ids.contains(&r),
+        }
+    }
+}
+
 /// Most jobs decided and committed in one transaction.
 const MAX_BATCH: usize = 2048;
 /// Jobs waiting for the writer before `register` pushes back.
@@ -82,8 +117,11 @@ struct Shared {
     index: RwLock<Index>,
     interner: Interner,
     groups: RwLock<Arc<RunnerGroups>>,
-    store: Arc<Store>,
+    store: Arc<dyn RegistryStore>,
+    mine: Mine,
     jobs: mpsc::Sender<Job>,
+    /// A change notification is queued for the writer (coalesces them).
+    sync_pending: Arc<AtomicBool>,
     /// Bumped after every change applied to the index, so a session can keep
     /// its resolved tagent until the registry changes.
     generation: AtomicU64,
@@ -92,50 +130,110 @@ struct Shared {
 }
 
 impl Registry {
-    /// Rebuild the index from the store and start the writer thread. Every
-    /// tagent stored as connected becomes disconnected (reason: restart): no
-    /// session survives a restart.
-    pub fn open(store: Arc<Store>, groups: RunnerGroups) -> Result<Registry, StoreError> {
+    /// Rebuild the index from the store and start the writer thread, as
+    /// the only hub of the store. Every tagent stored as connected becomes
+    /// disconnected (reason: restart): no session survives a restart.
+    pub fn open(
+        store: Arc<dyn RegistryStore>,
+        groups: RunnerGroups,
+    ) -> Result<Registry, StoreError> {
+        Self::open_as(store, groups, Mine::All)
+    }
+
+    /// As [`Registry::open`], for the hub whose runners are `mine`: with a
+    /// shared store, only the tagents connected through them are marked
+    /// disconnected (restart); other hubs hold the rest. With a shared
+    /// store the index then follows other hubs' commits.
+    pub fn open_as(
+        store: Arc<dyn RegistryStore>,
+        groups: RunnerGroups,
+        mine: Mine,
+    ) -> Result<Registry, StoreError> {
         let interner = Interner::default();
         // Records are decoded one at a time straight into the index: holding
-        // them all first (as `Store::snapshot` does) doubles the peak memory
-        // and leaves the freed copies fragmenting the heap for good.
-        let scan = store.scan_tagents()?;
-        // Most tagents answer for two ips (the primary and one more); the
-        // table grows if they answer for more.
-        let mut index = Index::with_capacity(scan.max_id, 2 * scan.len as usize);
-        index.bump_next_id(scan.next_id);
-        let now = model::now_millis();
-        let mut restarted = Vec::new();
-        scan.for_each(|stored| {
-            let mut t = from_stored(&stored, &interner);
-            if t.status == Status::Connected {
-                t.status = Status::Disconnected(DisconnectReason::Restart);
-                t.last_status_change = now;
-                restarted.push(to_stored(&t, &interner));
+        // them all first doubles the peak memory and leaves the freed copies
+        // fragmenting the heap for good.
+        let mut index: Option<Index> = None;
+        store.scan(&mut |item| {
+            match item {
+                ScanItem::Info {
+                    len,
+                    max_id,
+                    next_id,
+                } => {
+                    // Most tagents answer for two ips (the primary and one
+                    // more); the table grows if they answer for more.
+                    let mut i = Index::with_capacity(max_id, 2 * len as usize);
+                    i.bump_next_id(next_id);
+                    index = Some(i);
+                }
+                ScanItem::Tagent(stored) => index
+                    .get_or_insert_with(Index::new)
+                    .put(from_stored(&stored, &interner)),
             }
-            index.put(t);
             Ok(())
         })?;
-        if !restarted.is_empty() {
-            tracing::info!(
-                tagents = restarted.len(),
-                "marking tagents connected before the restart as disconnected"
-            );
-            store.commit(&crate::store::WriteBatch {
-                tagents_put: restarted,
-                ..Default::default()
-            })?;
+        let mut index = index.unwrap_or_default();
+        index.bump_next_id(1);
+        let now = model::now_millis();
+        {
+            let mut txn = store.begin()?;
+            apply_changes(&mut index, &interner, txn.changes()?);
+            let restarted: Vec<TagentId> = index
+                .iter()
+                .filter(|t| t.status == Status::Connected && mine.holds(t.runner))
+                .map(|t| t.id)
+                .collect();
+            if !restarted.is_empty() {
+                tracing::info!(
+                    tagents = restarted.len(),
+                    "marking tagents connected before the restart as disconnected"
+                );
+                let mut batch = WriteBatch::default();
+                let mut after = Vec::with_capacity(restarted.len());
+                for id in restarted {
+                    if let Some(t) = index.get(id) {
+                        let mut t = t.clone();
+                        t.status = Status::Disconnected(DisconnectReason::Restart);
+                        t.last_status_change = now;
+                        batch.tagents_put.push(to_stored(&t, &interner));
+                        after.push(t);
+                    }
+                }
+                txn.commit(&batch)?;
+                for t in after {
+                    index.update(t.id, |x| *x = t.clone());
+                }
+            }
         }
         metrics::gauge!("tagent_hub_tagents").set(index.len() as f64);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let sync_pending = Arc::new(AtomicBool::new(false));
+        if store.shared() {
+            let jobs = tx.downgrade();
+            let pending = sync_pending.clone();
+            store.subscribe(Arc::new(move || {
+                if pending.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                let queued = jobs
+                    .upgrade()
+                    .is_some_and(|j| j.try_send(Job::Sync(None)).is_ok());
+                if !queued {
+                    // The next batch reads the changes anyway, under the lock.
+                    pending.store(false, Ordering::Release);
+                }
+            }));
+        }
         let registry = Registry {
             shared: Arc::new(Shared {
                 index: RwLock::new(index),
                 interner,
                 groups: RwLock::new(Arc::new(groups)),
                 store,
+                mine,
                 jobs: tx,
+                sync_pending,
                 generation: AtomicU64::new(1),
                 liveness: OnceLock::new(),
                 writer: Mutex::new(None),
@@ -172,6 +270,15 @@ impl Registry {
         rx.await.map_err(|_| RegisterError::ShuttingDown)?
     }
 
+    /// Bring the index up to date with what other hubs committed; returns
+    /// once it is (at once with a store no other hub shares).
+    pub async fn refresh(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.shared.jobs.send(Job::Sync(Some(reply))).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Queue status transitions, waiting for room in the writer's queue.
     pub async fn report_status_async(&self, changes: Vec<StatusChange>) -> bool {
         self.shared.jobs.send(Job::Status(changes)).await.is_ok()
@@ -190,8 +297,13 @@ impl Registry {
         self.shared.groups.read().clone()
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn RegistryStore> {
         &self.shared.store
+    }
+
+    /// The runners whose sessions this hub holds.
+    pub fn mine(&self) -> &Mine {
+        &self.shared.mine
     }
 
     pub fn generation(&self) -> u64 {
@@ -212,6 +324,19 @@ impl Registry {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
+}
+
+/// Apply what other hubs committed to `index`.
+fn apply_changes(index: &mut Index, interner: &Interner, changes: Changes) {
+    for (id, t) in changes.tagents {
+        match t {
+            Some(t) => index.put(from_stored(&t, interner)),
+            None => {
+                index.remove(id);
+            }
+        }
+    }
+    index.bump_next_id(changes.next_id);
 }
 
 pub fn from_stored(s: &StoredTagent, interner: &Interner) -> Tagent {
