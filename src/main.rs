@@ -18,7 +18,7 @@ use tagent_hub::shutdown::Shutdown;
 
 /// tagent-hub: the heartbeat server and registry for NeatLogic tagents.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

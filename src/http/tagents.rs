@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::HttpState;
 use crate::heartbeat::{CommandError, CommandKind, Hub};
 use crate::registry::{Status, TagentId};
+use crate::store::StoredTagent;
 
 fn not_found(id: TagentId) -> Response {
     (
@@ -19,10 +20,16 @@ fn not_found(id: TagentId) -> Response {
         .into_response()
 }
 
-/// The status an operator sees: `connected` only with a live session here.
-fn status_json(hub: &Hub, id: TagentId, stored: Status) -> (Value, Value, Value) {
-    match hub.session_of(id) {
+/// The status an operator sees: `connected` only with a live session here,
+/// or, in a runner group, one the store shows on another hub's runner (its
+/// session facts are that hub's to show).
+fn status_json(hub: &Hub, t: &StoredTagent) -> (Value, Value, Value) {
+    let stored = t.status;
+    match hub.session_of(t.id) {
         Some(s) => (json!("connected"), Value::Null, json!(hub.view(&s))),
+        None if stored == Status::Connected && !hub.registry().mine().holds(t.runner) => {
+            (json!("connected"), Value::Null, Value::Null)
+        }
         None => {
             let reason = stored.reason().map(|r| r.as_str());
             (json!("disconnected"), json!(reason), Value::Null)
@@ -34,7 +41,7 @@ pub(super) async fn get(State(s): State<HttpState>, Path(id): Path<TagentId>) ->
     let Some(t) = s.registry.get(id) else {
         return not_found(id);
     };
-    let (status, reason, session) = status_json(&s.hub, id, t.status);
+    let (status, reason, session) = status_json(&s.hub, &t);
     Json(json!({
         "id": t.id,
         "status": status,
@@ -65,7 +72,7 @@ pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<Tage
     let Some(t) = s.registry.get(id) else {
         return not_found(id);
     };
-    let (status, reason, session) = status_json(&s.hub, id, t.status);
+    let (status, reason, session) = status_json(&s.hub, &t);
     Json(json!({"id": id, "status": status, "disconnect_reason": reason, "session": session}))
         .into_response()
 }
