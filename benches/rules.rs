@@ -107,6 +107,7 @@ fn groups() -> RunnerGroups {
                 name: "this-hub".into(),
                 host: "127.0.0.1".into(),
                 port: 8888,
+                this_hub: false,
             }],
         }],
     }

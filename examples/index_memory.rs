@@ -169,9 +169,9 @@ fn build(dir: &Path, n: u64) -> anyhow::Result<()> {
             .collect();
         store.commit(&WriteBatch {
             tagents_put: tagents,
-            tagents_delete: Vec::new(),
             accounts,
             next_id: Some(to + 1),
+            ..Default::default()
         })?;
         from = to + 1;
     }

@@ -19,6 +19,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let tokens = http::auth::AdminTokens::load(&config.admin_tokens, &data_dir)
+        .context("cannot set up the admin API's tokens")?;
     let cipher = match &config.credential_key {
         Some(k) => CredentialCipher::from_hex(k)?,
         None => CredentialCipher::from_key_file(&data_dir)?,
@@ -51,22 +53,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for heartbeats on {}", config.heartbeat_addr))?;
     let heartbeat_addr = heartbeat.local_addr()?;
     let advertised = config.advertised(heartbeat_addr);
-    let groups = config.build_groups(advertised.clone())?;
-
-    let mine = if store.shared() {
-        Mine::at(&groups, &advertised)
-    } else {
-        Mine::All
+    let seed = config.build_groups(advertised.clone())?;
+    let groups = {
+        let (store, advertised) = (store.clone(), advertised.clone());
+        tokio::task::spawn_blocking(move || Registry::load_groups(&*store, seed, &advertised))
+            .await?
+            .context("cannot read the runner groups from the store")?
     };
-    if mine == Mine::Runners(Vec::new()) {
+    if store.shared() && Mine::at(&groups, &advertised) == Mine::Runners(Vec::new()) {
         tracing::warn!(
             "this hub's advertised heartbeat address names no runner of any group: \
              its sessions cannot be told apart from other hubs'"
         );
     }
     let registry = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || Registry::open_as(store, groups, mine))
+        let (store, advertised) = (store.clone(), advertised.clone());
+        tokio::task::spawn_blocking(move || Registry::open_as(store, groups, advertised))
             .await?
             .context("cannot rebuild the registry from the store")?
     };
@@ -102,6 +104,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 name: String::new(),
                 host: advertised.0.clone(),
                 port: advertised.1,
+                this_hub: true,
             }
             .heartbeat(),
             http: format!("{}:{}", advertised.0, http_addr.port()),
@@ -122,7 +125,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         metrics,
         trusted_proxies: config.trusted_proxies.clone().into(),
     };
-    let router = http::router(state, config.max_body_bytes);
+    let router = http::router(state, config.max_body_bytes, tokens);
     let http = tokio::spawn(http::serve(http_listener, router, shutdown.clone()));
 
     shutdown.wait().await;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub use crate::registry::model::parse_host_port;
 use crate::registry::model::{Runner, RunnerGroup, RunnerGroups};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,8 +34,14 @@ pub struct Config {
     pub store_cache_bytes: usize,
     /// `[store]`: which engine holds the registry.
     pub store: StoreConfig,
+    /// Seeds the store's runner groups on first start; after that the
+    /// admin API changes them.
     #[serde(rename = "runner_group")]
     pub runner_groups: Vec<RunnerGroupConfig>,
+    /// Bearer tokens of the admin API. With none here nor in
+    /// `TAGENT_HUB_ADMIN_TOKEN`, one is generated into `<data_dir>/admin-token`.
+    #[serde(rename = "admin_token")]
+    pub admin_tokens: Vec<AdminTokenConfig>,
     pub heartbeat: HeartbeatConfig,
 }
 
@@ -74,6 +81,26 @@ impl Default for StoreConfig {
             lease_secs: 10,
         }
     }
+}
+
+/// `[[admin_token]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenConfig {
+    pub token: String,
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read-only: every `GET`.
+    Read,
+    /// Everything: changes and commands too.
+    #[default]
+    Admin,
 }
 
 /// `[heartbeat]`: the session server on the heartbeat port.
@@ -143,6 +170,7 @@ impl Default for Config {
             store_cache_bytes: 64 * 1024 * 1024,
             store: StoreConfig::default(),
             runner_groups: Vec::new(),
+            admin_tokens: Vec::new(),
             heartbeat: HeartbeatConfig::default(),
         }
     }
@@ -245,6 +273,9 @@ impl Config {
                 "max_body_bytes must be at least 1024".into(),
             ));
         }
+        for t in &self.admin_tokens {
+            check_token(&t.token).map_err(ConfigError::Invalid)?;
+        }
         self.build_groups(("127.0.0.1".into(), 1)).map(|_| ())
     }
 
@@ -282,18 +313,13 @@ impl Config {
                         name: "this-hub".into(),
                         host: advertised.0,
                         port: advertised.1,
+                        this_hub: true,
                     }],
                 }],
             });
         }
         let mut groups: Vec<RunnerGroup> = Vec::new();
         for g in &self.runner_groups {
-            if groups.iter().any(|x| x.id == g.id) {
-                return Err(ConfigError::Invalid(format!(
-                    "runner group id {} is used twice",
-                    g.id
-                )));
-            }
             let mut networks: Vec<IpNet> = Vec::new();
             for n in &g.networks {
                 let net: IpNet = n.trim().parse().map_err(|_| {
@@ -302,33 +328,10 @@ impl Config {
                         g.id
                     ))
                 })?;
-                if networks.contains(&net) {
-                    return Err(ConfigError::Invalid(format!(
-                        "runner group {}: network {net} is listed twice",
-                        g.id
-                    )));
-                }
                 networks.push(net);
             }
             let mut runners: Vec<Runner> = Vec::new();
             for r in &g.runners {
-                if groups
-                    .iter()
-                    .flat_map(|x| &x.runners)
-                    .chain(&runners)
-                    .any(|x| x.id == r.id && x.heartbeat() != r.heartbeat)
-                {
-                    return Err(ConfigError::Invalid(format!(
-                        "runner id {} names two addresses",
-                        r.id
-                    )));
-                }
-                if runners.iter().any(|x| x.id == r.id) {
-                    return Err(ConfigError::Invalid(format!(
-                        "runner group {}: runner id {} is listed twice",
-                        g.id, r.id
-                    )));
-                }
                 let (host, port) = parse_host_port(&r.heartbeat).map_err(|e| {
                     ConfigError::Invalid(format!("runner {} ({}): {e}", r.id, r.name))
                 })?;
@@ -337,9 +340,9 @@ impl Config {
                     name: r.name.clone(),
                     host,
                     port,
+                    this_hub: false,
                 });
             }
-            runners.sort_by_key(|r| r.id);
             groups.push(RunnerGroup {
                 id: g.id,
                 name: g.name.clone(),
@@ -347,31 +350,21 @@ impl Config {
                 runners,
             });
         }
-        Ok(RunnerGroups { groups })
+        let groups = RunnerGroups { groups };
+        groups.validate().map_err(ConfigError::Invalid)?;
+        Ok(groups.sorted_runners())
     }
 }
 
-/// `host:port` or `[v6]:port`, with a port from 1 to 65535.
-pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    let s = s.trim();
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("'{s}' is not host:port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == ',') {
-        return Err(format!("'{s}' has no usable host"));
+/// An admin token must be long enough not to be guessed, and printable.
+pub fn check_token(token: &str) -> Result<(), String> {
+    if token.len() < 16 {
+        return Err("an admin token must be at least 16 characters".into());
     }
-    if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
-        return Err(format!(
-            "'{s}' is not host:port (write IPv6 as [addr]:port)"
-        ));
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("an admin token must be printable ASCII without spaces".into());
     }
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("'{s}' has no port between 1 and 65535"))?;
-    Ok((host.to_owned(), port))
+    Ok(())
 }
 
 /// The first non-loopback IPv4 address of this host, else the first IPv6.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tagent_hub::config::Config;
+use tagent_hub::config::{AdminTokenConfig, Config, Scope};
 use tagent_hub::shutdown::Shutdown;
 
 /// tagent-hub: the heartbeat server and registry for NeatLogic tagents.
@@ -55,6 +55,10 @@ struct ServeArgs {
     /// Key that seals credentials at rest (64 hex digits).
     #[arg(long, env = "TAGENT_HUB_CREDENTIAL_KEY", hide_env_values = true)]
     credential_key: Option<String>,
+    /// One more admin-scope bearer token for the admin API (beside the
+    /// config's `[[admin_token]]`). Prefer the environment to the flag.
+    #[arg(long, env = "TAGENT_HUB_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -81,6 +85,12 @@ impl ServeArgs {
         }
         if let Some(k) = self.credential_key {
             config.credential_key = Some(k);
+        }
+        if let Some(token) = self.admin_token {
+            config.admin_tokens.push(AdminTokenConfig {
+                token,
+                scope: Scope::Admin,
+            });
         }
         config.validate()?;
         Ok(config)

@@ -334,7 +334,7 @@ async fn commands_wait_for_a_quiet_session_and_never_answer_a_heartbeat() {
     assert_eq!(tagent.line().await, json!({"type":"resetcred"}));
 
     let (status, check) = post(&hub, &format!("/api/v1/tagents/{id}/status-check")).await;
-    assert_eq!((status, check["status"].as_str()), (200, Some("connected")));
+    assert_eq!((status, check["result"].as_str()), (200, Some("connected")));
 
     drop(tagent);
     wait_until(&hub, id, "disconnected", |t| t["status"] == "disconnected").await;

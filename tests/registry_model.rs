@@ -80,6 +80,7 @@ fn runner_groups() -> RunnerGroups {
                         name: format!("r{id}"),
                         host: "127.0.0.1".into(),
                         port: 8888,
+                        this_hub: false,
                     }]
                 } else {
                     Vec::new()

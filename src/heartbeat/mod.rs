@@ -151,8 +151,10 @@ pub struct Facts<'a> {
 }
 
 /// A session as operators see it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SessionView {
+    /// `compat` (JSON lines) or `native` (framed).
+    #[schema(value_type = String)]
     pub protocol: &'static str,
     pub peer: String,
     /// `None` for a tenant no tagent was ever registered in.
@@ -233,6 +235,11 @@ impl Hub {
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// This hub's heartbeat address as told to tagents.
+    pub fn advertised(&self) -> &(String, u16) {
+        &self.inner.advertised
     }
 
     pub fn metrics(&self) -> &HbMetrics {

@@ -1,7 +1,13 @@
-//! The HTTP shim: tagent registration, Prometheus metrics, health.
+//! The HTTP shim: tagent registration (open, as real tagents expect), the
+//! admin API under `/api/v1` (bearer tokens, OpenAPI at
+//! `/api/v1/openapi.json`), Prometheus metrics and health (open).
 
+pub mod auth;
+mod commands;
+mod events;
+mod groups;
 mod register;
-mod tagents;
+pub mod tagents;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,6 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::heartbeat::Hub;
 use crate::registry::Registry;
@@ -29,22 +40,111 @@ pub struct HttpState {
     pub trusted_proxies: Arc<[IpNet]>,
 }
 
-pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tagent-hub admin API",
+        description = "Tagents, runner groups, commands and a stream of status changes. \
+            Every route needs `Authorization: Bearer <token>`: a `read` token for GET, \
+            an `admin` token for everything else."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The admin routes and the OpenAPI document generated from them.
+fn admin_api() -> (Router<HttpState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tagents::list))
+        .routes(routes!(tagents::counts))
+        .routes(routes!(tagents::get, tagents::delete))
+        .routes(routes!(tagents::status_check))
+        .routes(routes!(tagents::reload))
+        .routes(routes!(tagents::resetcred))
+        .routes(routes!(tagents::unregistered))
+        .routes(routes!(groups::list, groups::create))
+        .routes(routes!(groups::get, groups::update, groups::delete))
+        .routes(routes!(commands::batch))
+        .routes(routes!(events::stream))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the admin API, as served.
+pub fn openapi_json() -> String {
+    admin_api().1.to_pretty_json().unwrap_or_default()
+}
+
+pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens) -> Router {
+    let (admin, _) = admin_api();
+    let doc: Arc<str> = openapi_json().into();
+    let admin = admin.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
     Router::new()
         .route(REGISTER_PATH, post(register::register))
         .route("/register", post(register::register))
-        .route("/api/v1/tagents/{id}", get(tagents::get))
         .route(
-            "/api/v1/tagents/{id}/status-check",
-            post(tagents::status_check),
+            "/api/v1/openapi.json",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    doc.to_string(),
+                )
+            }),
         )
-        .route("/api/v1/tagents/{id}/reload", post(tagents::reload))
-        .route("/api/v1/tagents/{id}/resetcred", post(tagents::resetcred))
-        .route("/api/v1/sessions/unregistered", get(tagents::unregistered))
+        .merge(admin)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// The body of every admin API error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// An admin API error: a status and a message for the operator.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl ApiError {
+    fn query(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, e.body_text())
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        api_error(self.0, &self.1)
+    }
+}
+
+/// `{"error": message}` with a status.
+pub fn api_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 /// Serve `router` on `listener` until shutdown.

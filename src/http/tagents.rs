@@ -1,120 +1,498 @@
-//! `/api/v1/tagents/{id}`: one tagent with its live status, and the commands
-//! that go down its session (SPEC §3.2). The full admin API builds on these.
+//! `/api/v1/tagents`: list, counts, one tagent, delete, and the commands
+//! that go down one tagent's session (SPEC §3.2).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::HttpState;
-use crate::heartbeat::{CommandError, CommandKind, Hub};
-use crate::registry::{Status, TagentId};
-use crate::store::StoredTagent;
+use super::{ApiError, HttpState};
+use crate::heartbeat::{CommandError, CommandKind, SessionView};
+use crate::registry::model::account_name;
+use crate::registry::query::{self, Counts, Filter};
+use crate::registry::{ChangeError, DisconnectReason, Registry, Tagent, TagentId};
 
-fn not_found(id: TagentId) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": format!("no tagent with id {id}")})),
-    )
-        .into_response()
+/// The filters shared by listing, counting and batch commands.
+#[derive(Debug, Default, Clone, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FilterParams {
+    /// Exact tenant.
+    pub tenant: Option<String>,
+    /// `connected` or `disconnected`.
+    pub status: Option<String>,
+    /// Why the last session ended, e.g. `eof`, `idle-timeout`, `restart`.
+    pub reason: Option<String>,
+    /// An ip or a CIDR network: matches the primary or any contained ip.
+    pub ip: Option<String>,
+    pub port: Option<u16>,
+    /// Runner group id.
+    pub group: Option<u32>,
+    /// Names starting with this.
+    pub name_prefix: Option<String>,
+    /// Exact tagent version.
+    pub version: Option<String>,
+    /// Last status change at or after this Unix time in milliseconds.
+    pub changed_since: Option<u64>,
 }
 
-/// The status an operator sees: `connected` only with a live session here,
-/// or, in a runner group, one the store shows on another hub's runner (its
-/// session facts are that hub's to show).
-fn status_json(hub: &Hub, t: &StoredTagent) -> (Value, Value, Value) {
-    let stored = t.status;
-    match hub.session_of(t.id) {
-        Some(s) => (json!("connected"), Value::Null, json!(hub.view(&s))),
-        None if stored == Status::Connected && !hub.registry().mine().holds(t.runner) => {
-            (json!("connected"), Value::Null, Value::Null)
-        }
-        None => {
-            let reason = stored.reason().map(|r| r.as_str());
-            (json!("disconnected"), json!(reason), Value::Null)
+impl FilterParams {
+    pub fn is_empty(&self) -> bool {
+        self.tenant.is_none()
+            && self.status.is_none()
+            && self.reason.is_none()
+            && self.ip.is_none()
+            && self.port.is_none()
+            && self.group.is_none()
+            && self.name_prefix.is_none()
+            && self.version.is_none()
+            && self.changed_since.is_none()
+    }
+
+    pub fn compile(&self) -> Result<Filter, ApiError> {
+        let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+        let connected = match self.status.as_deref() {
+            None => None,
+            Some("connected") => Some(true),
+            Some("disconnected") => Some(false),
+            Some(other) => {
+                return Err(bad(format!(
+                    "status '{other}' is neither connected nor disconnected"
+                )));
+            }
+        };
+        let reason = match self.reason.as_deref() {
+            None => None,
+            Some(r) => Some(
+                DisconnectReason::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == r)
+                    .ok_or_else(|| {
+                        let all: Vec<_> =
+                            DisconnectReason::ALL.iter().map(|x| x.as_str()).collect();
+                        bad(format!("reason '{r}' is not one of {}", all.join(", ")))
+                    })?,
+            ),
+        };
+        let ip = match self.ip.as_deref() {
+            None => None,
+            Some(s) => Some(
+                query::parse_ip_or_net(s)
+                    .ok_or_else(|| bad(format!("ip '{s}' is neither an ip nor a CIDR network")))?,
+            ),
+        };
+        Ok(Filter {
+            tenant: self.tenant.clone(),
+            connected,
+            reason,
+            ip,
+            port: self.port,
+            runner_group: self.group,
+            name_prefix: self.name_prefix.clone(),
+            version: self.version.clone(),
+            changed_since: self.changed_since,
+        })
+    }
+}
+
+/// A page cursor and size.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+impl PageParams {
+    /// Split a query string into the page's parameters and the filter's
+    /// (`serde(flatten)` would lose the filter's number types).
+    fn split(raw: Option<&str>) -> Result<(PageParams, FilterParams), ApiError> {
+        let bad = |e: &dyn std::fmt::Display| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query string: {e}"),
+            )
+        };
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| bad(&e))?;
+        let (page, filter): (Vec<_>, Vec<_>) = pairs
+            .into_iter()
+            .partition(|(k, _)| k == "cursor" || k == "limit");
+        let encode = |p: &[(String, String)]| serde_urlencoded::to_string(p).map_err(|e| bad(&e));
+        let page = serde_urlencoded::from_str(&encode(&page)?).map_err(|e| bad(&e))?;
+        let filter = serde_urlencoded::from_str(&encode(&filter)?).map_err(|e| bad(&e))?;
+        Ok((page, filter))
+    }
+}
+
+/// One tagent as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagentView {
+    pub id: TagentId,
+    pub tenant: String,
+    /// `connected` only while it holds a live session on this hub.
+    pub status: &'static str,
+    /// Why its last session ended (while disconnected).
+    pub disconnect_reason: Option<DisconnectReason>,
+    /// The primary ip.
+    pub ip: String,
+    /// The contained ips (the host's addresses).
+    pub ips: Vec<String>,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub version: String,
+    pub os_type: String,
+    pub os_version: String,
+    pub osbit: String,
+    pub pcpu: Option<f32>,
+    pub mem: Option<f32>,
+    pub runner_group: u32,
+    /// The runner that last held its session.
+    pub runner: Option<u32>,
+    pub first_registered_ms: u64,
+    pub last_registered_ms: u64,
+    pub last_status_change_ms: u64,
+}
+
+impl TagentView {
+    pub fn new(t: &Tagent, registry: &Registry) -> Self {
+        let s = |sym| registry.interner().resolve(sym).to_string();
+        let seen = query::seen(t, registry.liveness());
+        TagentView {
+            id: t.id,
+            tenant: s(t.tenant),
+            status: if seen.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            disconnect_reason: seen.reason,
+            ip: t.ip.to_string(),
+            ips: t.ips.iter().map(|ip| ip.to_string()).collect(),
+            port: t.port,
+            name: t.name.to_string(),
+            user: s(t.user),
+            version: s(t.version),
+            os_type: s(t.os_type),
+            os_version: s(t.os_version),
+            osbit: s(t.osbit),
+            pcpu: t.pcpu,
+            mem: t.mem,
+            runner_group: t.runner_group,
+            runner: t.runner,
+            first_registered_ms: t.first_registered,
+            last_registered_ms: t.last_registered,
+            last_status_change_ms: t.last_status_change,
         }
     }
 }
 
-pub(super) async fn get(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
-    let Some(t) = s.registry.get(id) else {
-        return not_found(id);
-    };
-    let (status, reason, session) = status_json(&s.hub, &t);
-    Json(json!({
-        "id": t.id,
-        "status": status,
-        "disconnect_reason": reason,
-        "session": session,
-        "tenant": t.tenant,
-        "ip": t.ip,
-        "ips": t.ips,
-        "port": t.port,
-        "name": t.name,
-        "user": t.user,
-        "version": t.version,
-        "os_type": t.os_type,
-        "os_version": t.os_version,
-        "osbit": t.osbit,
-        "pcpu": t.pcpu,
-        "mem": t.mem,
-        "runner_group": t.runner_group,
-        "runner": t.runner,
-        "first_registered_ms": t.first_registered,
-        "last_registered_ms": t.last_registered,
-        "last_status_change_ms": t.last_status_change,
-    }))
-    .into_response()
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagentPage {
+    pub items: Vec<TagentView>,
+    /// Pass as `cursor` for the next page; absent on the last one. A page
+    /// may hold fewer than `limit` items and still have a next one.
+    pub next_cursor: Option<String>,
 }
 
-pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
-    let Some(t) = s.registry.get(id) else {
-        return not_found(id);
-    };
-    let (status, reason, session) = status_json(&s.hub, &t);
-    Json(json!({"id": id, "status": status, "disconnect_reason": reason, "session": session}))
-        .into_response()
+/// An account of the tagent: one per ip. The credential is never shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub name: String,
+    pub ip: String,
+    pub has_credential: bool,
 }
 
-pub(super) async fn reload(state: State<HttpState>, id: Path<TagentId>) -> Response {
-    command(state, id, CommandKind::Reload).await
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagentDetail {
+    #[serde(flatten)]
+    pub tagent: TagentView,
+    pub accounts: Vec<AccountView>,
+    /// The live session, when connected.
+    pub session: Option<SessionView>,
 }
 
-pub(super) async fn resetcred(state: State<HttpState>, id: Path<TagentId>) -> Response {
-    command(state, id, CommandKind::Resetcred).await
+fn not_found(id: TagentId) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no tagent with id {id}"))
 }
 
-async fn command(
+fn parse_cursor(cursor: Option<&str>) -> Result<TagentId, ApiError> {
+    match cursor {
+        None | Some("") => Ok(0),
+        Some(c) => c.parse().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("cursor '{c}' was not given by this API"),
+            )
+        }),
+    }
+}
+
+/// List tagents, filtered, in id order.
+#[utoipa::path(get, path = "/api/v1/tagents", tag = "tagents",
+    params(FilterParams, PageParams),
+    responses((status = 200, body = TagentPage), (status = 400, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn list(
+    State(s): State<HttpState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<TagentPage>, ApiError> {
+    let (page, filter) = PageParams::split(raw.as_deref())?;
+    let filter = filter.compile()?;
+    let after = parse_cursor(page.cursor.as_deref())?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "limit must be between 1 and 1000".into(),
+        ));
+    }
+    let registry = s.registry.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        let page = {
+            let index = registry.index();
+            query::list(
+                &index,
+                registry.interner(),
+                registry.liveness(),
+                &filter,
+                after,
+                limit,
+            )
+        };
+        TagentPage {
+            items: page
+                .items
+                .iter()
+                .map(|t| TagentView::new(t, &registry))
+                .collect(),
+            next_cursor: page.next.map(|id| id.to_string()),
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(page))
+}
+
+/// Counts by status, by disconnect reason and by runner group, over the
+/// tagents matching the filter.
+#[utoipa::path(get, path = "/api/v1/tagents/counts", tag = "tagents",
+    params(FilterParams),
+    responses((status = 200, body = Counts), (status = 400, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn counts(
+    State(s): State<HttpState>,
+    params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Counts>, ApiError> {
+    let Query(p) = params.map_err(ApiError::query)?;
+    let filter = p.compile()?;
+    let registry = s.registry.clone();
+    let counts = tokio::task::spawn_blocking(move || {
+        let index = registry.index();
+        query::counts(&index, registry.interner(), registry.liveness(), &filter)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(counts))
+}
+
+/// One tagent with its accounts and live session.
+#[utoipa::path(get, path = "/api/v1/tagents/{id}", tag = "tagents",
+    params(("id" = u64, Path, description = "tagent id")),
+    responses((status = 200, body = TagentDetail), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn get(
     State(s): State<HttpState>,
     Path(id): Path<TagentId>,
-    kind: CommandKind,
-) -> Response {
-    if s.registry.get(id).is_none() {
-        return not_found(id);
+) -> Result<Json<TagentDetail>, ApiError> {
+    let t = s.registry.tagent(id).ok_or_else(|| not_found(id))?;
+    let tenant = s.registry.interner().resolve(t.tenant);
+    let store = s.registry.store().clone();
+    let ips: Vec<_> = t.all_ips().map(|(_, ip)| ip).collect();
+    let port = t.port;
+    let accounts = tokio::task::spawn_blocking(move || {
+        ips.into_iter()
+            .map(|ip| {
+                let has_credential = store
+                    .account(&tenant, ip, port)?
+                    .is_some_and(|a| a.credential.is_some());
+                Ok(AccountView {
+                    name: account_name(ip, port),
+                    ip: ip.to_string(),
+                    has_credential,
+                })
+            })
+            .collect::<Result<Vec<_>, crate::store::StoreError>>()
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let session = s.hub.session_of(id).map(|sess| s.hub.view(&sess));
+    Ok(Json(TagentDetail {
+        tagent: TagentView::new(&t, &s.registry),
+        accounts,
+        session,
+    }))
+}
+
+/// Delete a tagent and its accounts. Refused while it is connected.
+#[utoipa::path(delete, path = "/api/v1/tagents/{id}", tag = "tagents",
+    params(("id" = u64, Path, description = "tagent id")),
+    responses((status = 204, description = "deleted"),
+        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn delete(
+    State(s): State<HttpState>,
+    Path(id): Path<TagentId>,
+) -> Result<StatusCode, ApiError> {
+    s.registry.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        let status = match &e {
+            ChangeError::NotFound(_) | ChangeError::NoGroup(_) => StatusCode::NOT_FOUND,
+            ChangeError::Connected(_) | ChangeError::GroupInUse { .. } => StatusCode::CONFLICT,
+            ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ChangeError::Store(_) | ChangeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
     }
-    let (code, result, message) = match s.hub.command(id, kind).await {
-        Ok(()) => (StatusCode::OK, "delivered", None),
-        Err(e) => {
-            let (code, result) = match &e {
-                CommandError::NotConnected(_) => (StatusCode::CONFLICT, "not-connected"),
-                CommandError::SessionClosed => (StatusCode::CONFLICT, "session-closed"),
-                CommandError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-                CommandError::Failed(_) => (StatusCode::BAD_GATEWAY, "failed"),
-            };
-            (code, result, Some(e.to_string()))
-        }
+}
+
+/// The outcome of a command for one tagent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandResult {
+    pub id: TagentId,
+    pub command: String,
+    /// `delivered`, `connected`, `not-connected`, `session-closed`,
+    /// `timeout`, `failed` or `not-found`.
+    pub result: &'static str,
+    pub message: Option<String>,
+}
+
+/// Run one command for one tagent. `status-check` only asks whether a live
+/// session exists; the others go down the session (SPEC §3.2).
+pub async fn run_command(s: &HttpState, id: TagentId, command: Command) -> CommandResult {
+    let result = |result, message| CommandResult {
+        id,
+        command: command.as_str().to_owned(),
+        result,
+        message,
     };
-    (
-        code,
-        Json(json!({"id": id, "command": kind.as_str(), "result": result, "message": message})),
-    )
-        .into_response()
+    if s.registry.tagent(id).is_none() {
+        return result("not-found", Some(format!("no tagent with id {id}")));
+    }
+    let kind = match command {
+        Command::StatusCheck => {
+            return match s.hub.session_of(id) {
+                Some(_) => result("connected", None),
+                None => result("not-connected", None),
+            };
+        }
+        Command::Reload => CommandKind::Reload,
+        Command::Resetcred => CommandKind::Resetcred,
+    };
+    match s.hub.command(id, kind).await {
+        Ok(()) => result("delivered", None),
+        Err(e) => {
+            let label = match &e {
+                CommandError::NotConnected(_) => "not-connected",
+                CommandError::SessionClosed => "session-closed",
+                CommandError::Timeout(_) => "timeout",
+                CommandError::Failed(_) => "failed",
+            };
+            result(label, Some(e.to_string()))
+        }
+    }
+}
+
+/// A command an operator sends to tagents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub enum Command {
+    #[serde(rename = "reload")]
+    Reload,
+    #[serde(rename = "resetcred")]
+    Resetcred,
+    #[serde(rename = "status-check", alias = "statusCheck")]
+    StatusCheck,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Reload => "reload",
+            Command::Resetcred => "resetcred",
+            Command::StatusCheck => "status-check",
+        }
+    }
+}
+
+fn command_reply(r: CommandResult) -> Response {
+    let status = match r.result {
+        "delivered" | "connected" => StatusCode::OK,
+        "not-found" => StatusCode::NOT_FOUND,
+        "timeout" => StatusCode::GATEWAY_TIMEOUT,
+        "failed" => StatusCode::BAD_GATEWAY,
+        // not-connected, session-closed
+        _ => StatusCode::CONFLICT,
+    };
+    (status, Json(r)).into_response()
+}
+
+/// Whether the tagent holds a live session here (the original's statusCheck).
+#[utoipa::path(post, path = "/api/v1/tagents/{id}/status-check", tag = "commands",
+    params(("id" = u64, Path, description = "tagent id")),
+    responses((status = 200, body = CommandResult), (status = 404, body = CommandResult),
+        (status = 409, body = CommandResult, description = "not connected")),
+    security(("bearer" = [])))]
+pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
+    command_reply(run_command(&s, id, Command::StatusCheck).await)
+}
+
+/// Tell the tagent to restart and register again.
+#[utoipa::path(post, path = "/api/v1/tagents/{id}/reload", tag = "commands",
+    params(("id" = u64, Path, description = "tagent id")),
+    responses((status = 200, body = CommandResult), (status = 404, body = CommandResult),
+        (status = 409, body = CommandResult), (status = 502, body = CommandResult),
+        (status = 504, body = CommandResult)),
+    security(("bearer" = [])))]
+pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
+    command_reply(run_command(&s, id, Command::Reload).await)
+}
+
+/// Tell the tagent to pick a new credential, restart and register again.
+#[utoipa::path(post, path = "/api/v1/tagents/{id}/resetcred", tag = "commands",
+    params(("id" = u64, Path, description = "tagent id")),
+    responses((status = 200, body = CommandResult), (status = 404, body = CommandResult),
+        (status = 409, body = CommandResult), (status = 502, body = CommandResult),
+        (status = 504, body = CommandResult)),
+    security(("bearer" = [])))]
+pub(super) async fn resetcred(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
+    command_reply(run_command(&s, id, Command::Resetcred).await)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnregisteredSessions {
+    pub count: usize,
+    pub sessions: Vec<SessionView>,
 }
 
 /// Sessions whose heartbeats match no registered tagent (SPEC §3.1): each
 /// has been answered OK and sent a reload, so it should register soon.
-pub(super) async fn unregistered(State(s): State<HttpState>) -> Response {
+#[utoipa::path(get, path = "/api/v1/sessions/unregistered", tag = "sessions",
+    responses((status = 200, body = UnregisteredSessions)),
+    security(("bearer" = [])))]
+pub(super) async fn unregistered(State(s): State<HttpState>) -> Json<UnregisteredSessions> {
     let sessions = s.hub.unregistered();
-    Json(json!({"count": sessions.len(), "sessions": sessions})).into_response()
+    Json(UnregisteredSessions {
+        count: sessions.len(),
+        sessions,
+    })
 }

@@ -64,3 +64,24 @@ impl RegisterError {
         }
     }
 }
+
+/// Why an operator's change (delete, runner groups) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("no tagent with id {0}")]
+    NotFound(TagentId),
+    #[error("tagent {0} is connected; it can be deleted once its session has ended")]
+    Connected(TagentId),
+    #[error("no runner group with id {0}")]
+    NoGroup(u32),
+    #[error(
+        "runner group {group} still holds {tagents} registered tagents; delete them or move their networks first"
+    )]
+    GroupInUse { group: u32, tagents: usize },
+    #[error("invalid runner groups: {0}")]
+    Invalid(String),
+    #[error("not stored: {0}")]
+    Store(String),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}

@@ -86,6 +86,12 @@ impl Index {
         self.slots.iter().flatten()
     }
 
+    /// The tagents with ids above `after`, by id.
+    pub fn iter_after(&self, after: TagentId) -> impl Iterator<Item = &Tagent> {
+        let from = (after as usize).saturating_add(1).min(self.slots.len());
+        self.slots[from..].iter().flatten()
+    }
+
     /// Raise the next id to at least `next` (the store keeps it, so ids of
     /// deleted tagents are never reused).
     pub fn bump_next_id(&mut self, next: TagentId) {

@@ -11,9 +11,11 @@
 //! (`parking_lot` guards are not `Send`, so the compiler enforces it).
 
 pub mod error;
+pub mod events;
 pub mod index;
 pub mod intern;
 pub mod model;
+pub mod query;
 pub mod request;
 pub mod rules;
 mod writer;
@@ -24,13 +26,16 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot};
 
-pub use error::RegisterError;
+pub use error::{ChangeError, RegisterError};
+pub use events::{Event, EventKind, EventLog};
 pub use index::{Index, IndexView};
 pub use intern::{Interner, Sym};
 pub use model::{DisconnectReason, RunnerGroup, RunnerGroups, Status, Tagent, TagentId};
 pub use request::{Origin, RegisterRequest, Secret};
 
-use crate::store::{Changes, RegistryStore, ScanItem, StoreError, StoredTagent, WriteBatch};
+use crate::store::{
+    Changes, RegistryStore, ScanItem, StoreError, StoredGroup, StoredTagent, WriteBatch,
+};
 use writer::Job;
 
 /// Whether a tagent holds a live heartbeat session (rule 3). The heartbeat
@@ -65,6 +70,47 @@ pub struct Registered {
     pub id: TagentId,
     pub created: bool,
     pub group: RunnerGroup,
+}
+
+/// Rule 3 and the status views in a runner group: a tagent is live when
+/// this hub holds its session, or when the store shows it connected through
+/// another hub's runner. The writer keeps `elsewhere` in step with the
+/// index, so that views never take the index lock twice.
+#[derive(Default)]
+struct Sessions {
+    local: OnceLock<Arc<dyn Liveness>>,
+    /// Tagents connected through other hubs' runners, with the runner.
+    elsewhere: dashmap::DashMap<TagentId, u32>,
+}
+
+impl Liveness for Sessions {
+    fn is_live(&self, id: TagentId) -> bool {
+        self.local.get().is_some_and(|l| l.is_live(id)) || self.elsewhere.contains_key(&id)
+    }
+}
+
+impl Sessions {
+    /// Record where tagent `id` (`None`: deleted) is connected now.
+    fn track(&self, mine: &Mine, id: TagentId, t: Option<&Tagent>) {
+        match t.and_then(|t| t.runner.filter(|_| t.status == Status::Connected)) {
+            Some(r) if !mine.holds(Some(r)) => {
+                self.elsewhere.insert(id, r);
+            }
+            _ => {
+                self.elsewhere.remove(&id);
+            }
+        }
+    }
+
+    fn track_all(&self, mine: &Mine, index: &Index) {
+        self.elsewhere.clear();
+        if *mine == Mine::All {
+            return;
+        }
+        for t in index.iter() {
+            self.track(mine, t.id, Some(t));
+        }
+    }
 }
 
 /// The runners whose sessions this hub holds: a tagent connected through
@@ -118,14 +164,19 @@ struct Shared {
     interner: Interner,
     groups: RwLock<Arc<RunnerGroups>>,
     store: Arc<dyn RegistryStore>,
-    mine: Mine,
+    /// This hub's heartbeat address: names its runners in a runner group,
+    /// and stands for the runners stored as "this hub".
+    advertised: (String, u16),
+    /// This hub's runners under the current groups.
+    mine: RwLock<Mine>,
     jobs: mpsc::Sender<Job>,
     /// A change notification is queued for the writer (coalesces them).
     sync_pending: Arc<AtomicBool>,
     /// Bumped after every change applied to the index, so a session can keep
     /// its resolved tagent until the registry changes.
     generation: AtomicU64,
-    liveness: OnceLock<Arc<dyn Liveness>>,
+    sessions: Sessions,
+    events: EventLog,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -133,21 +184,29 @@ impl Registry {
     /// Rebuild the index from the store and start the writer thread, as
     /// the only hub of the store. Every tagent stored as connected becomes
     /// disconnected (reason: restart): no session survives a restart.
+    /// `groups` are the runner groups to use (see [`Registry::load_groups`]);
+    /// a store that holds none gets them.
     pub fn open(
         store: Arc<dyn RegistryStore>,
         groups: RunnerGroups,
     ) -> Result<Registry, StoreError> {
-        Self::open_as(store, groups, Mine::All)
+        let advertised = groups
+            .groups
+            .iter()
+            .flat_map(|g| &g.runners)
+            .find(|r| r.this_hub)
+            .map_or_else(|| ("127.0.0.1".into(), 8888), |r| (r.host.clone(), r.port));
+        Self::open_as(store, groups, advertised)
     }
 
-    /// As [`Registry::open`], for the hub whose runners are `mine`: with a
-    /// shared store, only the tagents connected through them are marked
-    /// disconnected (restart); other hubs hold the rest. With a shared
-    /// store the index then follows other hubs' commits.
+    /// As [`Registry::open`], for the hub whose heartbeat address is
+    /// `advertised`. With a shared store, only the tagents connected through
+    /// its runners are marked disconnected (restart): other hubs hold the
+    /// rest; and the index then follows other hubs' commits.
     pub fn open_as(
         store: Arc<dyn RegistryStore>,
         groups: RunnerGroups,
-        mine: Mine,
+        advertised: (String, u16),
     ) -> Result<Registry, StoreError> {
         let interner = Interner::default();
         // Records are decoded one at a time straight into the index: holding
@@ -176,9 +235,20 @@ impl Registry {
         let mut index = index.unwrap_or_default();
         index.bump_next_id(1);
         let now = model::now_millis();
+        let mut groups = groups;
+        let mine;
         {
             let mut txn = store.begin()?;
-            apply_changes(&mut index, &interner, txn.changes()?);
+            let changes = txn.changes()?;
+            if let Some(stored) = &changes.groups {
+                groups = StoredGroup::resolve(stored, &advertised).map_err(StoreError::Corrupt)?;
+            }
+            apply_changes(&mut index, &interner, changes);
+            mine = if store.shared() {
+                Mine::at(&groups, &advertised)
+            } else {
+                Mine::All
+            };
             let restarted: Vec<TagentId> = index
                 .iter()
                 .filter(|t| t.status == Status::Connected && mine.holds(t.runner))
@@ -189,24 +259,31 @@ impl Registry {
                     tagents = restarted.len(),
                     "marking tagents connected before the restart as disconnected"
                 );
-                let mut batch = WriteBatch::default();
-                let mut after = Vec::with_capacity(restarted.len());
-                for id in restarted {
-                    if let Some(t) = index.get(id) {
-                        let mut t = t.clone();
-                        t.status = Status::Disconnected(DisconnectReason::Restart);
-                        t.last_status_change = now;
-                        batch.tagents_put.push(to_stored(&t, &interner));
-                        after.push(t);
-                    }
+            }
+            let mut batch = WriteBatch::default();
+            if store.groups()?.is_none() {
+                batch.groups = Some(StoredGroup::from_groups(&groups));
+            }
+            let mut after = Vec::with_capacity(restarted.len());
+            for id in restarted {
+                if let Some(t) = index.get(id) {
+                    let mut t = t.clone();
+                    t.status = Status::Disconnected(DisconnectReason::Restart);
+                    t.last_status_change = now;
+                    batch.tagents_put.push(to_stored(&t, &interner));
+                    after.push(t);
                 }
+            }
+            if !batch.is_empty() {
                 txn.commit(&batch)?;
-                for t in after {
-                    index.update(t.id, |x| *x = t.clone());
-                }
+            }
+            for t in after {
+                index.update(t.id, |x| *x = t.clone());
             }
         }
         metrics::gauge!("tagent_hub_tagents").set(index.len() as f64);
+        let sessions = Sessions::default();
+        sessions.track_all(&mine, &index);
         let (tx, rx) = mpsc::channel(QUEUE);
         let sync_pending = Arc::new(AtomicBool::new(false));
         if store.shared() {
@@ -231,11 +308,13 @@ impl Registry {
                 interner,
                 groups: RwLock::new(Arc::new(groups)),
                 store,
-                mine,
+                advertised,
+                mine: RwLock::new(mine),
                 jobs: tx,
                 sync_pending,
                 generation: AtomicU64::new(1),
-                liveness: OnceLock::new(),
+                sessions,
+                events: EventLog::default(),
                 writer: Mutex::new(None),
             }),
         };
@@ -246,11 +325,36 @@ impl Registry {
 
     /// Attach the heartbeat server's view of live sessions (rule 3).
     pub fn set_liveness(&self, live: Arc<dyn Liveness>) {
-        let _ = self.shared.liveness.set(live);
+        let _ = self.shared.sessions.local.set(live);
     }
 
-    fn liveness(&self) -> &dyn Liveness {
-        match self.shared.liveness.get() {
+    /// The runner groups to open with: the store's, once it has any (the
+    /// admin API changes them there); else `seed` (from the configuration).
+    pub fn load_groups(
+        store: &dyn RegistryStore,
+        seed: RunnerGroups,
+        advertised: &(String, u16),
+    ) -> Result<RunnerGroups, StoreError> {
+        let Some(stored) = store.groups()? else {
+            return Ok(seed);
+        };
+        if StoredGroup::from_groups(&seed) != stored {
+            tracing::info!(
+                "runner groups come from the store (change them with the admin API); \
+                 the configuration's only seed a new store"
+            );
+        }
+        StoredGroup::resolve(&stored, advertised).map_err(StoreError::Corrupt)
+    }
+
+    /// Whether a tagent holds a live session (rule 3; the status operators see).
+    pub fn liveness(&self) -> &dyn Liveness {
+        &self.shared.sessions
+    }
+
+    /// Whether this hub holds a tagent's session.
+    fn local_liveness(&self) -> &dyn Liveness {
+        match self.shared.sessions.local.get() {
             Some(l) => l.as_ref(),
             None => &NoSessions,
         }
@@ -302,18 +406,76 @@ impl Registry {
     }
 
     /// The runners whose sessions this hub holds.
-    pub fn mine(&self) -> &Mine {
-        &self.shared.mine
+    pub fn mine(&self) -> Mine {
+        self.shared.mine.read().clone()
+    }
+
+    /// Make `groups` current (after an edit here or on another hub).
+    fn set_groups(&self, groups: Arc<RunnerGroups>) {
+        if self.shared.store.shared() {
+            let mine = Mine::at(&groups, &self.shared.advertised);
+            if mine != *self.shared.mine.read() {
+                self.shared
+                    .sessions
+                    .track_all(&mine, &self.shared.index.read());
+                *self.shared.mine.write() = mine;
+            }
+        }
+        *self.shared.groups.write() = groups;
     }
 
     pub fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::Acquire)
     }
 
+    /// A copy of one tagent's record.
+    pub fn tagent(&self, id: TagentId) -> Option<Tagent> {
+        self.index().get(id).cloned()
+    }
+
     /// A tagent as stored (strings resolved), for views.
     pub fn get(&self, id: TagentId) -> Option<StoredTagent> {
         let index = self.index();
         index.get(id).map(|t| to_stored(t, &self.shared.interner))
+    }
+
+    /// Registrations, status changes and deletions, once durable.
+    pub fn events(&self) -> &EventLog {
+        &self.shared.events
+    }
+
+    /// Delete a tagent and the accounts no other tagent answers for.
+    /// Refused while it has a live session, as the original does.
+    pub async fn delete(&self, id: TagentId) -> Result<(), ChangeError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .jobs
+            .send(Job::Delete { id, reply })
+            .await
+            .map_err(|_| ChangeError::ShuttingDown)?;
+        rx.await.map_err(|_| ChangeError::ShuttingDown)?
+    }
+
+    /// Change the runner groups: `edit` gets the current ones and returns
+    /// the new ones, which are validated, stored, then made current. Edits
+    /// run one at a time on the writer (and, with a shared store, under the
+    /// registry's lock), so concurrent ones never overwrite each other. Live
+    /// sessions learn a changed runner list on their next heartbeat
+    /// (`updategroup`); tagents keep their group until they register again.
+    pub async fn edit_groups(
+        &self,
+        edit: impl FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send + 'static,
+    ) -> Result<Arc<RunnerGroups>, ChangeError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .jobs
+            .send(Job::Groups {
+                edit: Box::new(edit),
+                reply,
+            })
+            .await
+            .map_err(|_| ChangeError::ShuttingDown)?;
+        rx.await.map_err(|_| ChangeError::ShuttingDown)?
     }
 
     /// Let queued work finish and stop the writer thread.

@@ -16,7 +16,7 @@ pub type TagentId = u64;
 pub const MAX_TAGENT_ID: TagentId = u32::MAX as TagentId;
 
 /// Why a tagent is not connected. Persisted as its name, so the names are stable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DisconnectReason {
     NeverConnected,
@@ -160,6 +160,9 @@ pub struct Runner {
     /// The heartbeat host (ip or name) and port, as given to tagents.
     pub host: String,
     pub port: u16,
+    /// The address is whatever this hub advertises (the built-in default
+    /// group's runner): stored without an address, resolved at each start.
+    pub this_hub: bool,
 }
 
 impl Runner {
@@ -215,6 +218,81 @@ impl RunnerGroups {
     pub fn get(&self, id: u32) -> Option<&RunnerGroup> {
         self.groups.iter().find(|g| g.id == id)
     }
+
+    /// Each group's runners in id order, as `proxy.group` lists them.
+    pub fn sorted_runners(mut self) -> Self {
+        for g in &mut self.groups {
+            g.runners.sort_by_key(|r| r.id);
+        }
+        self
+    }
+
+    /// Check what the rules rely on: ids unique, a network listed once per
+    /// group (overlap between groups is allowed: the first match wins), a
+    /// runner listed once per group and one address per runner id.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.id == 0 {
+                return Err("runner group ids start at 1".into());
+            }
+            if g.name.trim().is_empty() {
+                return Err(format!("runner group {} has no name", g.id));
+            }
+            if self.groups[..i].iter().any(|x| x.id == g.id) {
+                return Err(format!("runner group id {} is used twice", g.id));
+            }
+            for (j, n) in g.networks.iter().enumerate() {
+                if g.networks[..j].contains(n) {
+                    return Err(format!(
+                        "runner group {}: network {n} is listed twice",
+                        g.id
+                    ));
+                }
+            }
+            for (j, r) in g.runners.iter().enumerate() {
+                if r.id == 0 {
+                    return Err(format!("runner group {}: runner ids start at 1", g.id));
+                }
+                if g.runners[..j].iter().any(|x| x.id == r.id) {
+                    return Err(format!(
+                        "runner group {}: runner id {} is listed twice",
+                        g.id, r.id
+                    ));
+                }
+                let elsewhere = self.groups[..i]
+                    .iter()
+                    .flat_map(|x| &x.runners)
+                    .any(|x| x.id == r.id && x.heartbeat() != r.heartbeat());
+                if elsewhere {
+                    return Err(format!("runner id {} names two addresses", r.id));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` or `[v6]:port`, with a port from 1 to 65535.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{s}' is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == ',') {
+        return Err(format!("'{s}' has no usable host"));
+    }
+    if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(format!(
+            "'{s}' is not host:port (write IPv6 as [addr]:port)"
+        ));
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("'{s}' has no port between 1 and 65535"))?;
+    Ok((host.to_owned(), port))
 }
 
 /// Unix time in milliseconds.

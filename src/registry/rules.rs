@@ -249,6 +249,7 @@ mod tests {
                     name: format!("r{id}"),
                     host: "10.255.0.1".into(),
                     port: 8888,
+                    this_hub: false,
                 }]
             } else {
                 Vec::new()

@@ -12,14 +12,19 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::error::ChangeError;
+use super::events::{Event, EventKind};
 use super::index::{IndexView, Overlay};
-use super::model::{Status, TagentId, now_millis};
+use super::model::{RunnerGroups, Status, Tagent, TagentId, now_millis};
 use super::rules::{self, Decision};
 use super::{
     Liveness, MAX_BATCH, Mine, RegisterError, RegisterRequest, Registered, Registry, StatusChange,
     apply_changes, to_stored,
 };
-use crate::store::{AccountOp, AccountPut, WriteBatch};
+use crate::store::{AccountOp, AccountPut, StoredGroup, WriteBatch};
 
 pub(super) enum Job {
     Register {
@@ -29,6 +34,17 @@ pub(super) enum Job {
     Status(Vec<StatusChange>),
     /// Another hub committed: bring the index up to date (and say when).
     Sync(Option<oneshot::Sender<()>>),
+
+    /// Delete a tagent that has no live session.
+    Delete {
+        id: TagentId,
+        reply: oneshot::Sender<Result<(), ChangeError>>,
+    },
+    /// Change the runner groups: the edit sees the current ones.
+    Groups {
+        edit: GroupEdit,
+        reply: oneshot::Sender<Result<Arc<RunnerGroups>, ChangeError>>,
+    },
     Stop,
 }
 
@@ -50,6 +66,8 @@ impl<V: IndexView + Sync> Liveness for GroupLiveness<'_, V> {
                 .is_some_and(|t| t.status == Status::Connected && !self.mine.holds(t.runner))
     }
 }
+pub(super) type GroupEdit =
+    Box<dyn FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send>;
 
 pub(super) fn spawn(registry: Registry, rx: mpsc::Receiver<Job>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -86,7 +104,100 @@ fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        retry = process(&registry, jobs);
+        // A change of runner groups is applied alone, between the jobs
+        // queued before it and after it, so every registration is decided
+        // against one version of the groups.
+        let mut rest = jobs.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut run = Vec::new();
+            let mut groups = None;
+            for job in rest.by_ref() {
+                match job {
+                    Job::Groups { edit, reply } => {
+                        groups = Some((edit, reply));
+                        break;
+                    }
+                    job => run.push(job),
+                }
+            }
+            if !run.is_empty() || !retry.is_empty() {
+                if !retry.is_empty() {
+                    run.insert(0, Job::Status(std::mem::take(&mut retry)));
+                }
+                retry = process(&registry, run);
+            }
+            if let Some((edit, reply)) = groups {
+                let _ = reply.send(change_groups(&registry, edit));
+            }
+        }
+    }
+}
+
+/// Apply an edit to the runner groups, store the result and make it
+/// current. A group that registered tagents still belong to cannot go away.
+fn change_groups(registry: &Registry, edit: GroupEdit) -> Result<Arc<RunnerGroups>, ChangeError> {
+    let shared = &registry.shared;
+    let store_error = |e: crate::store::StoreError| {
+        metrics::counter!("tagent_hub_store_errors_total").increment(1);
+        ChangeError::Store(e.to_string())
+    };
+    // With a shared store: under the registry's lock, and against the
+    // groups and tagents other hubs committed.
+    let mut txn = shared.store.begin().map_err(store_error)?;
+    let changes = txn.changes().map_err(store_error)?;
+    if !changes.is_empty() {
+        apply(registry, changes);
+    }
+    let current = registry.groups();
+    let groups = edit(&current)?.sorted_runners();
+    groups.validate().map_err(ChangeError::Invalid)?;
+    {
+        let index = shared.index.read();
+        for gone in current.groups.iter().filter(|g| groups.get(g.id).is_none()) {
+            let tagents = index.iter().filter(|t| t.runner_group == gone.id).count();
+            if tagents > 0 {
+                return Err(ChangeError::GroupInUse {
+                    group: gone.id,
+                    tagents,
+                });
+            }
+        }
+    }
+    let batch = WriteBatch {
+        groups: Some(StoredGroup::from_groups(&groups)),
+        ..Default::default()
+    };
+    txn.commit(&batch).map_err(store_error)?;
+    let groups = Arc::new(groups);
+    registry.set_groups(groups.clone());
+    shared
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    tracing::info!("runner groups changed");
+    Ok(groups)
+}
+
+/// A deletion decided in this batch, waiting for the commit.
+struct Deleted {
+    tagent: Tagent,
+    tenant: Arc<str>,
+    /// Accounts no other tagent answers for.
+    accounts: Vec<IpAddr>,
+    reply: oneshot::Sender<Result<(), ChangeError>>,
+}
+
+fn event(t: &Tagent, tenant: Arc<str>, kind: EventKind, at: u64) -> Event {
+    Event {
+        seq: 0,
+        at,
+        kind,
+        tagent_id: t.id,
+        tenant,
+        ip: t.ip,
+        port: t.port,
+        runner_group: t.runner_group,
+        reason: None,
+        created: None,
     }
 }
 
@@ -101,8 +212,7 @@ struct Accepted {
 fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
     let shared = &registry.shared;
     let started = Instant::now();
-    let groups = registry.groups();
-    let local = registry.liveness();
+    let local = registry.local_liveness();
 
     let mut synced: Vec<oneshot::Sender<()>> = Vec::new();
     let before = jobs.len();
@@ -142,18 +252,21 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
     }
 
     let now = now_millis();
+    let groups = registry.groups();
+    let mine = registry.mine();
     let index = shared.index.read();
     let mut overlay = Overlay::new(&index);
     let mut accepted: Vec<Accepted> = Vec::new();
     let mut status_seen: Vec<StatusChange> = Vec::new();
-    let mut transitions: Vec<&'static str> = Vec::new();
+    let mut transitions: Vec<(TagentId, Status, u64)> = Vec::new();
+    let mut deleted: Vec<Deleted> = Vec::new();
     for job in jobs {
         match job {
             Job::Register { req, reply } => {
                 let live = GroupLiveness {
                     local,
                     view: &overlay,
-                    mine: &shared.mine,
+                    mine: &mine,
                 };
                 match rules::decide(&overlay, &shared.interner, &groups, &live, &req, now) {
                     Ok(decision) => {
@@ -183,7 +296,7 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
                         && c.status != Status::Connected
                         && !match c.runner {
                             Some(r) => t.runner == Some(r),
-                            None => shared.mine.holds(t.runner),
+                            None => mine.holds(t.runner),
                         }
                     {
                         continue;
@@ -194,9 +307,45 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
                     if c.status == Status::Connected && c.runner.is_some() {
                         t.runner = c.runner;
                     }
-                    transitions.push(c.status.reason().map_or("connected", |r| r.as_str()));
+                    transitions.push((c.id, c.status, c.at));
                     overlay.set(c.id, Some(t));
                 }
+            }
+            Job::Delete { id, reply } => {
+                let Some(t) = overlay.get(id).cloned() else {
+                    let _ = reply.send(Err(ChangeError::NotFound(id)));
+                    continue;
+                };
+                let live = GroupLiveness {
+                    local,
+                    view: &overlay,
+                    mine: &mine,
+                };
+                if live.is_live(id) {
+                    let _ = reply.send(Err(ChangeError::Connected(id)));
+                    continue;
+                }
+                let accounts = t
+                    .all_ips()
+                    .map(|(_, ip)| ip)
+                    .filter(|ip| {
+                        overlay
+                            .lookup(t.tenant, t.port, *ip)
+                            .iter()
+                            .all(|other| *other == id)
+                    })
+                    .collect();
+                overlay.set(id, None);
+                deleted.push(Deleted {
+                    tenant: shared.interner.resolve(t.tenant),
+                    tagent: t,
+                    accounts,
+                    reply,
+                });
+            }
+            Job::Groups { reply, .. } => {
+                // `run` splits batches at group changes; never reached.
+                let _ = reply.send(Err(ChangeError::ShuttingDown));
             }
             Job::Sync(_) | Job::Stop => {}
         }
@@ -233,6 +382,15 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
             }));
         }
     }
+    for d in &deleted {
+        for ip in &d.accounts {
+            batch.accounts.push(AccountOp::Delete {
+                tenant: &d.tenant,
+                ip: *ip,
+                port: d.tagent.port,
+            });
+        }
+    }
     drop(index);
     if batch.is_empty() {
         return Vec::new();
@@ -250,6 +408,9 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         for a in accepted {
             let _ = a.reply.send(Err(RegisterError::Store(e.to_string())));
         }
+        for d in deleted {
+            let _ = d.reply.send(Err(ChangeError::Store(e.to_string())));
+        }
         // Registrations were refused (their tagents retry); status changes
         // have no one to retry them, so they go again with the next batch.
         return status_seen;
@@ -258,6 +419,7 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
     {
         let mut index = shared.index.write();
         for (id, t) in changes {
+            shared.sessions.track(&mine, id, t.as_ref());
             match t {
                 Some(t) => index.put(t),
                 None => {
@@ -272,8 +434,9 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         .generation
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     metrics::histogram!("tagent_hub_store_batch_size").record(accepted.len() as f64);
-    for reason in transitions {
-        metrics::counter!("tagent_hub_status_transitions_total", "reason" => reason).increment(1);
+    publish(registry, &accepted, &transitions, &deleted, now);
+    for d in deleted {
+        let _ = d.reply.send(Ok(()));
     }
 
     for a in accepted {
@@ -303,6 +466,12 @@ fn refuse(jobs: Vec<Job>, e: &crate::store::StoreError) -> Vec<StatusChange> {
                 let _ = reply.send(Err(RegisterError::Store(e.to_string())));
             }
             Job::Status(changes) => retry.extend(changes),
+            Job::Delete { reply, .. } => {
+                let _ = reply.send(Err(ChangeError::Store(e.to_string())));
+            }
+            Job::Groups { reply, .. } => {
+                let _ = reply.send(Err(ChangeError::Store(e.to_string())));
+            }
             Job::Sync(_) | Job::Stop => {}
         }
     }
@@ -321,11 +490,27 @@ fn sync(registry: &Registry) {
     }
 }
 
-fn apply(registry: &Registry, changes: crate::store::Changes) {
+fn apply(registry: &Registry, mut changes: crate::store::Changes) {
     let shared = &registry.shared;
+    if let Some(stored) = changes.groups.take() {
+        match StoredGroup::resolve(&stored, &shared.advertised) {
+            Ok(groups) => {
+                tracing::info!("runner groups changed on another hub");
+                registry.set_groups(Arc::new(groups));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "another hub stored runner groups this hub cannot read")
+            }
+        }
+    }
     {
+        let ids: Vec<TagentId> = changes.tagents.iter().map(|(id, _)| *id).collect();
+        let mine = registry.mine();
         let mut index = shared.index.write();
         apply_changes(&mut index, &shared.interner, changes);
+        for id in ids {
+            shared.sessions.track(&mine, id, index.get(id));
+        }
         metrics::gauge!("tagent_hub_tagents").set(index.len() as f64);
     }
     shared
@@ -342,4 +527,44 @@ impl Drop for Answer {
             let _ = w.send(());
         }
     }
+}
+
+/// Count the batch's status transitions and tell watchers about everything
+/// it made durable.
+fn publish(
+    registry: &Registry,
+    accepted: &[Accepted],
+    transitions: &[(TagentId, Status, u64)],
+    deleted: &[Deleted],
+    now: u64,
+) {
+    let shared = &registry.shared;
+    for (_, status, _) in transitions {
+        let reason = status.reason().map_or("connected", |r| r.as_str());
+        metrics::counter!("tagent_hub_status_transitions_total", "reason" => reason).increment(1);
+    }
+    let index = shared.index.read();
+    let interner = &shared.interner;
+    let registered = accepted.iter().map(|a| {
+        let t = &a.decision.tagent;
+        Event {
+            created: Some(a.decision.created),
+            ..event(t, interner.resolve(t.tenant), EventKind::Registered, now)
+        }
+    });
+    let changed = transitions.iter().filter_map(|(id, status, at)| {
+        let t = index.get(*id)?;
+        let kind = match status {
+            Status::Connected => EventKind::Connected,
+            Status::Disconnected(_) => EventKind::Disconnected,
+        };
+        Some(Event {
+            reason: status.reason(),
+            ..event(t, interner.resolve(t.tenant), kind, *at)
+        })
+    });
+    let gone = deleted
+        .iter()
+        .map(|d| event(&d.tagent, d.tenant.clone(), EventKind::Deleted, now));
+    shared.events.publish(registered.chain(changed).chain(gone));
 }

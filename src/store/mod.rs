@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use self::postgres::{PgOptions, PgStore};
 pub use self::redb::RedbStore;
 pub use crypto::CredentialCipher;
-pub use records::{StoredAccount, StoredTagent};
+pub use records::{StoredAccount, StoredGroup, StoredRunner, StoredTagent};
 
 use crate::registry::model::TagentId;
 
@@ -67,11 +67,14 @@ pub struct WriteBatch<'a> {
     pub tagents_delete: Vec<TagentId>,
     pub accounts: Vec<AccountOp<'a>>,
     pub next_id: Option<TagentId>,
+    /// Replace the runner groups.
+    pub groups: Option<Vec<StoredGroup>>,
 }
 
 impl WriteBatch<'_> {
     pub fn is_empty(&self) -> bool {
-        self.tagents_put.is_empty()
+        self.groups.is_none()
+            && self.tagents_put.is_empty()
             && self.tagents_delete.is_empty()
             && self.accounts.is_empty()
             && self.next_id.is_none()
@@ -92,17 +95,19 @@ pub enum ScanItem {
     Tagent(StoredTagent),
 }
 
-/// Tagents other hubs changed since this hub last read the store: the new
-/// record, or `None` for a deleted one, and the next id to hand out.
+/// What other hubs changed since this hub last read the store: tagents (the
+/// new record, or `None` for a deleted one), the next id to hand out, and
+/// the runner groups when an admin changed them.
 #[derive(Debug, Default)]
 pub struct Changes {
     pub tagents: Vec<(TagentId, Option<StoredTagent>)>,
     pub next_id: TagentId,
+    pub groups: Option<Vec<StoredGroup>>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.tagents.is_empty()
+        self.tagents.is_empty() && self.groups.is_none()
     }
 }
 
@@ -142,6 +147,8 @@ pub trait RegistryStore: Send + Sync {
     ) -> Result<Option<StoredAccount>, StoreError>;
     /// Every account as (tenant, name): for checks that the store and index agree.
     fn account_names(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// The runner groups, or `None` before they were first stored.
+    fn groups(&self) -> Result<Option<Vec<StoredGroup>>, StoreError>;
     /// The cipher credentials are sealed with.
     fn cipher(&self) -> &CredentialCipher;
 

@@ -27,8 +27,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{
     AccountOp, Changes, CredentialCipher, HubInfo, HubLease, KEY_CHECK_TEXT, RegistryStore,
-    ScanItem, StoreError, StoredAccount, StoredTagent, WriteBatch, WriteTxn, account_aad,
-    wrong_key,
+    ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn,
+    account_aad, wrong_key,
 };
 use crate::registry::model::{Status, TagentId, account_name};
 
@@ -68,6 +68,7 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          credential bytea,
          PRIMARY KEY (tenant, name)
      );
+     CREATE TABLE runner_groups (name text PRIMARY KEY, rev bigint NOT NULL, record bytea NOT NULL);
      CREATE TABLE key_check (name text PRIMARY KEY, sealed bytea NOT NULL);
      CREATE TABLE hubs (
          heartbeat text PRIMARY KEY,
@@ -137,6 +138,10 @@ fn status_text(s: Status) -> String {
 
 fn decode(id: i64, record: &[u8]) -> Result<StoredTagent, StoreError> {
     rmp_serde::from_slice(record).map_err(|e| StoreError::Corrupt(format!("tagent {id}: {e}")))
+}
+
+fn decode_groups(record: &[u8]) -> Result<Vec<StoredGroup>, StoreError> {
+    rmp_serde::from_slice(record).map_err(|e| StoreError::Corrupt(format!("runner groups: {e}")))
 }
 
 fn encode(t: &StoredTagent) -> Result<Vec<u8>, StoreError> {
@@ -299,6 +304,16 @@ impl PgStore {
             changes.tagents.push((id as TagentId, t));
         }
         changes.next_id = meta(client, "next_id").await? as TagentId;
+        let groups = client
+            .query_opt(
+                "SELECT record FROM runner_groups WHERE name = 'all' AND rev > $1",
+                &[&after],
+            )
+            .await
+            .map_err(pg_err)?;
+        if let Some(row) = groups {
+            changes.groups = Some(decode_groups(&row.get::<_, Vec<u8>>(0))?);
+        }
         Ok(changes)
     }
 
@@ -483,6 +498,16 @@ impl WriteTxn for PgTxn<'_> {
         }
 
         let next_id = batch.next_id.map(|n| n as i64);
+        let groups = match &batch.groups {
+            Some(g) => {
+                let mut buf = Vec::new();
+                rmp_serde::encode::write_named(&mut buf, g).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot encode the runner groups: {e}"))
+                })?;
+                Some(buf)
+            }
+            None => None,
+        };
         let written = store.block_on(async {
             if !deleted.is_empty() {
                 client
@@ -545,6 +570,15 @@ impl WriteTxn for PgTxn<'_> {
                             &rows.ports,
                             &rows.credentials,
                         ],
+                    )
+                    .await?;
+            }
+            if let Some(groups) = &groups {
+                client
+                    .execute(
+                        "INSERT INTO runner_groups (name, rev, record) VALUES ('all', $1, $2)
+                         ON CONFLICT (name) DO UPDATE SET rev = EXCLUDED.rev, record = EXCLUDED.record",
+                        &[&rev, groups],
                     )
                     .await?;
             }
@@ -693,6 +727,18 @@ impl RegistryStore for PgStore {
 
     fn cipher(&self) -> &CredentialCipher {
         &self.cipher
+    }
+
+    fn groups(&self) -> Result<Option<Vec<StoredGroup>>, StoreError> {
+        let row = self.block_on(async {
+            self.client()
+                .await?
+                .query_opt("SELECT record FROM runner_groups WHERE name = 'all'", &[])
+                .await
+                .map_err(pg_err)
+        })?;
+        row.map(|r| decode_groups(&r.get::<_, Vec<u8>>(0)))
+            .transpose()
     }
 
     fn subscribe(&self, notify: Arc<dyn Fn() + Send + Sync>) {

@@ -19,7 +19,7 @@ use redb::{
 
 use super::{
     AccountOp, Changes, CredentialCipher, KEY_CHECK_TEXT, RegistryStore, ScanItem, StoreError,
-    StoredAccount, StoredTagent, WriteBatch, WriteTxn, account_aad, wrong_key,
+    StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn, account_aad, wrong_key,
 };
 use crate::registry::model::{TagentId, account_name};
 
@@ -47,6 +47,8 @@ const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
 const ACCOUNTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("accounts");
 /// Counters: the next tagent id, the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The runner groups, one ordered list under the key `all`.
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("runner_groups");
 /// A value sealed with the credential key, to refuse a wrong key at start.
 const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
 
@@ -174,6 +176,7 @@ impl RedbStore {
         {
             tx.open_table(TAGENTS)?;
             tx.open_table(ACCOUNTS)?;
+            tx.open_table(GROUPS)?;
             let mut meta = tx.open_table(META)?;
             let version = meta.get("schema_version")?.map(|v| v.value());
             match version {
@@ -308,6 +311,13 @@ impl RedbStore {
             if let Some(next) = batch.next_id {
                 tx.open_table(META)?.insert("next_id", next)?;
             }
+            if let Some(groups) = &batch.groups {
+                buf.clear();
+                rmp_serde::encode::write_named(&mut buf, groups).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot encode the runner groups: {e}"))
+                })?;
+                tx.open_table(GROUPS)?.insert("all", buf.as_slice())?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -359,6 +369,17 @@ impl RegistryStore for RedbStore {
 
     fn cipher(&self) -> &CredentialCipher {
         &self.cipher
+    }
+
+    fn groups(&self) -> Result<Option<Vec<StoredGroup>>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(GROUPS)?;
+        let Some(v) = table.get("all")? else {
+            return Ok(None);
+        };
+        rmp_serde::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("runner groups: {e}")))
     }
 
     fn account(

@@ -33,9 +33,16 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The long registration path real tagents are configured with.
 pub const REGISTER_PATH: &str = "/autoexecrunner/public/api/rest/tagent/register";
 
+/// The admin token every test hub accepts (through `TAGENT_HUB_ADMIN_TOKEN`)
+/// and every [`client`] sends.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// What to start a server with. Everything is optional.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Start without `TAGENT_HUB_ADMIN_TOKEN` (the hub then uses the config's
+    /// tokens, or generates one).
+    pub no_admin_token: bool,
     /// TOML text written to `<tmp>/hub.toml` and passed as `--config`.
     pub config: Option<String>,
     /// Extra command-line arguments after the standard ones.
@@ -166,6 +173,9 @@ impl Server {
         }
         if !self.options.env.iter().any(|(k, _)| k == "RUST_LOG") {
             cmd.env("RUST_LOG", "info");
+        }
+        if !self.options.no_admin_token {
+            cmd.env("TAGENT_HUB_ADMIN_TOKEN", ADMIN_TOKEN);
         }
         cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
@@ -469,7 +479,15 @@ pub fn client() -> reqwest::Client {
 /// A client whose connections come from `local` (any 127.0.0.0/8 address
 /// works on loopback), so the server sees that peer address.
 pub fn client_from(local: Option<IpAddr>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}")
+            .parse()
+            .expect("a header value"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .local_address(local)
         .timeout(Duration::from_secs(30))

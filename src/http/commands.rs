@@ -1,0 +1,122 @@
+//! `POST /api/v1/commands`: one command for many tagents, named by id or by
+//! filter, with a result per tagent.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::tagents::{Command, CommandResult, FilterParams, run_command};
+use super::{ApiError, HttpState};
+use crate::registry::TagentId;
+use crate::registry::query;
+
+/// Most tagents one batch may name.
+pub const MAX_TARGETS: usize = 100_000;
+/// Commands waiting for a quiet moment in their sessions at once.
+const CONCURRENCY: usize = 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub command: Command,
+    /// These tagents; or use `filter`.
+    pub ids: Option<Vec<TagentId>>,
+    /// Every tagent matching; at least one field must be set (use `all`
+    /// to mean every tagent).
+    pub filter: Option<FilterParams>,
+    /// With no `ids` and an empty filter: every tagent.
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchReply {
+    pub command: Command,
+    pub matched: usize,
+    /// Tagents per result (`delivered`, `not-connected`, ...).
+    pub summary: BTreeMap<&'static str, usize>,
+    pub results: Vec<CommandResult>,
+}
+
+/// Send a command to many tagents at once.
+#[utoipa::path(post, path = "/api/v1/commands", tag = "commands",
+    request_body = BatchRequest,
+    responses((status = 200, body = BatchReply), (status = 400, body = super::ErrorBody),
+        (status = 413, body = super::ErrorBody, description = "the batch names too many tagents")),
+    security(("bearer" = [])))]
+pub(super) async fn batch(
+    State(s): State<HttpState>,
+    body: Result<Json<BatchRequest>, JsonRejection>,
+) -> Result<Json<BatchReply>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let bad = |m: &str| ApiError(StatusCode::BAD_REQUEST, m.into());
+    let ids = match (&req.ids, &req.filter) {
+        (Some(_), Some(_)) => return Err(bad("give ids or a filter, not both")),
+        (Some(ids), None) => {
+            if ids.len() > MAX_TARGETS {
+                return Err(too_many(ids.len()));
+            }
+            let mut ids = ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        }
+        (None, filter) => {
+            let params = filter.clone().unwrap_or_default();
+            if params.is_empty() && !req.all {
+                return Err(bad(
+                    "an empty filter names every tagent: set \"all\": true if that is meant",
+                ));
+            }
+            let filter = params.compile()?;
+            let registry = s.registry.clone();
+            tokio::task::spawn_blocking(move || {
+                let index = registry.index();
+                query::ids(
+                    &index,
+                    registry.interner(),
+                    registry.liveness(),
+                    &filter,
+                    MAX_TARGETS,
+                )
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(too_many)?
+        }
+    };
+    let matched = ids.len();
+    let command = req.command;
+    let mut results: Vec<CommandResult> = futures_util::stream::iter(ids)
+        .map(|id| {
+            let s = s.clone();
+            async move { run_command(&s, id, command).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.sort_unstable_by_key(|r| r.id);
+    let mut summary = BTreeMap::new();
+    for r in &results {
+        *summary.entry(r.result).or_default() += 1;
+    }
+    Ok(Json(BatchReply {
+        command,
+        matched,
+        summary,
+        results,
+    }))
+}
+
+fn too_many(n: usize) -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the batch names more than {MAX_TARGETS} tagents ({n}+); narrow the filter"),
+    )
+}
