@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, Engine};
 use crate::heartbeat::{self, Hub, Settings};
 use crate::http::{self, HttpState};
+use crate::registry::model::host_port;
 use crate::registry::{Mine, Registry};
 use crate::shutdown::Shutdown;
 use crate::store::{CredentialCipher, HubInfo, PgOptions, PgStore, RedbStore, RegistryStore};
@@ -99,15 +100,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let listener = tokio::spawn(heartbeat::listener::run(hub.clone(), heartbeat));
     if store.shared() {
         let me = HubInfo {
-            heartbeat: crate::registry::model::Runner {
-                id: 0,
-                name: String::new(),
-                host: advertised.0.clone(),
-                port: advertised.1,
-                this_hub: true,
-            }
-            .heartbeat(),
-            http: format!("{}:{}", advertised.0, http_addr.port()),
+            heartbeat: host_port(&advertised.0, advertised.1),
+            // Other hubs forward commands here.
+            http: host_port(&advertised.0, http_addr.port()),
         };
         let lease = std::time::Duration::from_secs(config.store.lease_secs);
         tokio::spawn(crate::group::run(

@@ -1,7 +1,9 @@
 //! A runner group of three hub processes sharing one PostgreSQL registry
-//! (issue 7): tagents registered on one hub and connected to another, the
-//! IP-conflict rule and status views across hubs, a hub killed and its
-//! tagents `runner-lost`, then connected again through the other hubs.
+//! (issue 7): registrations seen by every hub without any traffic of their
+//! own (change notifications), tagents registered on one hub and connected
+//! to another, the IP-conflict rule, status views and commands across hubs,
+//! a hub killed and its tagents `runner-lost`, then connected again through
+//! the other hubs.
 //!
 //! Needs `TAGENT_HUB_TEST_DATABASE_URL` (`.ci/with-postgres` sets it);
 //! without it the test prints that it was skipped.
@@ -134,6 +136,16 @@ async fn three_hubs_share_the_registry_and_take_over_a_dead_hubs_tagents() {
     unique.dedup();
     assert_eq!(unique.len(), TAGENTS, "ids are unique across hubs: {ids:?}");
 
+    // Every hub learns of every registration, though it makes no write of
+    // its own that would read them: the last ones reach hubs 0 and 1 by
+    // change notification only.
+    for hub in &hubs {
+        for (id, ip, _) in &tagents {
+            let t = wait_until(hub, *id, "known", |_| true).await;
+            assert_eq!(t["ip"], json!(ip), "{t}");
+        }
+    }
+
     // Each connects to the hub after the one it registered on.
     let mut sessions = Vec::new();
     for (i, (id, ip, group)) in tagents.iter().enumerate() {
@@ -169,6 +181,40 @@ async fn three_hubs_share_the_registry_and_take_over_a_dead_hubs_tagents() {
         reply["Message"].as_str().unwrap().contains("IP conflict"),
         "{reply}"
     );
+
+    // A command for a tagent whose session hub 1 holds, sent to hub 0,
+    // reaches it (forwarded); a status check is answered from the store.
+    let resp = common::client()
+        .post(hubs[0].url(&format!("/api/v1/tagents/{id0}/reload")))
+        .send()
+        .await
+        .unwrap();
+    let (status, result) = common::reply_json(resp).await;
+    assert_eq!(
+        (status, &result["result"]),
+        (200, &json!("delivered")),
+        "{result}"
+    );
+    let line = sessions[0].as_mut().unwrap().line().await;
+    assert_eq!(line, json!({"type":"reload"}));
+    let resp = common::client()
+        .post(hubs[2].url(&format!("/api/v1/tagents/{id0}/status-check")))
+        .send()
+        .await
+        .unwrap();
+    let (status, result) = common::reply_json(resp).await;
+    assert_eq!(
+        (status, &result["result"]),
+        (200, &json!("connected")),
+        "{result}"
+    );
+    // Another hub's route for forwarded commands wants the group's token.
+    let resp = common::client()
+        .post(hubs[1].url(&format!("/internal/v1/tagents/{id0}/reload")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
 
     // Hub 2 dies. Its tagents are runner-lost on the others within the lease.
     hubs[2].kill9();
