@@ -77,6 +77,11 @@ pub struct Args {
     /// Reconnect dropped sessions at once, and report when the hub shows them all again.
     #[arg(long)]
     pub reconnect: bool,
+    /// Other runners of the group (repeatable): with --reconnect, a dropped
+    /// session tries the next runner in turn, as a tagent walks its
+    /// `proxy.group` (loopback only).
+    #[arg(long)]
+    pub failover: Vec<SocketAddr>,
     /// The hub's pid: report its CPU and memory.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -126,8 +131,9 @@ impl Args {
         if !(0.0..=3600.0).contains(&self.interval) {
             bail!("--interval must be 0..=3600 s");
         }
-        if !self.heartbeat.ip().is_loopback() {
-            bail!("--heartbeat must be a loopback address");
+        if !self.heartbeat.ip().is_loopback() || self.failover.iter().any(|a| !a.ip().is_loopback())
+        {
+            bail!("--heartbeat and --failover must be loopback addresses");
         }
         Target::parse(&self.url)?;
         Ok(())
@@ -168,6 +174,9 @@ impl Worker {
             .arg(format!("{}..{}", range.0, range.1));
         if args.reconnect {
             cmd.arg("--reconnect");
+        }
+        for a in &args.failover {
+            cmd.arg("--failover").arg(a.to_string());
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -569,7 +578,13 @@ async fn session(
     let started = go.notified();
     tokio::pin!(started);
     started.as_mut().enable();
-    let mut s = match connect(n, id, args).await {
+    // The runners this tagent knows, its own first; it moves to the next
+    // when its session is dropped.
+    let runners: Vec<SocketAddr> = std::iter::once(args.heartbeat)
+        .chain(args.failover.iter().copied())
+        .collect();
+    let mut runner = 0;
+    let mut s = match connect(n, id, args, runners[runner]).await {
         Ok(s) => {
             let _ = ready.send(true);
             s
@@ -623,7 +638,8 @@ async fn session(
                     if tokio::time::Instant::now() >= end {
                         return o;
                     }
-                    match connect(n, id, args).await {
+                    runner = (runner + 1) % runners.len();
+                    match connect(n, id, args, runners[runner]).await {
                         Ok(s) => break s,
                         Err(_) => {
                             tokio::time::sleep(pause).await;
@@ -658,8 +674,8 @@ async fn connect_from(n: usize, to: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// Connect, identify and get the first heartbeat answered.
-async fn connect(n: usize, id: u64, args: &Args) -> Result<Session, &'static str> {
-    let stream = match connect_from(n, args.heartbeat).await {
+async fn connect(n: usize, id: u64, args: &Args, to: SocketAddr) -> Result<Session, &'static str> {
+    let stream = match connect_from(n, to).await {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             return Err("connect_refused");
@@ -670,8 +686,8 @@ async fn connect(n: usize, id: u64, args: &Args) -> Result<Session, &'static str
         Proto::Compat => {
             let ip = source_ip(n).to_string();
             let line = json!({"type":"monitor","tenant":args.tenant,"agentId":id,"port":3939,
-                "ipString":ip,"proxyGroup":"","proxyGroupId":"1","proxyIp":args.heartbeat.ip().to_string(),
-                "proxyPort":args.heartbeat.port(),"pcpu":0.3,"mem":41,"status":"working",
+                "ipString":ip,"proxyGroup":"","proxyGroupId":"1","proxyIp":to.ip().to_string(),
+                "proxyPort":to.port(),"pcpu":0.3,"mem":41,"status":"working",
                 "version":"1.5.4","mgmtIp":ip});
             let (r, w) = stream.into_split();
             Session::Compat {

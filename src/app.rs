@@ -37,7 +37,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         }
         Engine::Postgres => {
             let opts = PgOptions {
-                url: config.store.url.clone().unwrap_or_default(),
+                url: config.store.url.clone().context(
+                    "store engine postgres needs a url (store.url, --database-url or \
+                     TAGENT_HUB_DATABASE_URL)",
+                )?,
                 schema: config.store.schema.clone(),
                 pool_size: config.store.pool_size,
             };

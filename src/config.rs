@@ -258,11 +258,6 @@ impl Config {
                 "heartbeat reload_rate_per_sec must be at least 1".into(),
             ));
         }
-        if self.store.engine == Engine::Postgres && self.store.url.is_none() {
-            return Err(ConfigError::Invalid(
-                "store engine postgres needs a url (store.url or TAGENT_HUB_DATABASE_URL)".into(),
-            ));
-        }
         if self.store.lease_secs < 3 || self.store.pool_size == 0 {
             return Err(ConfigError::Invalid(
                 "store lease_secs must be at least 3 and pool_size at least 1".into(),

@@ -74,6 +74,11 @@ async fn wait_until(hub: &Server, id: u64, what: &str, f: impl Fn(&Value) -> boo
     }
 }
 
+async fn post(hub: &Server, path: &str) -> (u16, Value) {
+    let resp = common::client().post(hub.url(path)).send().await.unwrap();
+    common::reply_json(resp).await
+}
+
 /// Connect a tagent to `hub` and send heartbeats until one is accounted to
 /// its registration (the hub may learn of it a moment after it was made on
 /// another hub).
@@ -184,12 +189,7 @@ async fn three_hubs_share_the_registry_and_take_over_a_dead_hubs_tagents() {
 
     // A command for a tagent whose session hub 1 holds, sent to hub 0,
     // reaches it (forwarded); a status check is answered from the store.
-    let resp = common::client()
-        .post(hubs[0].url(&format!("/api/v1/tagents/{id0}/reload")))
-        .send()
-        .await
-        .unwrap();
-    let (status, result) = common::reply_json(resp).await;
+    let (status, result) = post(&hubs[0], &format!("/api/v1/tagents/{id0}/reload")).await;
     assert_eq!(
         (status, &result["result"]),
         (200, &json!("delivered")),
@@ -197,24 +197,15 @@ async fn three_hubs_share_the_registry_and_take_over_a_dead_hubs_tagents() {
     );
     let line = sessions[0].as_mut().unwrap().line().await;
     assert_eq!(line, json!({"type":"reload"}));
-    let resp = common::client()
-        .post(hubs[2].url(&format!("/api/v1/tagents/{id0}/status-check")))
-        .send()
-        .await
-        .unwrap();
-    let (status, result) = common::reply_json(resp).await;
+    let (status, result) = post(&hubs[2], &format!("/api/v1/tagents/{id0}/status-check")).await;
     assert_eq!(
         (status, &result["result"]),
         (200, &json!("connected")),
         "{result}"
     );
     // Another hub's route for forwarded commands wants the group's token.
-    let resp = common::client()
-        .post(hubs[1].url(&format!("/internal/v1/tagents/{id0}/reload")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
+    let (status, _) = post(&hubs[1], &format!("/internal/v1/tagents/{id0}/reload")).await;
+    assert_eq!(status, 401);
 
     // Hub 2 dies. Its tagents are runner-lost on the others within the lease.
     hubs[2].kill9();

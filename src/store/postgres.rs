@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          ip text,
          port integer,
          status text,
+         runner integer,
          record bytea
      );
      CREATE INDEX tagents_rev ON tagents (rev);
@@ -441,6 +442,7 @@ impl WriteTxn for PgTxn<'_> {
         let mut ips = Vec::new();
         let mut ports = Vec::new();
         let mut statuses = Vec::new();
+        let mut runners = Vec::new();
         let mut records = Vec::new();
         for t in &batch.tagents_put {
             ids.push(t.id as i64);
@@ -448,6 +450,7 @@ impl WriteTxn for PgTxn<'_> {
             ips.push(t.ip.to_string());
             ports.push(i32::from(t.port));
             statuses.push(status_text(t.status));
+            runners.push(t.runner.map(|r| r as i32));
             records.push(encode(t)?);
         }
         let deleted: Vec<i64> = batch.tagents_delete.iter().map(|id| *id as i64).collect();
@@ -513,7 +516,7 @@ impl WriteTxn for PgTxn<'_> {
                 client
                     .execute(
                         "UPDATE tagents SET rev = $1, tenant = NULL, ip = NULL, port = NULL,
-                         status = NULL, record = NULL WHERE id = ANY($2)",
+                         status = NULL, runner = NULL, record = NULL WHERE id = ANY($2)",
                         &[&rev, &deleted],
                     )
                     .await?;
@@ -521,16 +524,17 @@ impl WriteTxn for PgTxn<'_> {
             if !ids.is_empty() {
                 client
                     .execute(
-                        "INSERT INTO tagents (id, rev, tenant, ip, port, status, record)
-                         SELECT u.id, $1, u.tenant, u.ip, u.port, u.status, u.record
+                        "INSERT INTO tagents (id, rev, tenant, ip, port, status, runner, record)
+                         SELECT u.id, $1, u.tenant, u.ip, u.port, u.status, u.runner, u.record
                          FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::integer[],
-                                     $6::text[], $7::bytea[])
-                              AS u(id, tenant, ip, port, status, record)
+                                     $6::text[], $7::integer[], $8::bytea[])
+                              AS u(id, tenant, ip, port, status, runner, record)
                          ON CONFLICT (id) DO UPDATE SET rev = EXCLUDED.rev,
                              tenant = EXCLUDED.tenant, ip = EXCLUDED.ip, port = EXCLUDED.port,
-                             status = EXCLUDED.status, record = EXCLUDED.record",
+                             status = EXCLUDED.status, runner = EXCLUDED.runner,
+                             record = EXCLUDED.record",
                         &[
-                            &rev, &ids, &tenants, &ips, &ports, &statuses, &records,
+                            &rev, &ids, &tenants, &ips, &ports, &statuses, &runners, &records,
                         ],
                     )
                     .await?;
