@@ -9,13 +9,16 @@
 //!   PostgreSQL (a runner group's hubs); credentials sealed at rest.
 //! - [`group`]: hub leases in a shared store; a dead hub's tagents runner-lost.
 //! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
-//! - [`http`]: `POST /register`, `/metrics`, `/healthz`.
+//! - [`http`]: `POST /register`, the admin API (`/api/v1`, bearer tokens,
+//!   OpenAPI), `/metrics`, `/healthz`.
 //! - [`metrics`]: the Prometheus recorder.
 //! - [`shutdown`]: the signal that stops every task.
 //! - [`app`]: wiring it all together for `tagent-hub serve`.
+//! - [`ctl`]: `tagent-hub ctl`, the admin API's command-line client.
 
 pub mod app;
 pub mod config;
+pub mod ctl;
 pub mod group;
 pub mod heartbeat;
 pub mod http;

@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the hub: registration and admin over HTTP, heartbeats over TCP.
     Serve(ServeArgs),
+    /// Operate a running hub through its admin API.
+    Ctl(tagent_hub::ctl::CtlArgs),
 }
 
 /// Flags override environment variables, which override the config file.
@@ -107,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
+        Command::Ctl(args) => tagent_hub::ctl::run(args),
         Command::Serve(args) => {
             // Each session holds a descriptor: use all the process may have.
             if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {

@@ -58,6 +58,14 @@ fn describe() {
         "Status transitions persisted, by reason (connected, or the disconnect reason)."
     );
     describe_counter!(
+        "tagent_hub_admin_auth_failures_total",
+        "Admin API requests refused: no token (missing), unknown token (invalid), read token for a change (scope)."
+    );
+    describe_counter!(
+        "tagent_hub_event_stream_gaps_total",
+        "Event-stream watchers told to reload their view: unknown resume id, or fell behind the ring."
+    );
+    describe_counter!(
         "tagent_hub_http_rejected_total",
         "HTTP requests refused before reaching the rules, by reason."
     );

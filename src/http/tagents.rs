@@ -404,7 +404,7 @@ pub async fn run_local(s: &HttpState, id: TagentId, command: Command) -> Command
         result,
         message,
     };
-    if s.registry.tagent(id).is_none() {
+    if !s.registry.contains(id) {
         return result("not-found", Some(format!("no tagent with id {id}")));
     }
     let kind = match command {

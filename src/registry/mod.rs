@@ -428,6 +428,10 @@ impl Registry {
         self.shared.generation.load(Ordering::Acquire)
     }
 
+    pub fn contains(&self, id: TagentId) -> bool {
+        self.index().get(id).is_some()
+    }
+
     /// A copy of one tagent's record.
     pub fn tagent(&self, id: TagentId) -> Option<Tagent> {
         self.index().get(id).cloned()
