@@ -10,6 +10,8 @@
 //! - `refused_contains_other_primary`: ipString lists another tagent's primary
 //!   ip (rule 5), refused with an error that names it.
 //!
+//! Then the admin API's scans over the same index (`bench_queries`).
+//!
 //! Run: `cargo bench --bench rules` (env `RULES_BENCH_TAGENTS` overrides the size).
 
 use std::hint::black_box;
@@ -195,5 +197,40 @@ fn bench_decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decide);
+/// The admin API's scans over the same index: counts over every tagent, a
+/// page of a filter that matches few (it runs into the scan budget), and a
+/// page of one that matches all.
+fn bench_queries(c: &mut Criterion) {
+    use tagent_hub::registry::query::{self, Filter};
+    let n = tagents();
+    let interner = Interner::default();
+    let index = build_index(n, &interner);
+    let live = NoSessions;
+    let mut group = c.benchmark_group(format!("admin_queries_{n}_tagents"));
+    group.sample_size(20);
+    let all = Filter::default();
+    let counts = query::counts(&index, &interner, &live, &all);
+    assert_eq!(counts.all.total, n);
+    group.bench_function("counts_all", |b| {
+        b.iter(|| black_box(query::counts(&index, &interner, &live, &all)))
+    });
+    // The last /24 of the primaries: a page scans the budget and matches nothing.
+    let sparse = Filter {
+        ip: query::parse_ip_or_net(&format!("{}/24", primary(n))),
+        ..Filter::default()
+    };
+    let page = query::list(&index, &interner, &live, &sparse, 0, 1000);
+    assert!(page.items.is_empty() && page.next.is_some());
+    group.bench_function("list_sparse_page", |b| {
+        b.iter(|| black_box(query::list(&index, &interner, &live, &sparse, 0, 1000)))
+    });
+    let page = query::list(&index, &interner, &live, &all, 0, 1000);
+    assert_eq!(page.items.len(), 1000);
+    group.bench_function("list_page_of_1000", |b| {
+        b.iter(|| black_box(query::list(&index, &interner, &live, &all, n / 2, 1000)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_decide, bench_queries);
 criterion_main!(benches);

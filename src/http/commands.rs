@@ -76,19 +76,24 @@ pub(super) async fn batch(
             }
             let filter = params.compile()?;
             let registry = s.registry.clone();
-            tokio::task::spawn_blocking(move || {
-                let index = registry.index();
-                query::ids(
-                    &index,
-                    registry.interner(),
-                    registry.liveness(),
-                    &filter,
-                    MAX_TARGETS,
-                )
+            let ids = tokio::task::spawn_blocking(move || {
+                let mut ids = Vec::new();
+                if let Some(m) = query::Compiled::new(&filter, registry.interner()) {
+                    let live = registry.liveness();
+                    registry.for_each_chunked(|t| {
+                        if m.matches(t, live) {
+                            ids.push(t.id);
+                        }
+                    });
+                }
+                ids
             })
             .await
-            .map_err(ApiError::internal)?
-            .map_err(too_many)?
+            .map_err(ApiError::internal)?;
+            if ids.len() > MAX_TARGETS {
+                return Err(too_many(ids.len()));
+            }
+            ids
         }
     };
     let matched = ids.len();
@@ -117,6 +122,6 @@ pub(super) async fn batch(
 fn too_many(n: usize) -> ApiError {
     ApiError(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("the batch names more than {MAX_TARGETS} tagents ({n}+); narrow the filter"),
+        format!("the batch names {n} tagents, more than {MAX_TARGETS}; narrow the filter"),
     )
 }

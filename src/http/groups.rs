@@ -2,6 +2,7 @@
 //! the registry's store (the config file only seeds them on first start).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -54,12 +55,24 @@ pub struct GroupView {
     pub tagents: usize,
 }
 
-fn view(registry: &Registry, groups: &RunnerGroups, id: u32) -> Option<GroupView> {
+/// One group with its tagent count; the count scans the index, so off the
+/// async threads.
+async fn view(
+    registry: &Registry,
+    groups: Arc<RunnerGroups>,
+    id: u32,
+) -> Result<GroupView, ApiError> {
+    let registry = registry.clone();
+    tokio::task::spawn_blocking(move || view_now(&registry, &groups, id))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ChangeError::NoGroup(id).into())
+}
+
+fn view_now(registry: &Registry, groups: &RunnerGroups, id: u32) -> Option<GroupView> {
     let (position, g) = groups.groups.iter().enumerate().find(|(_, g)| g.id == id)?;
-    let tagents = {
-        let index = registry.index();
-        index.iter().filter(|t| t.runner_group == id).count()
-    };
+    let mut tagents = 0;
+    registry.for_each_chunked(|t| tagents += usize::from(t.runner_group == id));
     Some(GroupView {
         position,
         tagents,
@@ -69,9 +82,7 @@ fn view(registry: &Registry, groups: &RunnerGroups, id: u32) -> Option<GroupView
 
 fn views(registry: &Registry, groups: &RunnerGroups) -> Vec<GroupView> {
     let mut counts = std::collections::HashMap::<u32, usize>::new();
-    for t in registry.index().iter() {
-        *counts.entry(t.runner_group).or_default() += 1;
-    }
+    registry.for_each_chunked(|t| *counts.entry(t.runner_group).or_default() += 1);
     groups
         .groups
         .iter()
@@ -176,9 +187,11 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 #[utoipa::path(get, path = "/api/v1/runner-groups", tag = "runner-groups",
     responses((status = 200, body = Vec<GroupView>)),
     security(("bearer" = [])))]
-pub(super) async fn list(State(s): State<HttpState>) -> Json<Vec<GroupView>> {
-    let groups = s.registry.groups();
-    Json(views(&s.registry, &groups))
+pub(super) async fn list(State(s): State<HttpState>) -> Result<Json<Vec<GroupView>>, ApiError> {
+    let registry = s.registry.clone();
+    tokio::task::spawn_blocking(move || Json(views(&registry, &registry.groups())))
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// One runner group.
@@ -190,10 +203,7 @@ pub(super) async fn get(
     State(s): State<HttpState>,
     Path(id): Path<u32>,
 ) -> Result<Json<GroupView>, ApiError> {
-    let groups = s.registry.groups();
-    view(&s.registry, &groups, id)
-        .map(Json)
-        .ok_or_else(|| ChangeError::NoGroup(id).into())
+    view(&s.registry, s.registry.groups(), id).await.map(Json)
 }
 
 /// Create a runner group; it is scanned after the existing ones.
@@ -226,7 +236,7 @@ pub(super) async fn create(
         .await?;
     // The edit appended the new group.
     let id = groups.groups.last().map_or(0, |g| g.id);
-    let view = view(&s.registry, &groups, id).ok_or(ChangeError::NoGroup(id))?;
+    let view = view(&s.registry, groups, id).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -262,7 +272,7 @@ pub(super) async fn update(
             Ok(next)
         })
         .await?;
-    let view = view(&s.registry, &groups, id).ok_or(ChangeError::NoGroup(id))?;
+    let view = view(&s.registry, groups, id).await?;
     Ok(Json(view))
 }
 

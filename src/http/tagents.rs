@@ -293,8 +293,16 @@ pub(super) async fn counts(
     let filter = p.compile()?;
     let registry = s.registry.clone();
     let counts = tokio::task::spawn_blocking(move || {
-        let index = registry.index();
-        query::counts(&index, registry.interner(), registry.liveness(), &filter)
+        let mut counts = Counts::default();
+        if let Some(m) = query::Compiled::new(&filter, registry.interner()) {
+            let live = registry.liveness();
+            registry.for_each_chunked(|t| {
+                if m.matches(t, live) {
+                    counts.add(t, live);
+                }
+            });
+        }
+        counts
     })
     .await
     .map_err(ApiError::internal)?;

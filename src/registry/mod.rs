@@ -428,6 +428,26 @@ impl Registry {
         self.shared.generation.load(Ordering::Acquire)
     }
 
+    /// Visit every tagent in id order, holding the index's read lock for
+    /// one chunk of [`query::SCAN_BUDGET`] at a time, so that a full scan
+    /// (counts over a million tagents: tens of ms) never stalls the writer
+    /// for all of it. Changes between chunks may or may not be seen.
+    pub fn for_each_chunked(&self, mut f: impl FnMut(&Tagent)) {
+        let mut after = 0;
+        loop {
+            let index = self.index();
+            let mut seen = 0;
+            for t in index.iter_after(after).take(query::SCAN_BUDGET) {
+                f(t);
+                after = t.id;
+                seen += 1;
+            }
+            if seen < query::SCAN_BUDGET {
+                return;
+            }
+        }
+    }
+
     pub fn contains(&self, id: TagentId) -> bool {
         self.index().get(id).is_some()
     }

@@ -58,16 +58,17 @@ pub struct Filter {
     pub changed_since: Option<u64>,
 }
 
-/// A filter with its strings resolved to symbols. `None` when it names a
-/// tenant or version nobody has: nothing can match.
-struct Compiled<'f> {
+/// A filter with its strings resolved to symbols.
+pub struct Compiled<'f> {
     f: &'f Filter,
     tenant: Option<Sym>,
     version: Option<Sym>,
 }
 
 impl<'f> Compiled<'f> {
-    fn new(f: &'f Filter, interner: &Interner) -> Option<Self> {
+    /// `None` when the filter names a tenant or version nobody has: nothing
+    /// can match.
+    pub fn new(f: &'f Filter, interner: &Interner) -> Option<Self> {
         let sym = |s: &Option<String>| match s {
             None => Some(None),
             Some(s) => interner.get(s).map(Some),
@@ -79,7 +80,7 @@ impl<'f> Compiled<'f> {
         })
     }
 
-    fn matches(&self, t: &Tagent, live: &dyn Liveness) -> bool {
+    pub fn matches(&self, t: &Tagent, live: &dyn Liveness) -> bool {
         let f = self.f;
         if self.tenant.is_some_and(|s| s != t.tenant)
             || self.version.is_some_and(|s| s != t.version)
@@ -160,30 +161,6 @@ pub fn list(
     Page { items, next: None }
 }
 
-/// Every id matching `filter` (for batch commands), up to `max`. `Err` with
-/// the count seen so far when more match.
-pub fn ids(
-    index: &Index,
-    interner: &Interner,
-    live: &dyn Liveness,
-    filter: &Filter,
-    max: usize,
-) -> Result<Vec<TagentId>, usize> {
-    let Some(c) = Compiled::new(filter, interner) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for t in index.iter() {
-        if c.matches(t, live) {
-            if out.len() == max {
-                return Err(out.len() + 1);
-            }
-            out.push(t.id);
-        }
-    }
-    Ok(out)
-}
-
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StatusCounts {
     pub total: u64,
@@ -192,7 +169,7 @@ pub struct StatusCounts {
 }
 
 impl StatusCounts {
-    fn add(&mut self, connected: bool) {
+    pub fn add(&mut self, connected: bool) {
         self.total += 1;
         if connected {
             self.connected += 1;
@@ -214,30 +191,34 @@ pub struct Counts {
     pub by_group: BTreeMap<u32, StatusCounts>,
 }
 
-pub fn counts(index: &Index, interner: &Interner, live: &dyn Liveness, filter: &Filter) -> Counts {
-    let mut out = Counts::default();
-    let Some(c) = Compiled::new(filter, interner) else {
-        return out;
-    };
-    let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for t in index.iter() {
-        if !c.matches(t, live) {
-            continue;
-        }
+impl Counts {
+    /// Count one tagent.
+    pub fn add(&mut self, t: &Tagent, live: &dyn Liveness) {
         let s = seen(t, live);
-        out.all.add(s.connected);
-        out.by_group
+        self.all.add(s.connected);
+        self.by_group
             .entry(t.runner_group)
             .or_default()
             .add(s.connected);
         if !s.connected {
             let reason = s.reason.map_or("unknown", DisconnectReason::as_str);
-            *by_reason.entry(reason).or_default() += 1;
+            match self.by_reason.get_mut(reason) {
+                Some(n) => *n += 1,
+                None => {
+                    self.by_reason.insert(reason.to_owned(), 1);
+                }
+            }
         }
     }
-    out.by_reason = by_reason
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+}
+
+pub fn counts(index: &Index, interner: &Interner, live: &dyn Liveness, filter: &Filter) -> Counts {
+    let mut out = Counts::default();
+    let Some(c) = Compiled::new(filter, interner) else {
+        return out;
+    };
+    for t in index.iter().filter(|t| c.matches(t, live)) {
+        out.add(t, live);
+    }
     out
 }
