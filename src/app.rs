@@ -64,6 +64,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .await?
             .context("cannot read the runner groups from the store")?
     };
+    if store.shared()
+        && groups
+            .groups
+            .iter()
+            .flat_map(|g| &g.runners)
+            .any(|r| r.this_hub)
+    {
+        anyhow::bail!(
+            "hubs sharing a store must each be a runner with its own heartbeat address: \
+             configure [[runner_group]] with one [[runner_group.runner]] per hub \
+             (README: Run a runner group)"
+        );
+    }
     if store.shared() && Mine::at(&groups, &advertised) == Mine::Runners(Vec::new()) {
         tracing::warn!(
             "this hub's advertised heartbeat address names no runner of any group: \

@@ -244,3 +244,23 @@ async fn three_hubs_share_the_registry_and_take_over_a_dead_hubs_tagents() {
     assert!(!ids.contains(&new_id), "{new_id} reused");
     drop(sessions);
 }
+
+#[test]
+fn a_hub_sharing_a_store_must_name_its_runner() {
+    let Some((url, schema)) = common::postgres("a_hub_sharing_a_store_must_name_its_runner") else {
+        return;
+    };
+    // No runner groups: the default one's only runner is "this hub", which
+    // every hub of the group would take for itself.
+    let toml = format!(
+        "credential_key = \"{KEY}\"\n[store]\nengine = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n"
+    );
+    let err = match Server::try_start_with(Options::default().config(&toml)) {
+        Ok(_) => panic!("a hub sharing a store started without naming its runner"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("each be a runner with its own heartbeat address"),
+        "{err}"
+    );
+}

@@ -151,6 +151,19 @@ fn change_groups(registry: &Registry, edit: GroupEdit) -> Result<Arc<RunnerGroup
     let current = registry.groups();
     let groups = edit(&current)?.sorted_runners();
     groups.validate().map_err(ChangeError::Invalid)?;
+    if shared.store.shared()
+        && groups
+            .groups
+            .iter()
+            .flat_map(|g| &g.runners)
+            .any(|r| r.this_hub)
+    {
+        return Err(ChangeError::Invalid(
+            "hubs sharing a store are each a runner with its own heartbeat address: \
+             give every runner its heartbeat"
+                .into(),
+        ));
+    }
     {
         let index = shared.index.read();
         for gone in current.groups.iter().filter(|g| groups.get(g.id).is_none()) {

@@ -668,7 +668,11 @@ pub fn postgres(test: &str) -> Option<(String, String)> {
         .ok()
         .filter(|u| !u.is_empty());
     let Some(url) = url else {
-        eprintln!(
+        // Straight to stderr, past the test harness's capture, so the skip
+        // shows in a plain `cargo test`.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped {test}: TAGENT_HUB_TEST_DATABASE_URL is not set \
              (run it under .ci/with-postgres to test against PostgreSQL)"
         );
