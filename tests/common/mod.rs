@@ -668,8 +668,14 @@ pub fn postgres(test: &str) -> Option<(String, String)> {
         .ok()
         .filter(|u| !u.is_empty());
     let Some(url) = url else {
-        // Straight to stderr, past the test harness's capture, so the skip
-        // shows in a plain `cargo test`.
+        // Once per test (a property test asks for every case), straight to
+        // stderr past the harness's capture, so a plain `cargo test` shows it.
+        static TOLD: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let mut told = TOLD.lock().unwrap_or_else(|e| e.into_inner());
+        if told.iter().any(|t| t == test) {
+            return None;
+        }
+        told.push(test.to_owned());
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
