@@ -137,7 +137,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         trusted_proxies: config.trusted_proxies.clone().into(),
     };
     let router = http::router(state, config.max_body_bytes, tokens);
-    let http = tokio::spawn(http::serve(http_listener, router, shutdown.clone()));
+    let limits = http::Limits::from_config(&config.http);
+    let http = tokio::spawn(http::serve(http_listener, router, limits, shutdown.clone()));
 
     shutdown.wait().await;
     // Within 5 s of the signal: stop accepting, close every session, flush

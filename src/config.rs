@@ -43,6 +43,34 @@ pub struct Config {
     #[serde(rename = "admin_token")]
     pub admin_tokens: Vec<AdminTokenConfig>,
     pub heartbeat: HeartbeatConfig,
+    pub http: HttpConfig,
+}
+
+/// `[http]`: limits of the HTTP server against slow and bloated clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most headers in one request; more gets 431.
+    pub max_headers: usize,
+    /// A request's head must arrive within this time, else the connection
+    /// is closed (slowloris).
+    pub header_timeout_secs: u64,
+    /// A request's whole body must arrive within this time, else it is
+    /// refused.
+    pub body_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+        }
+    }
 }
 
 /// `[store]`: the embedded redb file (one hub), or a PostgreSQL database
@@ -172,6 +200,7 @@ impl Default for Config {
             runner_groups: Vec::new(),
             admin_tokens: Vec::new(),
             heartbeat: HeartbeatConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -261,6 +290,18 @@ impl Config {
         if self.store.lease_secs < 3 || self.store.pool_size == 0 {
             return Err(ConfigError::Invalid(
                 "store lease_secs must be at least 3 and pool_size at least 1".into(),
+            ));
+        }
+        let http = &self.http;
+        if !(1024..=1024 * 1024).contains(&http.max_header_bytes)
+            || !(8..=1024).contains(&http.max_headers)
+            || http.header_timeout_secs == 0
+            || http.body_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http max_header_bytes must be 1024..=1048576, max_headers 8..=1024, \
+                 header_timeout_secs and body_timeout_secs at least 1"
+                    .into(),
             ));
         }
         if self.max_body_bytes < 1024 {

@@ -10,7 +10,9 @@
 //! - [`group`]: hub leases in a shared store; a dead hub's tagents runner-lost.
 //! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
 //! - [`http`]: `POST /register`, the admin API (`/api/v1`, bearer tokens,
-//!   OpenAPI), `/metrics`, `/healthz`.
+//!   OpenAPI), `/metrics`, `/healthz`; the HTTP accept loop with its head,
+//!   header and body limits.
+//! - [`net`]: what both accept loops do when `accept(2)` fails.
 //! - [`metrics`]: the Prometheus recorder.
 //! - [`shutdown`]: the signal that stops every task.
 //! - [`app`]: wiring it all together for `tagent-hub serve`.
@@ -23,6 +25,7 @@ pub mod group;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod registry;
 pub mod shutdown;
 pub mod store;

@@ -67,6 +67,7 @@ fn describe() {
     );
     describe_counter!(
         "tagent_hub_http_rejected_total",
-        "HTTP requests refused before reaching the rules, by reason."
+        "HTTP connections and requests refused by the server's limits, by reason \
+         (header_too_large, header_timeout, malformed, slow_body)."
     );
 }

@@ -95,6 +95,87 @@ fn loose_f32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
     })
 }
 
+/// What one JSON line says, decoded without touching any state (the
+/// JSON-line decoder; `fuzz/` drives it with arbitrary bytes).
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// Not JSON, or not a heartbeat: answered OK and counted, not processed.
+    Ignored,
+    /// A heartbeat the hub cannot use: the message of its `ERROR:` reply.
+    Refused(Cow<'static, str>),
+    Heartbeat(HeartbeatLine<'a>),
+}
+
+/// A heartbeat line's fields, validated.
+#[derive(Debug)]
+pub struct HeartbeatLine<'a> {
+    /// Not blank once trimmed.
+    pub tenant: Cow<'a, str>,
+    /// 1..=65535.
+    pub port: u16,
+    /// `mgmtIp`, when given; else the peer address counts.
+    pub mgmt_ip: Option<IpAddr>,
+    pub agent_id: u64,
+    pub pcpu: Option<f32>,
+    pub mem: Option<f32>,
+    pub version: Option<Cow<'a, str>>,
+    pub ip_string: Option<Cow<'a, str>>,
+    pub proxy_group: Option<Cow<'a, str>>,
+}
+
+/// Decode one line (without its `\n`) as SPEC §3.1 reads it.
+pub fn decode_line(line: &[u8]) -> Decoded<'_> {
+    let parsed: Line<'_> = match serde_json::from_slice(line) {
+        Ok(l) => l,
+        Err(e) => {
+            let monitor = serde_json::from_slice::<Kind<'_>>(line)
+                .ok()
+                .and_then(|k| k.kind)
+                .is_some_and(|k| k == "monitor");
+            if monitor {
+                return Decoded::Refused(format!("malformed heartbeat: {e}").into());
+            }
+            return Decoded::Ignored;
+        }
+    };
+    if parsed.kind.as_deref() != Some("monitor") {
+        return Decoded::Ignored;
+    }
+    let Some(tenant) = parsed.tenant.filter(|t| !t.trim().is_empty()) else {
+        return Decoded::Refused("Tenant is blank in the file 'tagent.conf' ".into());
+    };
+    let Some(port) = parsed
+        .port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+    else {
+        return Decoded::Refused("port is missing or not between 1 and 65535".into());
+    };
+    let mgmt_ip = match parsed
+        .mgmt_ip
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => match parse_ip(s) {
+            Some(ip) => Some(ip),
+            None => return Decoded::Refused("mgmtIp is not an ip address".into()),
+        },
+        None => None,
+    };
+    Decoded::Heartbeat(HeartbeatLine {
+        tenant,
+        port,
+        mgmt_ip,
+        agent_id: parsed.agent_id.unwrap_or(0),
+        pcpu: parsed.pcpu,
+        mem: parsed.mem,
+        version: parsed.version,
+        ip_string: parsed.ip_string,
+        proxy_group: parsed.proxy_group,
+    })
+}
+
 const OK: &[u8] = b"{\"Status\":\"OK\"}\n";
 
 fn error_line(out: &mut Vec<u8>, message: &str) {
@@ -148,58 +229,23 @@ impl CompatSession {
     /// Handle one line, appending exactly one reply line to `out`.
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
         let started = Instant::now();
-        let parsed: Line<'_> = match serde_json::from_slice(line) {
-            Ok(l) => l,
-            Err(e) => {
-                let monitor = serde_json::from_slice::<Kind<'_>>(line)
-                    .ok()
-                    .and_then(|k| k.kind)
-                    .is_some_and(|k| k == "monitor");
-                if monitor {
-                    error_line(out, &format!("malformed heartbeat: {e}"));
-                    return Flow::Continue;
-                }
+        let parsed = match decode_line(line) {
+            Decoded::Heartbeat(h) => h,
+            Decoded::Ignored => {
                 self.hub.metrics().ignored_lines.increment(1);
                 out.extend_from_slice(OK);
                 return Flow::Continue;
             }
+            Decoded::Refused(message) => {
+                error_line(out, &message);
+                return Flow::Continue;
+            }
         };
-        if parsed.kind.as_deref() != Some("monitor") {
-            self.hub.metrics().ignored_lines.increment(1);
-            out.extend_from_slice(OK);
-            return Flow::Continue;
-        }
-        let tenant = parsed.tenant.as_deref().map(str::trim).unwrap_or("");
-        if tenant.is_empty() {
-            error_line(out, "Tenant is blank in the file 'tagent.conf' ");
-            return Flow::Continue;
-        }
-        let Some(port) = parsed
-            .port
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0)
-        else {
-            error_line(out, "port is missing or not between 1 and 65535");
-            return Flow::Continue;
-        };
-        let ip = match parsed
-            .mgmt_ip
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            Some(s) => match parse_ip(s) {
-                Some(ip) => ip,
-                None => {
-                    error_line(out, "mgmtIp is not an ip address");
-                    return Flow::Continue;
-                }
-            },
-            None => self.peer_ip,
-        };
+        let (tenant, port) = (parsed.tenant.trim(), parsed.port);
+        let ip = parsed.mgmt_ip.unwrap_or(self.peer_ip);
         let key = self.hub.key_for(tenant, ip, port);
         let facts = Facts {
-            agent_id: parsed.agent_id.unwrap_or(0),
+            agent_id: parsed.agent_id,
             pcpu: parsed.pcpu,
             mem: parsed.mem,
             version: parsed.version.as_deref(),

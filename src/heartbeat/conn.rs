@@ -30,7 +30,9 @@ pub enum Framing {
     Frames { max: usize },
 }
 
-enum Split {
+/// What [`Framing::split`] found at the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
     /// `unit` is `buf[start..end]`; the next unit starts at `next`.
     Unit {
         start: usize,
@@ -42,7 +44,9 @@ enum Split {
 }
 
 impl Framing {
-    fn split(self, buf: &[u8]) -> Split {
+    /// Cut the first unit from `buf` (the frame decoder; `fuzz/` drives it
+    /// with arbitrary bytes).
+    pub fn split(self, buf: &[u8]) -> Split {
         match self {
             Framing::Lines { max } => match memchr(b'\n', buf) {
                 Some(i) if i <= max => {

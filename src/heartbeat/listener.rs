@@ -25,13 +25,8 @@ use super::native::NativeSession;
 use super::proto::MAGIC;
 use super::session::{Protocol, Session};
 use super::{Hub, OpenGuard};
+use crate::net::AcceptBackoff;
 use crate::registry::DisconnectReason;
-
-// Linux errno values of resource exhaustion in accept(2).
-const ENOMEM: i32 = 12;
-const ENFILE: i32 = 23;
-const EMFILE: i32 = 24;
-const ENOBUFS: i32 = 105;
 
 /// Bind the heartbeat port with a deep backlog, so a whole estate
 /// reconnecting at once after a restart waits in the kernel, not refused.
@@ -49,42 +44,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Accept until shutdown.
 pub async fn run(hub: Hub, listener: TcpListener) {
     let shutdown = hub.shutdown_signal().clone();
-    let mut backoff = Duration::from_millis(5);
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.wait() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => {
-                backoff = Duration::from_millis(5);
-                x
-            }
-            Err(e) => {
-                let kind = match e.raw_os_error() {
-                    Some(EMFILE) => "emfile",
-                    Some(ENFILE) => "enfile",
-                    Some(ENOMEM) | Some(ENOBUFS) => "enomem",
-                    _ => "other",
-                };
-                HbMetrics::accept_error(kind);
-                if kind == "other" {
-                    // Aborted handshakes and the like: the next accept is fine.
-                    continue;
-                }
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(error = %e, open = hub.open_connections(), "out of file descriptors: accept paused, existing sessions keep going");
-                    last_warning = Some(Instant::now());
-                }
-                tokio::select! {
-                    _ = shutdown.wait() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
+    let mut backoff = AcceptBackoff::new("heartbeat");
+    while let Some((stream, peer)) = backoff
+        .accept(&listener, &shutdown, || hub.open_connections())
+        .await
+    {
         let Some(guard) = hub.admit() else {
             HbMetrics::rejected("max_sessions");
             let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));

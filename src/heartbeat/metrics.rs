@@ -76,10 +76,6 @@ impl HbMetrics {
         counter!("tagent_hub_connection_errors_total", "kind" => kind).increment(1);
     }
 
-    pub fn accept_error(kind: &'static str) {
-        counter!("tagent_hub_accept_errors_total", "kind" => kind).increment(1);
-    }
-
     /// A reload sent to an unregistered session.
     pub fn reload_sent() {
         counter!("tagent_hub_reloads_sent_total").increment(1);
@@ -130,7 +126,7 @@ fn describe() {
     );
     describe_counter!(
         "tagent_hub_accept_errors_total",
-        "Errors of the accept loop, by kind."
+        "Errors of an accept loop (heartbeat or http), by kind; out of descriptors it backs off."
     );
     describe_counter!(
         "tagent_hub_auth_failures_total",

@@ -8,9 +8,12 @@ mod events;
 mod forward;
 mod groups;
 mod register;
+mod server;
 pub mod tagents;
 
-use std::net::{IpAddr, SocketAddr};
+pub use server::{Limits, serve};
+
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -28,7 +31,6 @@ use utoipa_axum::routes;
 
 use crate::heartbeat::Hub;
 use crate::registry::Registry;
-use crate::shutdown::Shutdown;
 
 /// The path a real tagent is configured with (`proxy.registeraddress`).
 pub const REGISTER_PATH: &str = "/autoexecrunner/public/api/rest/tagent/register";
@@ -150,20 +152,6 @@ pub fn api_error(status: StatusCode, message: &str) -> Response {
         }),
     )
         .into_response()
-}
-
-/// Serve `router` on `listener` until shutdown.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.wait().await })
-    .await
 }
 
 async fn metrics(axum::extract::State(s): axum::extract::State<HttpState>) -> Response {
