@@ -258,10 +258,6 @@ impl RedbStore {
         let result = self.with_db(|db| self.write(db, batch));
         if let Err(StoreError::Io(_)) = &result {
             self.failed.store(true, Ordering::Release);
-            // The handle is useless now: close the file at once rather than
-            // at the next commit, so that no broken handle keeps it open
-            // (an operator can then remount or unmount the disk).
-            drop(self.db.write().take());
         }
         result
     }
