@@ -26,7 +26,7 @@ use tagent_hub::heartbeat::{Facts, Hub, Protocol, Session, SessionKey, Settings}
 use tagent_hub::registry::model::{Runner, RunnerGroup, RunnerGroups};
 use tagent_hub::registry::{DisconnectReason, RegisterRequest, Registry, Secret};
 use tagent_hub::shutdown::Shutdown;
-use tagent_hub::store::{CredentialCipher, Store};
+use tagent_hub::store::{CredentialCipher, RedbStore};
 
 const PORT: u16 = 3939;
 
@@ -117,7 +117,7 @@ impl Fixture {
 
 fn fixture(rt: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) -> Fixture {
     let cipher = CredentialCipher::from_hex(&"11".repeat(32)).unwrap();
-    let store = Store::open(dir, cipher, 16 << 20).unwrap();
+    let store = RedbStore::open(dir, cipher, 16 << 20).unwrap();
     let registry = Registry::open(Arc::new(store), groups()).unwrap();
     let ids: Vec<u64> = rt.block_on(async {
         let mut tasks = Vec::new();

@@ -4,11 +4,11 @@
 //! `cargo run --release --example index_memory -- --dir /tmp/idx-1m`
 //!
 //! 1. Unless `DIR/registry.redb` already holds `--tagents` tagents, build it
-//!    directly through `Store::commit` in large batches: tagent `i` has primary
+//!    directly through `RedbStore::commit` in large batches: tagent `i` has primary
 //!    ip `10.0.0.1 + i - 1` and contains that and the same address one /8 up,
 //!    with an account (sealed credential) for each of the two.
 //! 2. Re-run itself (`open`) so the measurement starts in a fresh process:
-//!    RSS after `Store::open`, then `Registry::open` timed, RSS after it, and
+//!    RSS after `RedbStore::open`, then `Registry::open` timed, RSS after it, and
 //!    the peak RSS. Prints a table, or JSON with `--json`.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -22,7 +22,9 @@ use clap::{Parser, Subcommand};
 use tagent_hub::config::Config;
 use tagent_hub::registry::Registry;
 use tagent_hub::registry::model::{DisconnectReason, Status};
-use tagent_hub::store::{AccountOp, AccountPut, CredentialCipher, Store, StoredTagent, WriteBatch};
+use tagent_hub::store::{
+    AccountOp, AccountPut, CredentialCipher, RedbStore, StoredTagent, WriteBatch,
+};
 
 /// A fixed key: the store is a throwaway.
 const KEY: &str = "6b6579206f6620746865206d656173757265206f6620696e646578206d656d21";
@@ -80,9 +82,13 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn open_store(dir: &Path, cache_mib: Option<usize>) -> anyhow::Result<Store> {
+fn open_store(dir: &Path, cache_mib: Option<usize>) -> anyhow::Result<RedbStore> {
     let cache = cache_mib.map_or(Config::default().store_cache_bytes, |m| m << 20);
-    Ok(Store::open(dir, CredentialCipher::from_hex(KEY)?, cache)?)
+    Ok(RedbStore::open(
+        dir,
+        CredentialCipher::from_hex(KEY)?,
+        cache,
+    )?)
 }
 
 fn primary(i: u64) -> IpAddr {
@@ -233,7 +239,7 @@ fn measure(dir: &Path, n: u64, cache_mib: Option<usize>, json: bool) -> anyhow::
         println!("tagents                        {n} ({ip_entries} ip entries)");
         println!("store file                     {:.1} MiB", mib(file));
         println!("RSS at start                   {:.1} MiB", mib(rss_start));
-        println!("RSS after Store::open          {:.1} MiB", mib(rss_store));
+        println!("RSS after RedbStore::open      {:.1} MiB", mib(rss_store));
         println!("Registry::open                 {open_secs:.3} s");
         println!("RSS after Registry::open       {:.1} MiB", mib(rss_open));
         println!("peak RSS (VmHWM)               {:.1} MiB", mib(hwm));

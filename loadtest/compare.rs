@@ -216,6 +216,7 @@ async fn run_all(
             first: 0,
             tenant: "load".into(),
             reconnect: false,
+            failover: Vec::new(),
             spawn_hub: None,
             admin_token: server.admin_token.clone(),
             server_pid: Some(server.pid()),

@@ -138,6 +138,11 @@ pub struct Args {
     /// Bearer token for the hub's admin API (a spawned hub gets its own).
     #[arg(long, env = "TAGENT_HUB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Other runners of the group (repeatable): with --reconnect, a dropped
+    /// session tries the next runner in turn, as a tagent walks its
+    /// `proxy.group` (loopback only).
+    #[arg(long)]
+    pub failover: Vec<SocketAddr>,
     /// The server's pid: report its CPU and memory.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -226,8 +231,9 @@ impl Args {
                 "--mode restart needs --spawn-hub (it stops and starts the hub) and --protocol compat or native"
             );
         }
-        if !self.heartbeat.ip().is_loopback() {
-            bail!("--heartbeat must be a loopback address");
+        if !self.heartbeat.ip().is_loopback() || self.failover.iter().any(|a| !a.ip().is_loopback())
+        {
+            bail!("--heartbeat and --failover must be loopback addresses");
         }
         Target::parse(&self.url)?;
         Ok(())
@@ -260,6 +266,9 @@ impl Worker {
             .args(["--worker", &format!("{}..{}", range.0, range.1)]);
         if args.reconnect {
             cmd.arg("--reconnect");
+        }
+        for a in &args.failover {
+            cmd.arg("--failover").arg(a.to_string());
         }
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -211,9 +211,24 @@ impl Drop for Up<'_> {
 }
 
 /// Connect, recording how long it took.
-async fn open(n: usize, id: u64, ctx: &Ctx, o: &mut Outcomes) -> Result<Session, &'static str> {
+/// Open tagent `n`'s session to its `attempt`-th runner: its own first, then
+/// each `--failover` runner in turn, as a tagent walks its `proxy.group`.
+async fn open(
+    n: usize,
+    id: u64,
+    ctx: &Ctx,
+    attempt: &mut usize,
+    o: &mut Outcomes,
+) -> Result<Session, &'static str> {
+    let args = &ctx.args;
+    let runners = 1 + args.failover.len();
+    let to = match *attempt % runners {
+        0 => args.heartbeat,
+        k => args.failover[k - 1],
+    };
+    *attempt += 1;
     let t0 = Instant::now();
-    let s = connect(n, id, &ctx.args).await?;
+    let s = connect(n, id, args, to).await?;
     o.connected(t0.elapsed());
     Ok(s)
 }
@@ -228,7 +243,9 @@ async fn session(
     let args = &ctx.args;
     let live = &ctx.live;
     let mut o = Outcomes::default();
-    let mut s = match open(n, id, ctx, &mut o).await {
+    // Which runner the next (re)connection goes to.
+    let mut attempt = 0;
+    let mut s = match open(n, id, ctx, &mut attempt, &mut o).await {
         Ok(s) => {
             let _ = ready.send(true);
             s
@@ -276,7 +293,9 @@ async fn session(
                         drop(up.take());
                         drop(s);
                         o.count("churned");
-                        match open(n, id, ctx, &mut o).await {
+                        // A churned session comes back to the same runner.
+                        attempt -= 1;
+                        match open(n, id, ctx, &mut attempt, &mut o).await {
                             Ok(again) => {
                                 s = again;
                                 up = Some(Up::new(live));
@@ -317,7 +336,7 @@ async fn session(
                     if tokio::time::Instant::now() >= end || stopped(&stop) {
                         return o;
                     }
-                    match open(n, id, ctx, &mut o).await {
+                    match open(n, id, ctx, &mut attempt, &mut o).await {
                         Ok(s) => break s,
                         Err(_) => {
                             tokio::time::sleep(pause).await;
@@ -355,8 +374,8 @@ async fn connect_from(n: usize, to: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// Connect, identify, and get the session acknowledged: the first heartbeat
 /// answered (tagent-hub), CONNACK (MQTT), PONG after CONNECT (NATS).
-async fn connect(n: usize, id: u64, args: &Args) -> Result<Session, &'static str> {
-    let stream = match connect_from(n, args.heartbeat).await {
+async fn connect(n: usize, id: u64, args: &Args, to: SocketAddr) -> Result<Session, &'static str> {
+    let stream = match connect_from(n, to).await {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             return Err("connect_refused");
@@ -367,8 +386,8 @@ async fn connect(n: usize, id: u64, args: &Args) -> Result<Session, &'static str
         Proto::Compat => {
             let ip = source_ip(n).to_string();
             let line = json!({"type":"monitor","tenant":args.tenant,"agentId":id,"port":3939,
-                "ipString":ip,"proxyGroup":"","proxyGroupId":"1","proxyIp":args.heartbeat.ip().to_string(),
-                "proxyPort":args.heartbeat.port(),"pcpu":0.3,"mem":41,"status":"working",
+                "ipString":ip,"proxyGroup":"","proxyGroupId":"1","proxyIp":to.ip().to_string(),
+                "proxyPort":to.port(),"pcpu":0.3,"mem":41,"status":"working",
                 "version":"1.5.4","mgmtIp":ip});
             let (r, w) = stream.into_split();
             Session::Compat {

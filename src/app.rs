@@ -6,12 +6,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, Engine};
 use crate::heartbeat::{self, Hub, Settings};
 use crate::http::{self, HttpState};
-use crate::registry::Registry;
+use crate::registry::model::host_port;
+use crate::registry::{Mine, Registry};
 use crate::shutdown::Shutdown;
-use crate::store::{CredentialCipher, Store};
+use crate::store::{CredentialCipher, HubInfo, PgOptions, PgStore, RedbStore, RegistryStore};
 
 /// Run the hub until `shutdown` fires.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -25,22 +26,66 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         Some(k) => CredentialCipher::from_hex(k)?,
         None => CredentialCipher::from_key_file(&data_dir)?,
     };
-    let cache = config.store_cache_bytes;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, cipher, cache))
-        .await?
-        .context("cannot open the store")?;
+    let store: Arc<dyn RegistryStore> = match config.store.engine {
+        Engine::Redb => {
+            let cache = config.store_cache_bytes;
+            Arc::new(
+                tokio::task::spawn_blocking(move || RedbStore::open(&data_dir, cipher, cache))
+                    .await?
+                    .context("cannot open the store")?,
+            )
+        }
+        Engine::Postgres => {
+            let opts = PgOptions {
+                url: config.store.url.clone().context(
+                    "store engine postgres needs a url (store.url, --database-url or \
+                     TAGENT_HUB_DATABASE_URL)",
+                )?,
+                schema: config.store.schema.clone(),
+                pool_size: config.store.pool_size,
+            };
+            Arc::new(
+                tokio::task::spawn_blocking(move || PgStore::open(&opts, cipher))
+                    .await?
+                    .context("cannot open the PostgreSQL store")?,
+            )
+        }
+    };
+    tracing::info!(engine = store.engine(), "store open");
 
     let heartbeat = heartbeat::listener::bind(config.heartbeat_addr)
         .with_context(|| format!("cannot listen for heartbeats on {}", config.heartbeat_addr))?;
     let heartbeat_addr = heartbeat.local_addr()?;
     let advertised = config.advertised(heartbeat_addr);
     let seed = config.build_groups(advertised.clone())?;
-    let groups = Registry::load_groups(&store, seed, &advertised)
-        .context("cannot read the runner groups from the store")?;
-
+    let groups = {
+        let (store, advertised) = (store.clone(), advertised.clone());
+        tokio::task::spawn_blocking(move || Registry::load_groups(&*store, seed, &advertised))
+            .await?
+            .context("cannot read the runner groups from the store")?
+    };
+    if store.shared()
+        && groups
+            .groups
+            .iter()
+            .flat_map(|g| &g.runners)
+            .any(|r| r.this_hub)
+    {
+        anyhow::bail!(
+            "hubs sharing a store must each be a runner with its own heartbeat address: \
+             configure [[runner_group]] with one [[runner_group.runner]] per hub \
+             (README: Run a runner group)"
+        );
+    }
+    if store.shared() && Mine::at(&groups, &advertised) == Mine::Runners(Vec::new()) {
+        tracing::warn!(
+            "this hub's advertised heartbeat address names no runner of any group: \
+             its sessions cannot be told apart from other hubs'"
+        );
+    }
     let registry = {
-        let store = Arc::new(store);
-        tokio::task::spawn_blocking(move || Registry::open(store, groups))
+        let (store, advertised) = (store.clone(), advertised.clone());
+        tokio::task::spawn_blocking(move || Registry::open_as(store, groups, advertised))
             .await?
             .context("cannot rebuild the registry from the store")?
     };
@@ -69,6 +114,21 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let listener = tokio::spawn(heartbeat::listener::run(hub.clone(), heartbeat));
+    if store.shared() {
+        let me = HubInfo {
+            heartbeat: host_port(&advertised.0, advertised.1),
+            // Other hubs forward commands here.
+            http: host_port(&advertised.0, http_addr.port()),
+        };
+        let lease = std::time::Duration::from_secs(config.store.lease_secs);
+        tokio::spawn(crate::group::run(
+            registry.clone(),
+            hub.clone(),
+            me,
+            lease,
+            shutdown.clone(),
+        ));
+    }
 
     let state = HttpState {
         registry: registry.clone(),

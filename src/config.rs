@@ -32,6 +32,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// redb's page cache.
     pub store_cache_bytes: usize,
+    /// `[store]`: which engine holds the registry.
+    pub store: StoreConfig,
     /// Seeds the store's runner groups on first start; after that the
     /// admin API changes them.
     #[serde(rename = "runner_group")]
@@ -67,6 +69,44 @@ impl Default for HttpConfig {
             max_headers: 64,
             header_timeout_secs: 10,
             body_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[store]`: the embedded redb file (one hub), or a PostgreSQL database
+/// shared by the hubs of a runner group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub engine: Engine,
+    /// PostgreSQL connection URL (`postgres://user:pass@host:5432/db`),
+    /// needed by `engine = "postgres"`. Never logged. `--database-url` /
+    /// `TAGENT_HUB_DATABASE_URL` sets it and selects `postgres`.
+    pub url: Option<String>,
+    /// The schema of the registry's tables (created at start).
+    pub schema: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// A hub renews its lease every third of this; when it stops renewing,
+    /// another hub marks its tagents `runner-lost` once it expires.
+    pub lease_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Redb,
+    Postgres,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            engine: Engine::Redb,
+            url: None,
+            schema: "tagent_hub".into(),
+            pool_size: 8,
+            lease_secs: 10,
         }
     }
 }
@@ -156,6 +196,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             max_body_bytes: 1024 * 1024,
             store_cache_bytes: 64 * 1024 * 1024,
+            store: StoreConfig::default(),
             runner_groups: Vec::new(),
             admin_tokens: Vec::new(),
             heartbeat: HeartbeatConfig::default(),
@@ -244,6 +285,11 @@ impl Config {
         if hb.reload_rate_per_sec == 0 {
             return Err(ConfigError::Invalid(
                 "heartbeat reload_rate_per_sec must be at least 1".into(),
+            ));
+        }
+        if self.store.lease_secs < 3 || self.store.pool_size == 0 {
+            return Err(ConfigError::Invalid(
+                "store lease_secs must be at least 3 and pool_size at least 1".into(),
             ));
         }
         let http = &self.http;

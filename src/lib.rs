@@ -5,7 +5,9 @@
 //! - [`config`]: the TOML file, environment and flags, and their defaults.
 //! - [`registry`]: the registration rules (SPEC §2.3), pure, over an
 //!   in-memory index; the writer thread that group-commits every change.
-//! - [`store`]: `redb` tables; credentials sealed at rest.
+//! - [`store`]: one interface, two engines: `redb` (a single hub) and
+//!   PostgreSQL (a runner group's hubs); credentials sealed at rest.
+//! - [`group`]: hub leases in a shared store; a dead hub's tagents runner-lost.
 //! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
 //! - [`http`]: `POST /register`, the admin API (`/api/v1`, bearer tokens,
 //!   OpenAPI), `/metrics`, `/healthz`; the HTTP accept loop with its head,
@@ -19,6 +21,7 @@
 pub mod app;
 pub mod config;
 pub mod ctl;
+pub mod group;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;

@@ -18,7 +18,7 @@ use tagent_hub::shutdown::Shutdown;
 
 /// tagent-hub: the heartbeat server and registry for NeatLogic tagents.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,6 +50,10 @@ struct ServeArgs {
     /// Heartbeat address told to tagents, HOST:PORT.
     #[arg(long, env = "TAGENT_HUB_ADVERTISE")]
     advertise: Option<String>,
+    /// PostgreSQL URL of a registry shared by a runner group's hubs
+    /// (selects the postgres engine).
+    #[arg(long, env = "TAGENT_HUB_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Key that seals credentials at rest (64 hex digits).
     #[arg(long, env = "TAGENT_HUB_CREDENTIAL_KEY", hide_env_values = true)]
     credential_key: Option<String>,
@@ -76,6 +80,10 @@ impl ServeArgs {
         }
         if let Some(a) = self.advertise {
             config.advertise = Some(a);
+        }
+        if let Some(url) = self.database_url {
+            config.store.url = Some(url);
+            config.store.engine = tagent_hub::config::Engine::Postgres;
         }
         if let Some(k) = self.credential_key {
             config.credential_key = Some(k);

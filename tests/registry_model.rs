@@ -5,7 +5,17 @@
 //! - `batched_rules_match_the_model`: the same through an `Overlay`, in
 //!   random batches, as the writer thread decides them.
 //! - `registry_matches_the_model_and_survives_reopen`: the real `Registry`
-//!   over a `Store` on disk, reopened halfway and at the end.
+//!   over a redb store on disk, reopened halfway and at the end.
+//! - `three_hubs_match_the_model`: three registries (three hubs) over one
+//!   PostgreSQL store, each registration sent to one of them at random.
+//! - `concurrent_registrations_end_as_if_serial`: the same hubs, two or three
+//!   registrations at the same moment on different hubs: the answers and the
+//!   end state equal the model's for some order of them.
+//!
+//! The PostgreSQL tests need `TAGENT_HUB_TEST_DATABASE_URL` (`.ci/with-postgres`
+//! sets it); without it they print that they were skipped.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -20,7 +30,7 @@ use tagent_hub::registry::{
     Index, IndexView, Interner, Liveness, RegisterRequest, Registry, RunnerGroup, RunnerGroups,
     Secret, TagentId, to_stored,
 };
-use tagent_hub::store::{CredentialCipher, Store, StoredTagent};
+use tagent_hub::store::{CredentialCipher, PgOptions, PgStore, RedbStore, StoredTagent};
 
 // ---------------------------------------------------------------------------
 // The world the sequences play in.
@@ -131,7 +141,7 @@ enum Outcome {
 /// What one accepted registration does to accounts: the ips put, the ips deleted.
 type AccountChange = (BTreeSet<IpAddr>, BTreeSet<IpAddr>);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Model {
     tagents: Vec<MTagent>,
     accounts: Vec<MAccount>,
@@ -605,7 +615,7 @@ impl Liveness for SharedMask {
 }
 
 fn open(dir: &std::path::Path, live: &Arc<AtomicU64>) -> Registry {
-    let store = Store::open(dir, CredentialCipher::from_hex(KEY).unwrap(), 1 << 20).unwrap();
+    let store = RedbStore::open(dir, CredentialCipher::from_hex(KEY).unwrap(), 1 << 20).unwrap();
     let registry = Registry::open(Arc::new(store), runner_groups()).unwrap();
     registry.set_liveness(Arc::new(SharedMask(live.clone())));
     registry
@@ -698,5 +708,158 @@ proptest! {
         check_registry(&registry, &model)?;
         let registry = reopen(&rt, registry, dir.path(), &live, &model)?;
         rt.block_on(registry.shutdown());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Several hubs over one PostgreSQL store.
+
+const HUBS: usize = 3;
+
+fn open_pg(url: &str, schema: &str, live: &Arc<AtomicU64>) -> Registry {
+    let opts = PgOptions {
+        url: url.to_owned(),
+        schema: schema.to_owned(),
+        pool_size: 2,
+    };
+    let store = PgStore::open(&opts, CredentialCipher::from_hex(KEY).unwrap()).unwrap();
+    let registry = Registry::open(Arc::new(store), runner_groups()).unwrap();
+    registry.set_liveness(Arc::new(SharedMask(live.clone())));
+    registry
+}
+
+fn answer(
+    r: Result<tagent_hub::registry::Registered, tagent_hub::registry::RegisterError>,
+) -> Outcome {
+    match r {
+        Ok(r) => Outcome::Ok {
+            id: r.id,
+            created: r.created,
+            group: r.group.id,
+        },
+        Err(e) => Outcome::Err(e.kind()),
+    }
+}
+
+/// Every hub's index, once refreshed, and the shared accounts equal the model.
+fn check_hubs(
+    rt: &tokio::runtime::Runtime,
+    hubs: &[Registry],
+    model: &Model,
+) -> Result<(), TestCaseError> {
+    for hub in hubs {
+        rt.block_on(hub.refresh());
+        check_registry(hub, model)?;
+    }
+    Ok(())
+}
+
+/// Shut the hubs down, open the store again as a new hub, and compare.
+fn reopen_pg(
+    rt: &tokio::runtime::Runtime,
+    hubs: Vec<Registry>,
+    url: &str,
+    schema: &str,
+    live: &Arc<AtomicU64>,
+    model: &Model,
+) -> Result<(), TestCaseError> {
+    let before = snapshot(&hubs[0]);
+    for hub in hubs {
+        rt.block_on(hub.shutdown());
+    }
+    let again = open_pg(url, schema, live);
+    prop_assert_eq!(snapshot(&again), before);
+    check_registry(&again, model)?;
+    rt.block_on(again.shutdown());
+    Ok(())
+}
+
+/// Every order of `0..n`.
+fn orders(n: usize) -> Vec<Vec<usize>> {
+    if n <= 1 {
+        return vec![(0..n).collect()];
+    }
+    let mut out = Vec::new();
+    for first in 0..n {
+        for rest in orders(n - 1) {
+            let mut o = vec![first];
+            o.extend(rest.into_iter().map(|i| if i >= first { i + 1 } else { i }));
+            out.push(o);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    #[test]
+    fn three_hubs_match_the_model(
+        steps in steps(40),
+        at in proptest::collection::vec(0..HUBS, 40),
+    ) {
+        let Some((url, schema)) = common::postgres("three_hubs_match_the_model") else {
+            return Ok(());
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let live = Arc::new(AtomicU64::new(0));
+        let hubs: Vec<Registry> = (0..HUBS).map(|_| open_pg(&url, &schema, &live)).collect();
+        let mut model = Model::new();
+        for (i, s) in steps.iter().enumerate() {
+            let req = request(s, &model);
+            live.store(s.live, Ordering::SeqCst);
+            let got = answer(rt.block_on(hubs[at[i]].register(req.clone())));
+            let (want, _) = model.register(&req, |id| is_live(s.live, id));
+            prop_assert_eq!(got, want, "request {:?} on hub {}", req, at[i]);
+        }
+        check_hubs(&rt, &hubs, &model)?;
+        reopen_pg(&rt, hubs, &url, &schema, &live, &model)?;
+    }
+
+    #[test]
+    fn concurrent_registrations_end_as_if_serial(
+        rounds in proptest::collection::vec(proptest::collection::vec(step(), 2..=HUBS), 1..12),
+    ) {
+        let Some((url, schema)) = common::postgres("concurrent_registrations_end_as_if_serial") else {
+            return Ok(());
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let live = Arc::new(AtomicU64::new(0));
+        let hubs: Vec<Registry> = (0..HUBS).map(|_| open_pg(&url, &schema, &live)).collect();
+        let mut model = Model::new();
+        for round in &rounds {
+            let mask = round[0].live;
+            live.store(mask, Ordering::SeqCst);
+            let reqs: Vec<RegisterRequest> = round.iter().map(|s| request(s, &model)).collect();
+            let got: Vec<Outcome> = rt
+                .block_on(futures_util::future::join_all(
+                    reqs.iter().enumerate().map(|(i, r)| hubs[i].register(r.clone())),
+                ))
+                .into_iter()
+                .map(answer)
+                .collect();
+            // Some order of the requests gives exactly these answers and
+            // the state the store holds now.
+            let candidates: Vec<Model> = orders(reqs.len())
+                .into_iter()
+                .filter_map(|order| {
+                    let mut m = model.clone();
+                    let mut want = vec![Outcome::Err(""); reqs.len()];
+                    for i in order {
+                        want[i] = m.register(&reqs[i], |id| is_live(mask, id)).0;
+                    }
+                    (want == got).then_some(m)
+                })
+                .collect();
+            prop_assert!(!candidates.is_empty(), "no order of {:?} answers {:?}", reqs, got);
+            rt.block_on(hubs[0].refresh());
+            let now = candidates
+                .into_iter()
+                .find(|m| check_registry(&hubs[0], m).is_ok());
+            prop_assert!(now.is_some(), "no order of {:?} leaves the store as it is", reqs);
+            model = now.unwrap();
+        }
+        check_hubs(&rt, &hubs, &model)?;
+        reopen_pg(&rt, hubs, &url, &schema, &live, &model)?;
     }
 }

@@ -265,6 +265,26 @@ impl Hub {
         self.inner.live.len()
     }
 
+    /// Report every live session as connected again: after this hub's lease
+    /// lapsed, other hubs may have marked its tagents `runner-lost`.
+    pub fn reassert(&self) {
+        let held: Vec<(TagentId, Option<u32>)> = self
+            .inner
+            .live
+            .iter()
+            .map(|e| (*e.key(), e.value().state.lock().group))
+            .collect();
+        let groups = self.inner.groups.read();
+        let runners: Vec<(TagentId, Option<u32>)> = held
+            .into_iter()
+            .map(|(id, g)| (id, g.and_then(|g| groups.me.get(&g).copied())))
+            .collect();
+        drop(groups);
+        for (id, runner) in runners {
+            self.report(id, Status::Connected, runner);
+        }
+    }
+
     /// Count a new connection; `None` when `max_sessions` are open.
     pub(crate) fn admit(&self) -> Option<OpenGuard> {
         let max = self.inner.settings.max_sessions;

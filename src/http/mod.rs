@@ -5,6 +5,7 @@
 pub mod auth;
 mod commands;
 mod events;
+mod forward;
 mod groups;
 mod register;
 mod server;
@@ -106,6 +107,10 @@ pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens
             }),
         )
         .merge(admin)
+        .route(
+            "/internal/v1/tagents/{id}/{command}",
+            post(forward::run_forwarded),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -386,8 +386,26 @@ pub struct CommandResult {
 }
 
 /// Run one command for one tagent. `status-check` only asks whether a live
-/// session exists; the others go down the session (SPEC §3.2).
+/// session exists; the others go down the session (SPEC §3.2), forwarded
+/// to the hub that holds it when that is another hub of the runner group.
 pub async fn run_command(s: &HttpState, id: TagentId, command: Command) -> CommandResult {
+    let elsewhere = s.hub.session_of(id).is_none() && s.registry.liveness().is_live(id);
+    match command {
+        Command::StatusCheck if elsewhere => CommandResult {
+            id,
+            command: command.as_str().to_owned(),
+            result: "connected",
+            message: Some("on another hub of the runner group".into()),
+        },
+        Command::Reload | Command::Resetcred if elsewhere => {
+            super::forward::command(s, id, command).await
+        }
+        _ => run_local(s, id, command).await,
+    }
+}
+
+/// Run one command on this hub's session of the tagent, if it has one.
+pub async fn run_local(s: &HttpState, id: TagentId, command: Command) -> CommandResult {
     let result = |result, message| CommandResult {
         id,
         command: command.as_str().to_owned(),

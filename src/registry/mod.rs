@@ -20,7 +20,7 @@ pub mod request;
 pub mod rules;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
@@ -33,7 +33,9 @@ pub use intern::{Interner, Sym};
 pub use model::{DisconnectReason, RunnerGroup, RunnerGroups, Status, Tagent, TagentId};
 pub use request::{Origin, RegisterRequest, Secret};
 
-use crate::store::{Store, StoreError, StoredGroup, StoredTagent};
+use crate::store::{
+    Changes, RegistryStore, ScanItem, StoreError, StoredGroup, StoredTagent, WriteBatch,
+};
 use writer::Job;
 
 /// Whether a tagent holds a live heartbeat session (rule 3). The heartbeat
@@ -70,6 +72,82 @@ pub struct Registered {
     pub group: RunnerGroup,
 }
 
+/// Rule 3 and the status views in a runner group: a tagent is live when
+/// this hub holds its session, or when the store shows it connected through
+/// another hub's runner. The writer keeps `elsewhere` in step with the
+/// index, so that views never take the index lock twice.
+#[derive(Default)]
+struct Sessions {
+    local: OnceLock<Arc<dyn Liveness>>,
+    /// Tagents connected through other hubs' runners, with the runner.
+    elsewhere: dashmap::DashMap<TagentId, u32>,
+}
+
+impl Liveness for Sessions {
+    fn is_live(&self, id: TagentId) -> bool {
+        self.local.get().is_some_and(|l| l.is_live(id)) || self.elsewhere.contains_key(&id)
+    }
+}
+
+impl Sessions {
+    /// Record where tagent `id` (`None`: deleted) is connected now.
+    fn track(&self, mine: &Mine, id: TagentId, t: Option<&Tagent>) {
+        match t.and_then(|t| t.runner.filter(|_| t.status == Status::Connected)) {
+            Some(r) if !mine.holds(Some(r)) => {
+                self.elsewhere.insert(id, r);
+            }
+            _ => {
+                self.elsewhere.remove(&id);
+            }
+        }
+    }
+
+    fn track_all(&self, mine: &Mine, index: &Index) {
+        self.elsewhere.clear();
+        if *mine == Mine::All {
+            return;
+        }
+        for t in index.iter() {
+            self.track(mine, t.id, Some(t));
+        }
+    }
+}
+
+/// The runners whose sessions this hub holds: a tagent connected through
+/// another runner of a shared store is held by another hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mine {
+    /// A single hub: every session is this hub's.
+    All,
+    /// This hub's runner ids (one per address; the same id in every group).
+    Runners(Vec<u32>),
+}
+
+impl Mine {
+    /// The runners of `groups` at this hub's heartbeat address.
+    pub fn at(groups: &RunnerGroups, advertised: &(String, u16)) -> Mine {
+        let mut ids: Vec<u32> = groups
+            .groups
+            .iter()
+            .flat_map(|g| &g.runners)
+            .filter(|r| r.host == advertised.0 && r.port == advertised.1)
+            .map(|r| r.id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Mine::Runners(ids)
+    }
+
+    /// Whether a session through `runner` is this hub's (a record without
+    /// a runner cannot be given to another hub).
+    pub fn holds(&self, runner: Option<u32>) -> bool {
+        match (self, runner) {
+            (Mine::All, _) | (_, None) => true,
+            (Mine::Runners(ids), Some(r)) => ids.contains(&r),
+        }
+    }
+}
+
 /// Most jobs decided and committed in one transaction.
 const MAX_BATCH: usize = 2048;
 /// Jobs waiting for the writer before `register` pushes back.
@@ -85,70 +163,157 @@ struct Shared {
     index: RwLock<Index>,
     interner: Interner,
     groups: RwLock<Arc<RunnerGroups>>,
-    store: Arc<Store>,
+    store: Arc<dyn RegistryStore>,
+    /// This hub's heartbeat address: names its runners in a runner group,
+    /// and stands for the runners stored as "this hub".
+    advertised: (String, u16),
+    /// This hub's runners under the current groups.
+    mine: RwLock<Mine>,
     jobs: mpsc::Sender<Job>,
+    /// A change notification is queued for the writer (coalesces them).
+    sync_pending: Arc<AtomicBool>,
     /// Bumped after every change applied to the index, so a session can keep
     /// its resolved tagent until the registry changes.
     generation: AtomicU64,
-    liveness: OnceLock<Arc<dyn Liveness>>,
+    sessions: Sessions,
     events: EventLog,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Registry {
-    /// Rebuild the index from the store and start the writer thread. Every
-    /// tagent stored as connected becomes disconnected (reason: restart): no
-    /// session survives a restart. `groups` are the runner groups to use
-    /// (see [`Registry::load_groups`]); a store that holds none gets them.
-    pub fn open(store: Arc<Store>, groups: RunnerGroups) -> Result<Registry, StoreError> {
-        if store.groups()?.is_none() {
-            store.commit(&crate::store::WriteBatch {
-                groups: Some(StoredGroup::from_groups(&groups)),
-                ..Default::default()
-            })?;
-        }
+    /// Rebuild the index from the store and start the writer thread, as
+    /// the only hub of the store. Every tagent stored as connected becomes
+    /// disconnected (reason: restart): no session survives a restart.
+    /// `groups` are the runner groups to use (see [`Registry::load_groups`]);
+    /// a store that holds none gets them.
+    pub fn open(
+        store: Arc<dyn RegistryStore>,
+        groups: RunnerGroups,
+    ) -> Result<Registry, StoreError> {
+        let advertised = groups
+            .groups
+            .iter()
+            .flat_map(|g| &g.runners)
+            .find(|r| r.this_hub)
+            .map_or_else(|| ("127.0.0.1".into(), 8888), |r| (r.host.clone(), r.port));
+        Self::open_as(store, groups, advertised)
+    }
+
+    /// As [`Registry::open`], for the hub whose heartbeat address is
+    /// `advertised`. With a shared store, only the tagents connected through
+    /// its runners are marked disconnected (restart): other hubs hold the
+    /// rest; and the index then follows other hubs' commits.
+    pub fn open_as(
+        store: Arc<dyn RegistryStore>,
+        groups: RunnerGroups,
+        advertised: (String, u16),
+    ) -> Result<Registry, StoreError> {
         let interner = Interner::default();
         // Records are decoded one at a time straight into the index: holding
-        // them all first (as `Store::snapshot` does) doubles the peak memory
-        // and leaves the freed copies fragmenting the heap for good.
-        let scan = store.scan_tagents()?;
-        // Most tagents answer for two ips (the primary and one more); the
-        // table grows if they answer for more.
-        let mut index = Index::with_capacity(scan.max_id, 2 * scan.len as usize);
-        index.bump_next_id(scan.next_id);
-        let now = model::now_millis();
-        let mut restarted = Vec::new();
-        scan.for_each(|stored| {
-            let mut t = from_stored(&stored, &interner);
-            if t.status == Status::Connected {
-                t.status = Status::Disconnected(DisconnectReason::Restart);
-                t.last_status_change = now;
-                restarted.push(to_stored(&t, &interner));
+        // them all first doubles the peak memory and leaves the freed copies
+        // fragmenting the heap for good.
+        let mut index: Option<Index> = None;
+        store.scan(&mut |item| {
+            match item {
+                ScanItem::Info {
+                    len,
+                    max_id,
+                    next_id,
+                } => {
+                    // Most tagents answer for two ips (the primary and one
+                    // more); the table grows if they answer for more.
+                    let mut i = Index::with_capacity(max_id, 2 * len as usize);
+                    i.bump_next_id(next_id);
+                    index = Some(i);
+                }
+                ScanItem::Tagent(stored) => index
+                    .get_or_insert_with(Index::new)
+                    .put(from_stored(&stored, &interner)),
             }
-            index.put(t);
             Ok(())
         })?;
-        if !restarted.is_empty() {
-            tracing::info!(
-                tagents = restarted.len(),
-                "marking tagents connected before the restart as disconnected"
-            );
-            store.commit(&crate::store::WriteBatch {
-                tagents_put: restarted,
-                ..Default::default()
-            })?;
+        let mut index = index.unwrap_or_default();
+        index.bump_next_id(1);
+        let now = model::now_millis();
+        let mut groups = groups;
+        let mine;
+        {
+            let mut txn = store.begin()?;
+            let changes = txn.changes()?;
+            if let Some(stored) = &changes.groups {
+                groups = StoredGroup::resolve(stored, &advertised).map_err(StoreError::Corrupt)?;
+            }
+            apply_changes(&mut index, &interner, changes);
+            mine = if store.shared() {
+                Mine::at(&groups, &advertised)
+            } else {
+                Mine::All
+            };
+            let restarted: Vec<TagentId> = index
+                .iter()
+                .filter(|t| t.status == Status::Connected && mine.holds(t.runner))
+                .map(|t| t.id)
+                .collect();
+            if !restarted.is_empty() {
+                tracing::info!(
+                    tagents = restarted.len(),
+                    "marking tagents connected before the restart as disconnected"
+                );
+            }
+            let mut batch = WriteBatch::default();
+            if store.groups()?.is_none() {
+                batch.groups = Some(StoredGroup::from_groups(&groups));
+            }
+            let mut after = Vec::with_capacity(restarted.len());
+            for id in restarted {
+                if let Some(t) = index.get(id) {
+                    let mut t = t.clone();
+                    t.status = Status::Disconnected(DisconnectReason::Restart);
+                    t.last_status_change = now;
+                    batch.tagents_put.push(to_stored(&t, &interner));
+                    after.push(t);
+                }
+            }
+            if !batch.is_empty() {
+                txn.commit(&batch)?;
+            }
+            for t in after {
+                index.update(t.id, |x| *x = t.clone());
+            }
         }
         metrics::gauge!("tagent_hub_tagents").set(index.len() as f64);
+        let sessions = Sessions::default();
+        sessions.track_all(&mine, &index);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let sync_pending = Arc::new(AtomicBool::new(false));
+        if store.shared() {
+            let jobs = tx.downgrade();
+            let pending = sync_pending.clone();
+            store.subscribe(Arc::new(move || {
+                if pending.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                let queued = jobs
+                    .upgrade()
+                    .is_some_and(|j| j.try_send(Job::Sync(None)).is_ok());
+                if !queued {
+                    // The next batch reads the changes anyway, under the lock.
+                    pending.store(false, Ordering::Release);
+                }
+            }));
+        }
         let registry = Registry {
             shared: Arc::new(Shared {
                 index: RwLock::new(index),
                 interner,
                 groups: RwLock::new(Arc::new(groups)),
                 store,
+                advertised,
+                mine: RwLock::new(mine),
                 jobs: tx,
+                sync_pending,
                 generation: AtomicU64::new(1),
-                liveness: OnceLock::new(),
+                sessions,
                 events: EventLog::default(),
                 writer: Mutex::new(None),
             }),
@@ -160,13 +325,13 @@ impl Registry {
 
     /// Attach the heartbeat server's view of live sessions (rule 3).
     pub fn set_liveness(&self, live: Arc<dyn Liveness>) {
-        let _ = self.shared.liveness.set(live);
+        let _ = self.shared.sessions.local.set(live);
     }
 
     /// The runner groups to open with: the store's, once it has any (the
     /// admin API changes them there); else `seed` (from the configuration).
     pub fn load_groups(
-        store: &Store,
+        store: &dyn RegistryStore,
         seed: RunnerGroups,
         advertised: &(String, u16),
     ) -> Result<RunnerGroups, StoreError> {
@@ -184,7 +349,12 @@ impl Registry {
 
     /// Whether a tagent holds a live session (rule 3; the status operators see).
     pub fn liveness(&self) -> &dyn Liveness {
-        match self.shared.liveness.get() {
+        &self.shared.sessions
+    }
+
+    /// Whether this hub holds a tagent's session.
+    fn local_liveness(&self) -> &dyn Liveness {
+        match self.shared.sessions.local.get() {
             Some(l) => l.as_ref(),
             None => &NoSessions,
         }
@@ -202,6 +372,15 @@ impl Registry {
             .await
             .map_err(|_| RegisterError::ShuttingDown)?;
         rx.await.map_err(|_| RegisterError::ShuttingDown)?
+    }
+
+    /// Bring the index up to date with what other hubs committed; returns
+    /// once it is (at once with a store no other hub shares).
+    pub async fn refresh(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.shared.jobs.send(Job::Sync(Some(reply))).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Queue status transitions, waiting for room in the writer's queue.
@@ -222,8 +401,27 @@ impl Registry {
         self.shared.groups.read().clone()
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn RegistryStore> {
         &self.shared.store
+    }
+
+    /// The runners whose sessions this hub holds.
+    pub fn mine(&self) -> Mine {
+        self.shared.mine.read().clone()
+    }
+
+    /// Make `groups` current (after an edit here or on another hub).
+    fn set_groups(&self, groups: Arc<RunnerGroups>) {
+        if self.shared.store.shared() {
+            let mine = Mine::at(&groups, &self.shared.advertised);
+            if mine != *self.shared.mine.read() {
+                self.shared
+                    .sessions
+                    .track_all(&mine, &self.shared.index.read());
+                *self.shared.mine.write() = mine;
+            }
+        }
+        *self.shared.groups.write() = groups;
     }
 
     pub fn generation(&self) -> u64 {
@@ -284,10 +482,10 @@ impl Registry {
 
     /// Change the runner groups: `edit` gets the current ones and returns
     /// the new ones, which are validated, stored, then made current. Edits
-    /// run one at a time on the writer, so concurrent ones never overwrite
-    /// each other. Live sessions learn a changed runner list on their next
-    /// heartbeat (`updategroup`); tagents keep their group until they
-    /// register again.
+    /// run one at a time on the writer (and, with a shared store, under the
+    /// registry's lock), so concurrent ones never overwrite each other. Live
+    /// sessions learn a changed runner list on their next heartbeat
+    /// (`updategroup`); tagents keep their group until they register again.
     pub async fn edit_groups(
         &self,
         edit: impl FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send + 'static,
@@ -312,6 +510,19 @@ impl Registry {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
+}
+
+/// Apply what other hubs committed to `index`.
+fn apply_changes(index: &mut Index, interner: &Interner, changes: Changes) {
+    for (id, t) in changes.tagents {
+        match t {
+            Some(t) => index.put(from_stored(&t, interner)),
+            None => {
+                index.remove(id);
+            }
+        }
+    }
+    index.bump_next_id(changes.next_id);
 }
 
 pub fn from_stored(s: &StoredTagent, interner: &Interner) -> Tagent {

@@ -169,11 +169,16 @@ impl Runner {
     /// `host:port` as a tagent writes it into `proxy.group`.
     /// An IPv6 host is bracketed (`[fd00::1]:8888`).
     pub fn heartbeat(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        host_port(&self.host, self.port)
+    }
+}
+
+/// `host:port`, an IPv6 host bracketed (`[fd00::1]:8888`).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -1,8 +1,10 @@
 //! The writer thread: the only code that changes the index or writes the store.
 //!
-//! It takes every job waiting (up to a batch), decides each registration
+//! It takes every job waiting (up to a batch) and opens a store transaction
+//! (with a shared store this takes the registry's lock and first applies to
+//! the index what other hubs committed). It decides each registration
 //! against the index overlaid with the batch's earlier decisions, writes the
-//! whole batch in one durable redb transaction, then applies it to the index
+//! whole batch in that one durable transaction, then applies it to the index
 //! and answers. A failed commit answers every registration of the batch with
 //! an error and leaves the index untouched, so it still equals the store.
 
@@ -19,7 +21,8 @@ use super::index::{IndexView, Overlay};
 use super::model::{RunnerGroups, Status, Tagent, TagentId, now_millis};
 use super::rules::{self, Decision};
 use super::{
-    MAX_BATCH, RegisterError, RegisterRequest, Registered, Registry, StatusChange, to_stored,
+    Liveness, MAX_BATCH, Mine, RegisterError, RegisterRequest, Registered, Registry, StatusChange,
+    apply_changes, to_stored,
 };
 use crate::store::{AccountOp, AccountPut, StoredGroup, WriteBatch};
 
@@ -29,6 +32,9 @@ pub(super) enum Job {
         reply: oneshot::Sender<Result<Registered, RegisterError>>,
     },
     Status(Vec<StatusChange>),
+    /// Another hub committed: bring the index up to date (and say when).
+    Sync(Option<oneshot::Sender<()>>),
+
     /// Delete a tagent that has no live session.
     Delete {
         id: TagentId,
@@ -42,6 +48,24 @@ pub(super) enum Job {
     Stop,
 }
 
+/// Rule 3 in a runner group: a tagent is live when this hub holds its
+/// session, or when the store says it is connected through another hub's
+/// runner (that hub's lease expiring marks it `runner-lost`).
+struct GroupLiveness<'a, V> {
+    local: &'a dyn Liveness,
+    view: &'a V,
+    mine: &'a Mine,
+}
+
+impl<V: IndexView + Sync> Liveness for GroupLiveness<'_, V> {
+    fn is_live(&self, id: TagentId) -> bool {
+        self.local.is_live(id)
+            || self
+                .view
+                .get(id)
+                .is_some_and(|t| t.status == Status::Connected && !self.mine.holds(t.runner))
+    }
+}
 pub(super) type GroupEdit =
     Box<dyn FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send>;
 
@@ -113,9 +137,33 @@ fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
 /// current. A group that registered tagents still belong to cannot go away.
 fn change_groups(registry: &Registry, edit: GroupEdit) -> Result<Arc<RunnerGroups>, ChangeError> {
     let shared = &registry.shared;
+    let store_error = |e: crate::store::StoreError| {
+        metrics::counter!("tagent_hub_store_errors_total").increment(1);
+        ChangeError::Store(e.to_string())
+    };
+    // With a shared store: under the registry's lock, and against the
+    // groups and tagents other hubs committed.
+    let mut txn = shared.store.begin().map_err(store_error)?;
+    let changes = txn.changes().map_err(store_error)?;
+    if !changes.is_empty() {
+        apply(registry, changes);
+    }
     let current = registry.groups();
     let groups = edit(&current)?.sorted_runners();
     groups.validate().map_err(ChangeError::Invalid)?;
+    if shared.store.shared()
+        && groups
+            .groups
+            .iter()
+            .flat_map(|g| &g.runners)
+            .any(|r| r.this_hub)
+    {
+        return Err(ChangeError::Invalid(
+            "hubs sharing a store are each a runner with its own heartbeat address: \
+             give every runner its heartbeat"
+                .into(),
+        ));
+    }
     {
         let index = shared.index.read();
         for gone in current.groups.iter().filter(|g| groups.get(g.id).is_none()) {
@@ -132,12 +180,9 @@ fn change_groups(registry: &Registry, edit: GroupEdit) -> Result<Arc<RunnerGroup
         groups: Some(StoredGroup::from_groups(&groups)),
         ..Default::default()
     };
-    shared.store.commit(&batch).map_err(|e| {
-        metrics::counter!("tagent_hub_store_errors_total").increment(1);
-        ChangeError::Store(e.to_string())
-    })?;
+    txn.commit(&batch).map_err(store_error)?;
     let groups = Arc::new(groups);
-    *shared.groups.write() = groups.clone();
+    registry.set_groups(groups.clone());
     shared
         .generation
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -177,13 +222,51 @@ struct Accepted {
 
 /// Decide and commit one batch. Returns the status changes to try again
 /// when the commit failed.
-fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
+fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
     let shared = &registry.shared;
     let started = Instant::now();
+    let local = registry.local_liveness();
+
+    let mut synced: Vec<oneshot::Sender<()>> = Vec::new();
+    let before = jobs.len();
+    jobs.retain_mut(|j| match j {
+        Job::Sync(reply) => {
+            synced.extend(reply.take());
+            false
+        }
+        _ => true,
+    });
+    if jobs.len() < before {
+        shared
+            .sync_pending
+            .store(false, std::sync::atomic::Ordering::Release);
+        if jobs.is_empty() {
+            sync(registry);
+            for w in synced {
+                let _ = w.send(());
+            }
+            return Vec::new();
+        }
+    }
+    // Answered when this function returns: by then the batch's transaction
+    // has read every change committed before it.
+    let _synced = Answer(synced);
+
+    let mut txn = match shared.store.begin() {
+        Ok(txn) => txn,
+        Err(e) => return refuse(jobs, &e),
+    };
+    match txn.changes() {
+        Ok(changes) if changes.is_empty() => {}
+        Ok(changes) => {
+            apply(registry, changes);
+        }
+        Err(e) => return refuse(jobs, &e),
+    }
+
     let now = now_millis();
     let groups = registry.groups();
-    let live = registry.liveness();
-
+    let mine = registry.mine();
     let index = shared.index.read();
     let mut overlay = Overlay::new(&index);
     let mut accepted: Vec<Accepted> = Vec::new();
@@ -193,7 +276,12 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
     for job in jobs {
         match job {
             Job::Register { req, reply } => {
-                match rules::decide(&overlay, &shared.interner, &groups, live, &req, now) {
+                let live = GroupLiveness {
+                    local,
+                    view: &overlay,
+                    mine: &mine,
+                };
+                match rules::decide(&overlay, &shared.interner, &groups, &live, &req, now) {
                     Ok(decision) => {
                         overlay.set(decision.tagent.id, Some(decision.tagent.clone()));
                         accepted.push(Accepted {
@@ -214,6 +302,18 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
                     if t.status == c.status && (c.runner.is_none() || t.runner == c.runner) {
                         continue;
                     }
+                    // A disconnect applies only to the session that held the
+                    // tagent: the runner it names, else one of this hub's.
+                    // The tagent may be connected through another hub since.
+                    if t.status == Status::Connected
+                        && c.status != Status::Connected
+                        && !match c.runner {
+                            Some(r) => t.runner == Some(r),
+                            None => mine.holds(t.runner),
+                        }
+                    {
+                        continue;
+                    }
                     let mut t = t.clone();
                     t.status = c.status;
                     t.last_status_change = c.at;
@@ -228,6 +328,11 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
                 let Some(t) = overlay.get(id).cloned() else {
                     let _ = reply.send(Err(ChangeError::NotFound(id)));
                     continue;
+                };
+                let live = GroupLiveness {
+                    local,
+                    view: &overlay,
+                    mine: &mine,
                 };
                 if live.is_live(id) {
                     let _ = reply.send(Err(ChangeError::Connected(id)));
@@ -255,7 +360,7 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
                 // `run` splits batches at group changes; never reached.
                 let _ = reply.send(Err(ChangeError::ShuttingDown));
             }
-            Job::Stop => {}
+            Job::Sync(_) | Job::Stop => {}
         }
     }
     let next_id = overlay.next_id();
@@ -305,7 +410,7 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
     }
 
     let commit_started = Instant::now();
-    let result = shared.store.commit(&batch);
+    let result = txn.commit(&batch);
     metrics::histogram!("tagent_hub_store_commit_duration_seconds")
         .record(commit_started.elapsed().as_secs_f64());
     drop(batch);
@@ -327,6 +432,7 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
     {
         let mut index = shared.index.write();
         for (id, t) in changes {
+            shared.sessions.track(&mine, id, t.as_ref());
             match t {
                 Some(t) => index.put(t),
                 None => {
@@ -359,6 +465,81 @@ fn process(registry: &Registry, jobs: Vec<Job>) -> Vec<StatusChange> {
     }
     tracing::trace!(elapsed = ?started.elapsed(), "batch applied");
     Vec::new()
+}
+
+/// Answer a batch that could not reach the store: its registrations get the
+/// error (their tagents retry), its status changes go again with the next.
+fn refuse(jobs: Vec<Job>, e: &crate::store::StoreError) -> Vec<StatusChange> {
+    metrics::counter!("tagent_hub_store_errors_total").increment(1);
+    tracing::error!(error = %e, "the store cannot be written; batch not applied");
+    let mut retry = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Register { reply, .. } => {
+                let _ = reply.send(Err(RegisterError::Store(e.to_string())));
+            }
+            Job::Status(changes) => retry.extend(changes),
+            Job::Delete { reply, .. } => {
+                let _ = reply.send(Err(ChangeError::Store(e.to_string())));
+            }
+            Job::Groups { reply, .. } => {
+                let _ = reply.send(Err(ChangeError::Store(e.to_string())));
+            }
+            Job::Sync(_) | Job::Stop => {}
+        }
+    }
+    retry
+}
+
+/// Apply other hubs' commits to the index, so sessions resolve tagents
+/// registered elsewhere and status views show every hub's sessions.
+fn sync(registry: &Registry) {
+    match registry.shared.store.changes() {
+        Ok(changes) if changes.is_empty() => {}
+        Ok(changes) => apply(registry, changes),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read other hubs' changes; the next batch will")
+        }
+    }
+}
+
+fn apply(registry: &Registry, mut changes: crate::store::Changes) {
+    let shared = &registry.shared;
+    if let Some(stored) = changes.groups.take() {
+        match StoredGroup::resolve(&stored, &shared.advertised) {
+            Ok(groups) => {
+                tracing::info!("runner groups changed on another hub");
+                registry.set_groups(Arc::new(groups));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "another hub stored runner groups this hub cannot read")
+            }
+        }
+    }
+    {
+        let ids: Vec<TagentId> = changes.tagents.iter().map(|(id, _)| *id).collect();
+        let mine = registry.mine();
+        let mut index = shared.index.write();
+        apply_changes(&mut index, &shared.interner, changes);
+        for id in ids {
+            shared.sessions.track(&mine, id, index.get(id));
+        }
+        metrics::gauge!("tagent_hub_tagents").set(index.len() as f64);
+    }
+    shared
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
+/// Tells waiting [`Registry::refresh`] callers when dropped.
+struct Answer(Vec<oneshot::Sender<()>>);
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        for w in self.0.drain(..) {
+            let _ = w.send(());
+        }
+    }
 }
 
 /// Count the batch's status transitions and tell watchers about everything

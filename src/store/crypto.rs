@@ -10,6 +10,8 @@ use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use super::StoreError;
 
@@ -17,6 +19,9 @@ pub const KEY_FILE: &str = "credential.key";
 
 pub struct CredentialCipher {
     aead: XChaCha20Poly1305,
+    /// Derived from the key: what the hubs of a runner group (which share
+    /// the key) prove to each other when they forward a command.
+    peer: [u8; 32],
 }
 
 impl std::fmt::Debug for CredentialCipher {
@@ -36,8 +41,11 @@ fn parse_key(hex_key: &str) -> Result<[u8; 32], StoreError> {
 impl CredentialCipher {
     pub fn from_hex(hex_key: &str) -> Result<Self, StoreError> {
         let key = parse_key(hex_key)?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key");
+        mac.update(b"tagent-hub hub-to-hub v1");
         Ok(CredentialCipher {
             aead: XChaCha20Poly1305::new(&key.into()),
+            peer: mac.finalize().into_bytes().into(),
         })
     }
 
@@ -76,6 +84,21 @@ impl CredentialCipher {
                 path.display()
             ))),
         }
+    }
+
+    /// The token hubs sharing this key forward commands with (hex).
+    pub fn peer_token(&self) -> String {
+        hex::encode(self.peer)
+    }
+
+    /// Whether `presented` is [`CredentialCipher::peer_token`], compared in
+    /// constant time.
+    pub fn is_peer(&self, presented: &str) -> bool {
+        let mut got = [0u8; 32];
+        if hex::decode_to_slice(presented.trim(), &mut got).is_err() {
+            return false;
+        }
+        got.iter().zip(self.peer).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
     }
 
     /// `nonce || ciphertext+tag`.
@@ -123,6 +146,11 @@ mod tests {
         assert!(c.open(b"row-b", &sealed).is_err());
         let other = CredentialCipher::from_hex(&"22".repeat(32)).unwrap();
         assert!(other.open(b"row-a", &sealed).is_err());
+        // Hubs with the same key recognise each other; others do not.
+        let same = CredentialCipher::from_hex(&"11".repeat(32)).unwrap();
+        assert!(same.is_peer(&c.peer_token()));
+        assert!(!other.is_peer(&c.peer_token()));
+        assert!(!c.is_peer("zz"));
     }
 
     #[test]

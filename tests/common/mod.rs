@@ -657,3 +657,46 @@ pub async fn tagent_json(hub: &Server, id: u64) -> Value {
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
+
+/// The throwaway PostgreSQL cluster `.ci/with-postgres` started: its URL and
+/// a schema of this test's own. `None`, with the reason printed, when no
+/// cluster was started, so that `cargo test` still passes on a bare machine.
+pub fn postgres(test: &str) -> Option<(String, String)> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let url = std::env::var("TAGENT_HUB_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let Some(url) = url else {
+        // Once per test (a property test asks for every case), straight to
+        // stderr past the harness's capture, so a plain `cargo test` shows it.
+        static TOLD: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let mut told = TOLD.lock().unwrap_or_else(|e| e.into_inner());
+        if told.iter().any(|t| t == test) {
+            return None;
+        }
+        told.push(test.to_owned());
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped {test}: TAGENT_HUB_TEST_DATABASE_URL is not set \
+             (run it under .ci/with-postgres to test against PostgreSQL)"
+        );
+        return None;
+    };
+    let name: String = test
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let schema = format!(
+        "t_{name}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    Some((url, schema))
+}

@@ -1,0 +1,96 @@
+//! Runner-group membership, for hubs that share a PostgreSQL store (SPEC §4).
+//!
+//! Each hub holds a lease in the store and renews it every third of its
+//! length. Every hub also watches the others' leases: when one lapses (its
+//! hub died or lost the database), the tagents connected through that
+//! hub's runners are marked `disconnected` (reason: runner-lost) until they
+//! reconnect to another runner of the group. A hub that finds its own lease
+//! had lapsed reports its live sessions as connected again.
+
+use std::time::Duration;
+
+use crate::heartbeat::Hub;
+use crate::registry::model::now_millis;
+use crate::registry::{DisconnectReason, Registry, Status, StatusChange};
+use crate::shutdown::Shutdown;
+use crate::store::HubInfo;
+
+/// Renew this hub's lease and watch the others' until shutdown.
+pub async fn run(registry: Registry, hub: Hub, me: HubInfo, lease: Duration, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let store = registry.store().clone();
+        let info = me.clone();
+        match tokio::task::spawn_blocking(move || store.renew_lease(&info, lease)).await {
+            Ok(Ok(true)) => {
+                tracing::warn!("this hub's lease had lapsed; reporting its sessions again");
+                hub.reassert();
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew this hub's lease"),
+            Err(_) => return,
+        }
+        let store = registry.store().clone();
+        let hubs = match tokio::task::spawn_blocking(move || store.hubs()).await {
+            Ok(Ok(hubs)) => hubs,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the runner group's leases");
+                continue;
+            }
+            Err(_) => return,
+        };
+        for dead in hubs
+            .iter()
+            .filter(|h| !h.alive && h.hub.heartbeat != me.heartbeat)
+        {
+            let lost = lost_tagents(&registry, &dead.hub.heartbeat);
+            if lost.is_empty() {
+                continue;
+            }
+            tracing::warn!(
+                hub = %dead.hub.heartbeat,
+                tagents = lost.len(),
+                "a hub's lease lapsed; its tagents are runner-lost"
+            );
+            if !registry.report_status_async(lost).await {
+                return;
+            }
+        }
+    }
+}
+
+/// The tagents the store shows connected through the runners at `heartbeat`.
+fn lost_tagents(registry: &Registry, heartbeat: &str) -> Vec<StatusChange> {
+    let groups = registry.groups();
+    let mut runners: Vec<u32> = groups
+        .groups
+        .iter()
+        .flat_map(|g| &g.runners)
+        .filter(|r| r.heartbeat() == heartbeat)
+        .map(|r| r.id)
+        .collect();
+    runners.dedup();
+    if runners.is_empty() {
+        return Vec::new();
+    }
+    let at = now_millis();
+    let index = registry.index();
+    index
+        .iter()
+        .filter(|t| t.status == Status::Connected)
+        .filter_map(|t| {
+            let r = t.runner.filter(|r| runners.contains(r))?;
+            Some(StatusChange {
+                id: t.id,
+                status: Status::Disconnected(DisconnectReason::RunnerLost),
+                at,
+                runner: Some(r),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,854 @@
+//! The shared engine: the registry in PostgreSQL, for the hubs of a runner
+//! group (SPEC §4).
+//!
+//! Every commit bumps one *revision* (a row of `registry_meta`) and stamps
+//! the tagent rows it writes with it; a deleted tagent stays as a row
+//! without a record, so other hubs learn of the deletion. A hub's writer
+//! opens a transaction that locks the revision row (`FOR UPDATE`), reads
+//! the rows stamped after the revision its index has seen, applies them,
+//! decides its batch, writes and commits: decisions across hubs are
+//! serialised, and none is made against a stale index. Commits `NOTIFY`
+//! the other hubs, which then read the same changes between batches.
+//!
+//! The driver is async (tokio-postgres, deadpool pool) on a small runtime of
+//! the store's own, so that the blocking [`RegistryStore`] methods can be
+//! called from the writer thread and `spawn_blocking` alike. Migrations run
+//! at open, under an advisory lock, each version in one transaction.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{
+    AccountOp, Changes, CredentialCipher, HubInfo, HubLease, KEY_CHECK_TEXT, RegistryStore,
+    ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn,
+    account_aad, wrong_key,
+};
+use crate::registry::model::{Status, TagentId, account_name};
+
+/// How to reach the shared database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/database` (libpq-style
+    /// `key=value` strings work too). Never logged.
+    pub url: String,
+    /// The schema the registry's tables live in: several registries can
+    /// share one database.
+    pub schema: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+/// The schema, one step per version, each applied in one transaction.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE registry_meta (key text PRIMARY KEY, value bigint NOT NULL);
+     INSERT INTO registry_meta (key, value) VALUES ('revision', 0), ('next_id', 1);
+     CREATE TABLE tagents (
+         id bigint PRIMARY KEY,
+         rev bigint NOT NULL,
+         tenant text,
+         ip text,
+         port integer,
+         status text,
+         runner integer,
+         record bytea
+     );
+     CREATE INDEX tagents_rev ON tagents (rev);
+     CREATE TABLE accounts (
+         tenant text NOT NULL,
+         name text NOT NULL,
+         ip text NOT NULL,
+         port integer NOT NULL,
+         credential bytea,
+         PRIMARY KEY (tenant, name)
+     );
+     CREATE TABLE runner_groups (name text PRIMARY KEY, rev bigint NOT NULL, record bytea NOT NULL);
+     CREATE TABLE key_check (name text PRIMARY KEY, sealed bytea NOT NULL);
+     CREATE TABLE hubs (
+         heartbeat text PRIMARY KEY,
+         http text NOT NULL,
+         lease_until timestamptz NOT NULL
+     );",
+)];
+
+/// Rows read per round trip while the index is rebuilt.
+const SCAN_PAGE: i64 = 10_000;
+
+pub struct PgStore {
+    /// `None` only while dropping (a runtime cannot be dropped on an async thread).
+    rt: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    /// For the notification connection, which is not pooled.
+    pg: tokio_postgres::Config,
+    channel: String,
+    cipher: CredentialCipher,
+    /// The revision the registry's index has seen: what the next
+    /// [`WriteTxn::changes`] reads after. Only the writer thread moves it.
+    seen: AtomicI64,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Io(format!("postgres: {}", db.message())),
+        None => {
+            let source = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            StoreError::Io(format!("postgres: {e}{source}"))
+        }
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
+        e => StoreError::Io(format!("postgres connection pool: {e}")),
+    }
+}
+
+/// Schema names go into SQL and a channel name: letters, digits, `_` only.
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+fn status_text(s: Status) -> String {
+    match s.reason() {
+        None => "connected".into(),
+        Some(r) => format!("disconnected:{r}"),
+    }
+}
+
+fn decode(id: i64, record: &[u8]) -> Result<StoredTagent, StoreError> {
+    rmp_serde::from_slice(record).map_err(|e| StoreError::Corrupt(format!("tagent {id}: {e}")))
+}
+
+fn decode_groups(record: &[u8]) -> Result<Vec<StoredGroup>, StoreError> {
+    rmp_serde::from_slice(record).map_err(|e| StoreError::Corrupt(format!("runner groups: {e}")))
+}
+
+fn encode(t: &StoredTagent) -> Result<Vec<u8>, StoreError> {
+    let mut buf = Vec::with_capacity(256);
+    rmp_serde::encode::write_named(&mut buf, t)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode tagent {}: {e}", t.id)))?;
+    Ok(buf)
+}
+
+impl PgStore {
+    /// Connect, run the migrations, and check the credential key.
+    pub fn open(opts: &PgOptions, cipher: CredentialCipher) -> Result<PgStore, StoreError> {
+        if !valid_schema(&opts.schema) {
+            return Err(StoreError::Io(format!(
+                "postgres schema '{}' must be 1-40 lowercase letters, digits or _, not starting with a digit",
+                opts.schema
+            )));
+        }
+        let mut pg: tokio_postgres::Config = opts
+            .url
+            .parse()
+            .map_err(|_| StoreError::Io("the postgres url cannot be parsed".into()))?;
+        pg.connect_timeout(Duration::from_secs(5));
+        // A hub that stops while it holds the registry lock (or waits for it
+        // for ever) must not stop the others.
+        pg.options(format!(
+            "-c search_path={} -c idle_in_transaction_session_timeout=15000 -c lock_timeout=15000",
+            opts.schema
+        ));
+        pg.application_name("tagent-hub");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pg-store")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io(format!("cannot start the postgres runtime: {e}")))?;
+        let mgr = Manager::from_config(
+            pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = {
+            let _guard = rt.enter();
+            Pool::builder(mgr)
+                .max_size(opts.pool_size.max(2))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .create_timeout(Some(Duration::from_secs(5)))
+                .wait_timeout(Some(Duration::from_secs(20)))
+                .build()
+                .map_err(|e| StoreError::Io(format!("postgres connection pool: {e}")))?
+        };
+        let store = PgStore {
+            rt: Some(rt),
+            pool,
+            pg,
+            channel: format!("tagent_hub_{}", opts.schema),
+            cipher,
+            seen: AtomicI64::new(0),
+        };
+        store.block_on(store.migrate(&opts.schema))?;
+        store.block_on(store.check_key())?;
+        Ok(store)
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .block_on(f)
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    async fn migrate(&self, schema: &str) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // Hubs starting together migrate one after the other.
+        tx.execute("SELECT pg_advisory_xact_lock(7395001)", &[])
+            .await
+            .map_err(pg_err)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             SET LOCAL search_path = {schema};
+             CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );"
+        ))
+        .await
+        .map_err(pg_err)?;
+        let have: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if have > newest {
+            return Err(StoreError::Corrupt(format!(
+                "the database schema is at version {have}, newer than this hub knows ({newest}): upgrade the hub"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
+            tx.batch_execute(sql).await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(pg_err)?;
+            tracing::info!(version, "postgres schema migrated");
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn check_key(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let sealed = self.cipher.seal(b"key_check", KEY_CHECK_TEXT);
+        client
+            .execute(
+                "INSERT INTO key_check (name, sealed) VALUES ('v1', $1) ON CONFLICT DO NOTHING",
+                &[&sealed],
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_one("SELECT sealed FROM key_check WHERE name = 'v1'", &[])
+            .await
+            .map_err(pg_err)?;
+        let stored: Vec<u8> = row.get(0);
+        self.cipher
+            .open(b"key_check", &stored)
+            .map(|_| ())
+            .map_err(|_| wrong_key())
+    }
+
+    /// Rows stamped after `after`, and the next id, on `client`.
+    async fn read_changes(
+        client: &impl deadpool_postgres::GenericClient,
+        after: i64,
+    ) -> Result<Changes, StoreError> {
+        let rows = client
+            .query(
+                "SELECT id, record FROM tagents WHERE rev > $1 ORDER BY id",
+                &[&after],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut changes = Changes::default();
+        for row in rows {
+            let id: i64 = row.get(0);
+            let record: Option<Vec<u8>> = row.get(1);
+            let t = record.map(|r| decode(id, &r)).transpose()?;
+            changes.tagents.push((id as TagentId, t));
+        }
+        changes.next_id = meta(client, "next_id").await? as TagentId;
+        let groups = client
+            .query_opt(
+                "SELECT record FROM runner_groups WHERE name = 'all' AND rev > $1",
+                &[&after],
+            )
+            .await
+            .map_err(pg_err)?;
+        if let Some(row) = groups {
+            changes.groups = Some(decode_groups(&row.get::<_, Vec<u8>>(0))?);
+        }
+        Ok(changes)
+    }
+
+    async fn scan_async(
+        &self,
+        each: &mut dyn FnMut(ScanItem) -> Result<(), StoreError>,
+    ) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let rev = meta(&tx, "revision").await?;
+        let next = meta(&tx, "next_id").await?;
+        let row = tx
+            .query_one(
+                "SELECT count(*), coalesce(max(id), 0) FROM tagents WHERE record IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        let (len, max_id): (i64, i64) = (row.get(0), row.get(1));
+        each(ScanItem::Info {
+            len: len as u64,
+            max_id: max_id as TagentId,
+            next_id: next as TagentId,
+        })?;
+        let mut after = 0i64;
+        loop {
+            let rows = tx
+                .query(
+                    "SELECT id, record FROM tagents WHERE record IS NOT NULL AND id > $1
+                     ORDER BY id LIMIT $2",
+                    &[&after, &SCAN_PAGE],
+                )
+                .await
+                .map_err(pg_err)?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            for row in &rows {
+                let id: i64 = row.get(0);
+                let record: Vec<u8> = row.get(1);
+                each(ScanItem::Tagent(decode(id, &record)?))?;
+            }
+            if (rows.len() as i64) < SCAN_PAGE {
+                break;
+            }
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(rev)
+    }
+}
+
+/// A read-only transaction that sees one committed state of the registry.
+async fn snapshot(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err)
+}
+
+/// A counter of `registry_meta`: `revision` or `next_id`.
+async fn meta(
+    client: &impl deadpool_postgres::GenericClient,
+    key: &str,
+) -> Result<i64, StoreError> {
+    Ok(client
+        .query_one("SELECT value FROM registry_meta WHERE key = $1", &[&key])
+        .await
+        .map_err(pg_err)?
+        .get(0))
+}
+
+struct PgTxn<'a> {
+    store: &'a PgStore,
+    /// `None` once committed or rolled back.
+    client: Option<Object>,
+    /// The revision the lock was taken at.
+    rev: i64,
+}
+
+impl Drop for PgTxn<'_> {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let rolled_back = self
+            .store
+            .block_on(client.batch_execute("ROLLBACK"))
+            .is_ok();
+        if !rolled_back {
+            // Never hand a connection in an unknown state back to the pool.
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// What an account ends as after a batch's operations on it, in order.
+enum AccountEnd {
+    /// Write it with this sealed credential (or none).
+    Set(Option<Vec<u8>>),
+    /// Create it without a credential unless it exists.
+    Ensure,
+    Delete,
+}
+
+impl WriteTxn for PgTxn<'_> {
+    fn changes(&mut self) -> Result<Changes, StoreError> {
+        let seen = self.store.seen.load(Ordering::Acquire);
+        if self.rev == seen {
+            return Ok(Changes::default());
+        }
+        let client = self.client.as_ref().expect("an open transaction");
+        let changes = self.store.block_on(PgStore::read_changes(client, seen))?;
+        self.store.seen.store(self.rev, Ordering::Release);
+        Ok(changes)
+    }
+
+    fn commit(mut self: Box<Self>, batch: &WriteBatch<'_>) -> Result<(), StoreError> {
+        let rev = self.rev + 1;
+        let store = self.store;
+        let client = self.client.as_ref().expect("an open transaction");
+        let mut ids = Vec::new();
+        let mut tenants = Vec::new();
+        let mut ips = Vec::new();
+        let mut ports = Vec::new();
+        let mut statuses = Vec::new();
+        let mut runners = Vec::new();
+        let mut records = Vec::new();
+        for t in &batch.tagents_put {
+            ids.push(t.id as i64);
+            tenants.push(t.tenant.as_str());
+            ips.push(t.ip.to_string());
+            ports.push(i32::from(t.port));
+            statuses.push(status_text(t.status));
+            runners.push(t.runner.map(|r| r as i32));
+            records.push(encode(t)?);
+        }
+        let deleted: Vec<i64> = batch.tagents_delete.iter().map(|id| *id as i64).collect();
+
+        let mut ends: HashMap<(&str, String), (IpAddr, u16, AccountEnd)> = HashMap::new();
+        for op in &batch.accounts {
+            match op {
+                AccountOp::Delete { tenant, ip, port } => {
+                    ends.insert(
+                        (*tenant, account_name(*ip, *port)),
+                        (*ip, *port, AccountEnd::Delete),
+                    );
+                }
+                AccountOp::Put(a) => {
+                    let name = account_name(a.ip, a.port);
+                    let end = match a.credential {
+                        Some(c) => AccountEnd::Set(Some(
+                            store
+                                .cipher
+                                .seal(&account_aad(a.tenant, &name), c.as_bytes()),
+                        )),
+                        None => match ends.remove(&(a.tenant, name.clone())) {
+                            None => AccountEnd::Ensure,
+                            Some((_, _, AccountEnd::Delete)) => AccountEnd::Set(None),
+                            Some((_, _, kept)) => kept,
+                        },
+                    };
+                    ends.insert((a.tenant, name), (a.ip, a.port, end));
+                }
+            }
+        }
+        let (mut set, mut ensure, mut delete) = (
+            AccountRows::default(),
+            AccountRows::default(),
+            AccountRows::default(),
+        );
+        for ((tenant, name), (ip, port, end)) in ends {
+            let (rows, credential) = match end {
+                AccountEnd::Set(c) => (&mut set, c),
+                AccountEnd::Ensure => (&mut ensure, None),
+                AccountEnd::Delete => (&mut delete, None),
+            };
+            rows.tenants.push(tenant);
+            rows.names.push(name);
+            rows.ips.push(ip.to_string());
+            rows.ports.push(i32::from(port));
+            rows.credentials.push(credential);
+        }
+
+        let next_id = batch.next_id.map(|n| n as i64);
+        let groups = match &batch.groups {
+            Some(g) => {
+                let mut buf = Vec::new();
+                rmp_serde::encode::write_named(&mut buf, g).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot encode the runner groups: {e}"))
+                })?;
+                Some(buf)
+            }
+            None => None,
+        };
+        let written = store.block_on(async {
+            if !deleted.is_empty() {
+                client
+                    .execute(
+                        "UPDATE tagents SET rev = $1, tenant = NULL, ip = NULL, port = NULL,
+                         status = NULL, runner = NULL, record = NULL WHERE id = ANY($2)",
+                        &[&rev, &deleted],
+                    )
+                    .await?;
+            }
+            if !ids.is_empty() {
+                client
+                    .execute(
+                        "INSERT INTO tagents (id, rev, tenant, ip, port, status, runner, record)
+                         SELECT u.id, $1, u.tenant, u.ip, u.port, u.status, u.runner, u.record
+                         FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::integer[],
+                                     $6::text[], $7::integer[], $8::bytea[])
+                              AS u(id, tenant, ip, port, status, runner, record)
+                         ON CONFLICT (id) DO UPDATE SET rev = EXCLUDED.rev,
+                             tenant = EXCLUDED.tenant, ip = EXCLUDED.ip, port = EXCLUDED.port,
+                             status = EXCLUDED.status, runner = EXCLUDED.runner,
+                             record = EXCLUDED.record",
+                        &[
+                            &rev, &ids, &tenants, &ips, &ports, &statuses, &runners, &records,
+                        ],
+                    )
+                    .await?;
+            }
+            if !delete.tenants.is_empty() {
+                client
+                    .execute(
+                        "DELETE FROM accounts WHERE (tenant, name) IN
+                         (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+                        &[&delete.tenants, &delete.names],
+                    )
+                    .await?;
+            }
+            for (rows, conflict) in [
+                (
+                    &set,
+                    "DO UPDATE SET ip = EXCLUDED.ip, port = EXCLUDED.port,
+                     credential = EXCLUDED.credential",
+                ),
+                (&ensure, "DO NOTHING"),
+            ] {
+                if rows.tenants.is_empty() {
+                    continue;
+                }
+                client
+                    .execute(
+                        &format!(
+                            "INSERT INTO accounts (tenant, name, ip, port, credential)
+                             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[],
+                                                  $4::integer[], $5::bytea[])
+                             ON CONFLICT (tenant, name) {conflict}"
+                        ),
+                        &[
+                            &rows.tenants,
+                            &rows.names,
+                            &rows.ips,
+                            &rows.ports,
+                            &rows.credentials,
+                        ],
+                    )
+                    .await?;
+            }
+            if let Some(groups) = &groups {
+                client
+                    .execute(
+                        "INSERT INTO runner_groups (name, rev, record) VALUES ('all', $1, $2)
+                         ON CONFLICT (name) DO UPDATE SET rev = EXCLUDED.rev, record = EXCLUDED.record",
+                        &[&rev, groups],
+                    )
+                    .await?;
+            }
+            client
+                .execute(
+                    "UPDATE registry_meta SET value = $1 WHERE key = 'revision'",
+                    &[&rev],
+                )
+                .await?;
+            if let Some(next) = next_id {
+                client
+                    .execute(
+                        "UPDATE registry_meta SET value = GREATEST(value, $1) WHERE key = 'next_id'",
+                        &[&next],
+                    )
+                    .await?;
+            }
+            client
+                .execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&store.channel, &rev.to_string()],
+                )
+                .await?;
+            client.batch_execute("COMMIT").await
+        });
+        match written {
+            Ok(()) => {
+                // Committed: nothing left to roll back.
+                let client = self.client.take();
+                drop(client);
+                store.seen.store(rev, Ordering::Release);
+                Ok(())
+            }
+            // Dropping `self` rolls back (or discards the connection).
+            Err(e) => Err(pg_err(e)),
+        }
+    }
+}
+
+#[derive(Default)]
+struct AccountRows<'a> {
+    tenants: Vec<&'a str>,
+    names: Vec<String>,
+    ips: Vec<String>,
+    ports: Vec<i32>,
+    credentials: Vec<Option<Vec<u8>>>,
+}
+
+impl RegistryStore for PgStore {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn scan(
+        &self,
+        each: &mut dyn FnMut(ScanItem) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let rev = self.block_on(self.scan_async(each))?;
+        self.seen.store(rev, Ordering::Release);
+        Ok(())
+    }
+
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        let (client, rev) = self.block_on(async {
+            let client = self.client().await?;
+            client.batch_execute("BEGIN").await.map_err(pg_err)?;
+            let locked = client
+                .query_one(
+                    "SELECT value FROM registry_meta WHERE key = 'revision' FOR UPDATE",
+                    &[],
+                )
+                .await;
+            match locked {
+                Ok(row) => Ok((client, row.get::<_, i64>(0))),
+                Err(e) => {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(client));
+                    }
+                    Err(pg_err(e))
+                }
+            }
+        })?;
+        Ok(Box::new(PgTxn {
+            store: self,
+            client: Some(client),
+            rev,
+        }))
+    }
+
+    fn changes(&self) -> Result<Changes, StoreError> {
+        let seen = self.seen.load(Ordering::Acquire);
+        let (changes, rev) = self.block_on(async {
+            let mut client = self.client().await?;
+            let tx = snapshot(&mut client).await?;
+            let rev = meta(&tx, "revision").await?;
+            let changes = if rev == seen {
+                Changes::default()
+            } else {
+                PgStore::read_changes(&tx, seen).await?
+            };
+            tx.commit().await.map_err(pg_err)?;
+            Ok::<_, StoreError>((changes, rev))
+        })?;
+        self.seen.store(rev, Ordering::Release);
+        Ok(changes)
+    }
+
+    fn account(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<Option<StoredAccount>, StoreError> {
+        let name = account_name(ip, port);
+        let row = self.block_on(async {
+            self.client()
+                .await?
+                .query_opt(
+                    "SELECT credential FROM accounts WHERE tenant = $1 AND name = $2",
+                    &[&tenant, &name],
+                )
+                .await
+                .map_err(pg_err)
+        })?;
+        Ok(row.map(|row| StoredAccount {
+            ip,
+            port,
+            credential: row.get(0),
+        }))
+    }
+
+    fn account_names(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self.block_on(async {
+            self.client()
+                .await?
+                .query("SELECT tenant, name FROM accounts", &[])
+                .await
+                .map_err(pg_err)
+        })?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn cipher(&self) -> &CredentialCipher {
+        &self.cipher
+    }
+
+    fn groups(&self) -> Result<Option<Vec<StoredGroup>>, StoreError> {
+        let row = self.block_on(async {
+            self.client()
+                .await?
+                .query_opt("SELECT record FROM runner_groups WHERE name = 'all'", &[])
+                .await
+                .map_err(pg_err)
+        })?;
+        row.map(|r| decode_groups(&r.get::<_, Vec<u8>>(0)))
+            .transpose()
+    }
+
+    fn subscribe(&self, notify: Arc<dyn Fn() + Send + Sync>) {
+        let pg = self.pg.clone();
+        let listen = format!("LISTEN {}", self.channel);
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .spawn(listen_loop(pg, listen, notify));
+    }
+
+    fn renew_lease(&self, hub: &HubInfo, ttl: Duration) -> Result<bool, StoreError> {
+        let ttl_ms = ttl.as_millis() as i64;
+        self.block_on(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            let lapsed = tx
+                .query_opt(
+                    "SELECT lease_until < now() FROM hubs WHERE heartbeat = $1 FOR UPDATE",
+                    &[&hub.heartbeat],
+                )
+                .await
+                .map_err(pg_err)?
+                .is_some_and(|r| r.get::<_, bool>(0));
+            tx.execute(
+                "INSERT INTO hubs (heartbeat, http, lease_until)
+                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
+                 ON CONFLICT (heartbeat) DO UPDATE
+                 SET http = EXCLUDED.http, lease_until = EXCLUDED.lease_until",
+                &[&hub.heartbeat, &hub.http, &ttl_ms],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(lapsed)
+        })
+    }
+
+    fn hubs(&self) -> Result<Vec<HubLease>, StoreError> {
+        let rows = self.block_on(async {
+            self.client()
+                .await?
+                .query(
+                    "SELECT heartbeat, http, lease_until > now() FROM hubs ORDER BY heartbeat",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| HubLease {
+                hub: HubInfo {
+                    heartbeat: r.get(0),
+                    http: r.get(1),
+                },
+                alive: r.get(2),
+            })
+            .collect())
+    }
+}
+
+/// Hold a connection that `LISTEN`s for other hubs' commits and call
+/// `notify` for each, and once per (re)connect for what was missed.
+/// Ends with the store's runtime.
+async fn listen_loop(
+    pg: tokio_postgres::Config,
+    listen: String,
+    notify: Arc<dyn Fn() + Send + Sync>,
+) {
+    loop {
+        match pg.connect(NoTls).await {
+            Ok((client, mut conn)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages = futures_util::stream::poll_fn(|cx| conn.poll_message(cx));
+                    while let Some(m) = messages.next().await {
+                        match m {
+                            Ok(AsyncMessage::Notification(_)) => {
+                                if tx.send(()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                match client.batch_execute(&listen).await {
+                    Ok(()) => {
+                        notify();
+                        while rx.recv().await.is_some() {
+                            notify();
+                        }
+                        tracing::warn!("the postgres notification connection closed; reconnecting");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %pg_err(e), "cannot LISTEN for registry changes")
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => {
+                tracing::warn!(error = %pg_err(e), "cannot connect for registry change notifications")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
