@@ -14,7 +14,6 @@ use utoipa::ToSchema;
 use super::tagents::{Command, CommandResult, FilterParams, run_command};
 use super::{ApiError, HttpState};
 use crate::registry::TagentId;
-use crate::registry::query;
 
 /// Most tagents one batch may name.
 pub const MAX_TARGETS: usize = 100_000;
@@ -78,14 +77,7 @@ pub(super) async fn batch(
             let registry = s.registry.clone();
             let ids = tokio::task::spawn_blocking(move || {
                 let mut ids = Vec::new();
-                if let Some(m) = query::Compiled::new(&filter, registry.interner()) {
-                    let live = registry.liveness();
-                    registry.for_each_chunked(|t| {
-                        if m.matches(t, live) {
-                            ids.push(t.id);
-                        }
-                    });
-                }
+                registry.for_each_matching(&filter, |t, _| ids.push(t.id));
                 ids
             })
             .await

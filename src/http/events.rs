@@ -32,13 +32,9 @@ struct Watch {
 }
 
 fn sse(log: &EventLog, e: &Event) -> SseEvent {
-    let kind = serde_json::to_value(e.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
     SseEvent::default()
         .id(log.event_id(e))
-        .event(kind)
+        .event(e.kind.as_str())
         .json_data(e)
         .unwrap_or_else(|_| SseEvent::default().comment("unencodable event"))
 }

@@ -294,14 +294,7 @@ pub(super) async fn counts(
     let registry = s.registry.clone();
     let counts = tokio::task::spawn_blocking(move || {
         let mut counts = Counts::default();
-        if let Some(m) = query::Compiled::new(&filter, registry.interner()) {
-            let live = registry.liveness();
-            registry.for_each_chunked(|t| {
-                if m.matches(t, live) {
-                    counts.add(t, live);
-                }
-            });
-        }
+        registry.for_each_matching(&filter, |t, live| counts.add(t, live));
         counts
     })
     .await

@@ -31,6 +31,17 @@ pub enum EventKind {
     Deleted,
 }
 
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::Connected => "connected",
+            EventKind::Disconnected => "disconnected",
+            EventKind::Deleted => "deleted",
+        }
+    }
+}
+
 /// One change, as a watcher receives it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {

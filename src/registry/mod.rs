@@ -448,6 +448,24 @@ impl Registry {
         }
     }
 
+    /// Visit every tagent matching `filter`, chunk by chunk (see
+    /// [`Registry::for_each_chunked`]), with the liveness it was judged by.
+    pub fn for_each_matching(
+        &self,
+        filter: &query::Filter,
+        mut f: impl FnMut(&Tagent, &dyn Liveness),
+    ) {
+        let Some(m) = query::Compiled::new(filter, self.interner()) else {
+            return;
+        };
+        let live = self.liveness();
+        self.for_each_chunked(|t| {
+            if m.matches(t, live) {
+                f(t, live);
+            }
+        });
+    }
+
     pub fn contains(&self, id: TagentId) -> bool {
         self.index().get(id).is_some()
     }
