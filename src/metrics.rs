@@ -2,6 +2,7 @@
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` units).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -25,9 +26,29 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// `install_recorder` keeps every histogram sample until something drains
+/// it; without a Prometheus scraping `/metrics`, that is a leak that grows
+/// with every sampled heartbeat and registration. A plain thread (not a task:
+/// the recorder outlives any one runtime, as in the tests) drains them.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        })
+        .expect("a thread for metrics upkeep");
 }
 
 fn describe() {
