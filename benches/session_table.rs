@@ -140,7 +140,8 @@ fn fixture(rt: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) -> Fix
         settings,
         ("127.0.0.1".into(), 8888),
         Shutdown::new(),
-    );
+    )
+    .expect("the hub starts");
     let tagents = ids
         .into_iter()
         .enumerate()

@@ -112,7 +112,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         settings,
         advertised.clone(),
         shutdown.clone(),
-    );
+    )
+    .context("cannot start the heartbeat server")?;
     let listener = tokio::spawn(heartbeat::listener::run(hub.clone(), heartbeat));
     if store.shared() {
         let me = HubInfo {

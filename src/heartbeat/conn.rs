@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::SockRef;
 use tokio::io::Interest;
@@ -136,6 +137,27 @@ pub struct Conn {
     bufs: Option<Box<Bufs>>,
 }
 
+/// A parked session's connection: the socket off tokio's reactor (see
+/// `lot.rs`), and its partial unit if one is pending.
+pub struct ParkedConn {
+    stream: std::net::TcpStream,
+    bufs: Option<Box<Bufs>>,
+}
+
+impl ParkedConn {
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Register the socket with tokio again (from within the runtime).
+    pub fn resume(self) -> io::Result<Conn> {
+        Ok(Conn {
+            stream: TcpStream::from_std(self.stream)?,
+            bufs: self.bufs,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Bufs {
     /// A partial unit.
@@ -154,6 +176,15 @@ fn classify(e: &io::Error) -> Ended {
 impl Conn {
     pub fn new(stream: TcpStream) -> Self {
         Conn { stream, bufs: None }
+    }
+
+    /// Take the socket off tokio's reactor, for parking. Fails only if tokio
+    /// cannot deregister it, and then the socket is gone.
+    pub fn park(self) -> io::Result<ParkedConn> {
+        Ok(ParkedConn {
+            stream: self.stream.into_std()?,
+            bufs: self.bufs,
+        })
     }
 
     /// Whether a partial unit has been received (a message is in flight).

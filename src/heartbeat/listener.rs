@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 
 use super::compat::CompatSession;
-use super::conn::{Conn, Ended, Flow};
+use super::conn::{Conn, Ended, Flow, ParkedConn};
 use super::metrics::HbMetrics;
 use super::native::NativeSession;
 use super::proto::MAGIC;
@@ -127,7 +127,7 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, guard: OpenGuard) 
             let session = hub.new_session(peer, Protocol::Compat);
             let task = CompatTask {
                 conn: Conn::new(stream),
-                cs: CompatSession::new(hub, session),
+                s: CompatSession::new(hub, session),
                 _guard: guard,
             };
             tokio::spawn(run_compat(task, Some(deadline)));
@@ -149,7 +149,7 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, guard: OpenGuard) 
             let session = hub.new_session(peer, Protocol::Native);
             let task = NativeTask {
                 conn: Conn::new(stream),
-                ns: NativeSession::new(hub, session),
+                s: NativeSession::new(hub, session),
                 _guard: guard,
             };
             tokio::spawn(run_native(task, Some(deadline)));
@@ -216,89 +216,174 @@ fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Option<Instant>) {
     }
 }
 
+/// A connection's task state: its connection (`C`: [`Conn`] while running,
+/// [`ParkedConn`] while parked) and its protocol half (`S`).
+pub(crate) struct Task<S, C = Conn> {
+    conn: C,
+    s: S,
+    _guard: OpenGuard,
+}
+
+pub(crate) type CompatTask = Task<CompatSession>;
+pub(crate) type NativeTask = Task<NativeSession>;
+
 /// A session's state between tasks: an idle session has no task (its state
-/// waits in [`Session`], which is itself the waker that brings it back).
+/// waits in [`Session`], which is itself the waker that brings it back) and
+/// its socket waits in the hub's [`Lot`](super::lot::Lot).
 pub(crate) enum Parked {
-    Compat(CompatTask),
-    Native(NativeTask),
+    Compat(Task<CompatSession, ParkedConn>),
+    Native(Task<NativeSession, ParkedConn>),
 }
 
-pub(crate) struct CompatTask {
-    conn: Conn,
-    cs: CompatSession,
-    _guard: OpenGuard,
+/// What both protocol halves give the parking code.
+pub(crate) trait Half: Sized + Send + 'static {
+    fn hub(&self) -> &Hub;
+    fn park(t: Task<Self, ParkedConn>) -> Parked;
+    /// `None` if `parked` is the other protocol's (cannot happen).
+    fn unpark(parked: Parked) -> Option<Task<Self, ParkedConn>>;
 }
 
-pub(crate) struct NativeTask {
-    conn: Conn,
-    ns: NativeSession,
-    _guard: OpenGuard,
+/// `Half` for a protocol's half, parked as the `Parked` variant named.
+macro_rules! half {
+    ($half:ty, $variant:ident) => {
+        impl Half for $half {
+            fn hub(&self) -> &Hub {
+                <$half>::hub(self)
+            }
+            fn park(t: Task<Self, ParkedConn>) -> Parked {
+                Parked::$variant(t)
+            }
+            fn unpark(parked: Parked) -> Option<Task<Self, ParkedConn>> {
+                match parked {
+                    Parked::$variant(t) => Some(t),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+half!(CompatSession, Compat);
+half!(NativeSession, Native);
+
+impl<S: Half> Task<S, ParkedConn> {
+    /// Put the socket back on tokio's reactor. On failure the session is
+    /// over (the socket is closed with its state) and the half is returned.
+    fn resume(self) -> Result<Task<S>, S> {
+        match self.conn.resume() {
+            Ok(conn) => Ok(Task {
+                conn,
+                s: self.s,
+                _guard: self._guard,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resume a parked session");
+                Err(self.s)
+            }
+        }
+    }
 }
 
 impl Parked {
-    /// Give the session a task again.
-    pub(crate) fn resume(self) {
-        self.hub().metrics().parked.decrement(1.0);
+    /// Give the session a task again: its socket leaves the lot, and the
+    /// task puts it back on tokio's reactor.
+    pub(crate) fn resume(self, session: &Arc<Session>) {
+        let hub = self.hub().clone();
+        hub.lot().forget(self.fd(), session);
+        hub.metrics().parked.decrement(1.0);
+        let session = session.clone();
         match self {
             Parked::Compat(t) => {
-                let handle = t.cs.hub().runtime().clone();
-                handle.spawn(run_compat(t, None));
+                hub.runtime().spawn(async move {
+                    match t.resume() {
+                        Ok(t) => run_compat(t, None).await,
+                        Err(s) => s.hub().finish(&session, DisconnectReason::Reset),
+                    }
+                });
             }
             Parked::Native(t) => {
-                let handle = t.ns.hub().runtime().clone();
-                handle.spawn(run_native(t, None));
+                hub.runtime().spawn(async move {
+                    match t.resume() {
+                        Ok(t) => run_native(t, None).await,
+                        Err(s) => s.hub().finish(&session, DisconnectReason::Reset),
+                    }
+                });
             }
         }
     }
 
     fn hub(&self) -> &Hub {
         match self {
-            Parked::Compat(t) => t.cs.hub(),
-            Parked::Native(t) => t.ns.hub(),
+            Parked::Compat(t) => t.s.hub(),
+            Parked::Native(t) => t.s.hub(),
         }
     }
 
-    fn conn(&self) -> &Conn {
+    fn fd(&self) -> std::os::fd::RawFd {
         match self {
-            Parked::Compat(t) => &t.conn,
-            Parked::Native(t) => &t.conn,
+            Parked::Compat(t) => t.conn.fd(),
+            Parked::Native(t) => t.conn.fd(),
         }
     }
 }
 
-/// Park a session's state if nothing is pending: register the session as
-/// the waker of its socket and of its posts, then hand the state over. The
-/// state comes back when the session must keep running.
-fn try_park(session: &Arc<Session>, state: Parked) -> Option<Parked> {
-    if state.conn().has_pending_output() || !session.state.lock().commands.is_empty() {
-        return Some(state);
+/// Park a session if nothing is pending: register the session as the waker
+/// of its posts, hand its socket to the lot, then its state to the session.
+/// `Some` gives the task back to keep running (something is pending, a wake
+/// raced the parking, or the lot refused); `None` means the task must end:
+/// the session is parked, or its socket was lost between the reactors and
+/// the session is finished.
+fn try_park<S: Half>(session: &Arc<Session>, t: Task<S>) -> Option<Task<S>> {
+    if t.conn.has_pending_output() || !session.state.lock().commands.is_empty() {
+        return Some(t);
     }
     let waker = Waker::from(session.clone());
-    let mut cx = Context::from_waker(&waker);
-    if session.poll_woken(&mut cx) || state.conn().stream.poll_read_ready(&mut cx).is_ready() {
-        return Some(state);
+    if session.poll_woken(&mut Context::from_waker(&waker)) {
+        return Some(t);
     }
-    let metrics = state.hub().metrics().parked.clone();
-    let back = session.park(state);
-    if back.is_none() {
-        metrics.increment(1.0);
+    let hub = t.s.hub().clone();
+    let lost = |hub: &Hub| {
+        hub.finish(session, DisconnectReason::Reset);
+        None
+    };
+    let Ok(conn) = t.conn.park() else {
+        return lost(&hub);
+    };
+    let parked = Task {
+        conn,
+        s: t.s,
+        _guard: t._guard,
+    };
+    let fd = parked.conn.fd();
+    if let Err(e) = hub.lot().watch(fd, session) {
+        tracing::warn!(error = %e, "cannot park a session; it keeps its task");
+        return parked.resume().ok().or_else(|| lost(&hub));
     }
-    back
+    let Some(back) = session.park(S::park(parked)) else {
+        hub.metrics().parked.increment(1.0);
+        return None;
+    };
+    hub.lot().forget(fd, session);
+    match S::unpark(back).map(Task::resume) {
+        Some(Ok(t)) => Some(t),
+        _ => lost(&hub),
+    }
 }
 
 /// A compat session's task: one flat future. `deadline` is the
 /// first-message deadline of a new connection (`None` when resumed).
 async fn run_compat(mut t: CompatTask, deadline: Option<Instant>) {
-    let session = t.cs.session().clone();
-    let max_line = t.cs.hub().settings().max_line;
+    let session = t.s.session().clone();
+    let hub = t.s.hub().clone();
+    let max_line = hub.settings().max_line;
     // Until it identifies itself, a connection lives on the first-message deadline.
     let mut timer = deadline.map(|d| Box::pin(sleep_until(d)));
     let reason = loop {
-        if t.cs.identified() {
+        if t.s.identified() {
             if let Some(reason) = session.closing() {
                 break reason;
             }
-            set_timer(&mut timer, t.cs.command_due(&t.conn).map(Instant::from_std));
+            set_timer(&mut timer, t.s.command_due(&t.conn).map(Instant::from_std));
         }
         let wake = match next_wake(&t.conn, &session, &mut timer).await {
             Ok(w) => w,
@@ -306,59 +391,58 @@ async fn run_compat(mut t: CompatTask, deadline: Option<Instant>) {
         };
         match wake {
             Wake::Posted => {
-                if t.cs.identified() && timer.is_none() && session.take_park_request() {
-                    match try_park(&session, Parked::Compat(t)) {
+                if t.s.identified() && timer.is_none() && session.take_park_request() {
+                    match try_park(&session, t) {
+                        Some(back) => t = back,
                         None => return,
-                        Some(Parked::Compat(back)) => t = back,
-                        Some(Parked::Native(_)) => unreachable!("a compat session parks as compat"),
                     }
                 }
             }
-            Wake::Timer if !t.cs.identified() => {
+            Wake::Timer if !t.s.identified() => {
                 HbMetrics::rejected("first_message_timeout");
                 break DisconnectReason::ProtocolError;
             }
             Wake::Timer => {
-                if let Err(e) = t.cs.send_due_command(&mut t.conn) {
+                if let Err(e) = t.s.send_due_command(&mut t.conn) {
                     break ended(e);
                 }
             }
-            Wake::Io => match t.cs.on_readable(&mut t.conn, max_line) {
+            Wake::Io => match t.s.on_readable(&mut t.conn, max_line) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close(reason)) => break reason,
                 Err(e) => break ended(e),
             },
         }
     };
-    t.cs.hub().finish(&session, reason);
+    hub.finish(&session, reason);
 }
 
 /// A native session's task, like [`run_compat`].
 async fn run_native(mut t: NativeTask, deadline: Option<Instant>) {
-    let session = t.ns.session().clone();
-    let hub = t.ns.hub().clone();
+    let session = t.s.session().clone();
+    let hub = t.s.hub().clone();
     let max_frame = hub.settings().max_frame;
     let mut timer = deadline.map(|d| Box::pin(sleep_until(d)));
     let reason = loop {
-        if t.ns.authenticated() {
+        if t.s.authenticated() {
             timer = None;
             if let Some(reason) = session.closing() {
-                t.ns.goodbye(&mut t.conn, reason);
+                t.s.goodbye(&mut t.conn, reason);
                 break reason;
             }
-            if let Err(e) = t.ns.send_commands(&mut t.conn) {
+            if let Err(e) = t.s.send_commands(&mut t.conn) {
                 break ended(e);
             }
         }
-        if t.ns.need_credential.is_some() {
+        if t.s.need_credential.is_some() {
             let Some(deadline) = deadline else {
                 break DisconnectReason::ProtocolError;
             };
-            let credential = match Box::pin(fetch_credential(&hub, &t.ns, deadline)).await {
+            let credential = match Box::pin(fetch_credential(&hub, &t.s, deadline)).await {
                 Some(c) => c,
                 None => break DisconnectReason::ProtocolError,
             };
-            match t.ns.challenge(&mut t.conn, credential) {
+            match t.s.challenge(&mut t.conn, credential) {
                 Ok(Flow::Continue) => continue,
                 Ok(Flow::Close(reason)) => break reason,
                 Err(e) => break ended(e),
@@ -370,11 +454,10 @@ async fn run_native(mut t: NativeTask, deadline: Option<Instant>) {
         };
         match wake {
             Wake::Posted => {
-                if t.ns.authenticated() && t.ns.idle() && session.take_park_request() {
-                    match try_park(&session, Parked::Native(t)) {
+                if t.s.authenticated() && t.s.idle() && session.take_park_request() {
+                    match try_park(&session, t) {
+                        Some(back) => t = back,
                         None => return,
-                        Some(Parked::Native(back)) => t = back,
-                        Some(Parked::Compat(_)) => unreachable!("a native session parks as native"),
                     }
                 }
             }
@@ -382,14 +465,14 @@ async fn run_native(mut t: NativeTask, deadline: Option<Instant>) {
                 HbMetrics::rejected("first_message_timeout");
                 break DisconnectReason::ProtocolError;
             }
-            Wake::Io => match t.ns.on_readable(&mut t.conn, max_frame) {
+            Wake::Io => match t.s.on_readable(&mut t.conn, max_frame) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close(reason)) => break reason,
                 Err(e) => break ended(e),
             },
         }
     };
-    t.ns.fail_awaiting();
+    t.s.fail_awaiting();
     let _ = t.conn.flush();
     hub.finish(&session, reason);
 }

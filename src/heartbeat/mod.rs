@@ -16,6 +16,7 @@ pub mod client;
 pub mod compat;
 pub mod conn;
 pub mod listener;
+mod lot;
 mod metrics;
 pub mod native;
 pub mod proto;
@@ -27,6 +28,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use lot::Lot;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
@@ -121,6 +123,14 @@ struct Inner {
     metrics: HbMetrics,
     /// Where parked sessions get their task back.
     runtime: tokio::runtime::Handle,
+    /// Where parked sessions' sockets wait.
+    lot: Arc<Lot>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.lot.stop();
+    }
 }
 
 impl Liveness for Hub {
@@ -194,10 +204,11 @@ impl Hub {
         settings: Settings,
         advertised: (String, u16),
         shutdown: Shutdown,
-    ) -> Hub {
+    ) -> std::io::Result<Hub> {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let groups = registry.groups();
+        let lot = Lot::start()?;
         let hub = Hub {
             inner: Arc::new(Inner {
                 groups: RwLock::new(group_lists(groups, &advertised)),
@@ -212,6 +223,7 @@ impl Hub {
                 shutdown,
                 metrics: HbMetrics::new(),
                 runtime: tokio::runtime::Handle::current(),
+                lot,
             }),
         };
         registry.set_liveness(Arc::new(hub.clone()));
@@ -222,11 +234,15 @@ impl Hub {
         ));
         tokio::spawn(sweeper(Arc::downgrade(&hub.inner)));
         tokio::spawn(reloader(reload_rx, hub.inner.settings.reload_rate));
-        hub
+        Ok(hub)
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         &self.inner.runtime
+    }
+
+    pub(crate) fn lot(&self) -> &Lot {
+        &self.inner.lot
     }
 
     pub fn settings(&self) -> &Settings {
