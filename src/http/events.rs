@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -15,7 +14,8 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
 use super::HttpState;
-use crate::registry::{Event, EventLog, Registry};
+use crate::registry::Registry;
+use crate::registry::events::{EventJson, Numbered};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -27,15 +27,15 @@ pub struct EventParams {
 struct Watch {
     registry: Registry,
     pending: VecDeque<SseEvent>,
-    live: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    live: tokio::sync::broadcast::Receiver<Numbered>,
     last_seq: Option<u64>,
 }
 
-fn sse(log: &EventLog, e: &Event) -> SseEvent {
+fn sse(registry: &Registry, n: &Numbered) -> SseEvent {
     SseEvent::default()
-        .id(log.event_id(e))
-        .event(e.kind.as_str())
-        .json_data(e)
+        .id(registry.events().event_id(n.seq))
+        .event(n.event.change.kind().as_str())
+        .json_data(n.event.json(registry.interner()))
         .unwrap_or_else(|_| SseEvent::default().comment("unencodable event"))
 }
 
@@ -52,7 +52,7 @@ fn reset(why: &str) -> SseEvent {
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(EventParams,
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
-    responses((status = 200, content_type = "text/event-stream", body = Event,
+    responses((status = 200, content_type = "text/event-stream", body = EventJson,
         description = "a stream of events; `data` is one Event as JSON")),
     security(("bearer" = [])))]
 pub(super) async fn stream(
@@ -66,16 +66,15 @@ pub(super) async fn stream(
         .map(str::to_owned)
         .or(p.after);
     let registry = s.registry.clone();
-    let log = registry.events();
-    let backlog = log.subscribe(after.as_deref());
+    let backlog = registry.events().subscribe(after.as_deref());
     let mut pending = VecDeque::new();
     if backlog.gap {
         pending.push_back(reset("the given event id cannot be resumed"));
     }
     let mut last_seq = None;
-    for e in &backlog.events {
-        pending.push_back(sse(log, e));
-        last_seq = Some(e.seq);
+    for n in &backlog.events {
+        pending.push_back(sse(&registry, n));
+        last_seq = Some(n.seq);
     }
     let watch = Watch {
         registry: registry.clone(),
@@ -89,29 +88,28 @@ pub(super) async fn stream(
                 return Some((Ok(e), w));
             }
             match w.live.recv().await {
-                Ok(e) => {
+                Ok(n) => {
                     // The backlog may already have sent it.
-                    if w.last_seq.is_some_and(|s| e.seq <= s) {
+                    if w.last_seq.is_some_and(|s| n.seq <= s) {
                         continue;
                     }
-                    w.last_seq = Some(e.seq);
-                    let ev = sse(w.registry.events(), &e);
+                    w.last_seq = Some(n.seq);
+                    let ev = sse(&w.registry, &n);
                     return Some((Ok(ev), w));
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Fell behind the live channel: replay from the ring.
-                    let log = w.registry.events();
                     let (missed, gap) = match w.last_seq {
-                        Some(seq) => log.since(seq),
+                        Some(seq) => w.registry.events().since(seq),
                         None => (Vec::new(), true),
                     };
                     if gap {
                         w.pending
                             .push_back(reset("the watcher fell too far behind"));
                     }
-                    for e in missed {
-                        w.last_seq = Some(e.seq);
-                        w.pending.push_back(sse(log, &e));
+                    for n in &missed {
+                        w.last_seq = Some(n.seq);
+                        w.pending.push_back(sse(&w.registry, n));
                     }
                 }
                 Err(RecvError::Closed) => return None,

@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::{ChangeError, RegisterError};
-pub use events::{Event, EventKind, EventLog};
+pub use events::{Change, Event, EventKind, EventLog};
 pub use index::{Index, IndexView};
 pub use intern::{Interner, Sym};
 pub use model::{DisconnectReason, RunnerGroup, RunnerGroups, Status, Tagent, TagentId};

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::error::ChangeError;
-use super::events::{Event, EventKind};
+use super::events::{Change, Event};
 use super::index::{IndexView, Overlay};
 use super::model::{RunnerGroups, Status, Tagent, TagentId, now_millis};
 use super::rules::{self, Decision};
@@ -197,21 +197,6 @@ struct Deleted {
     /// Accounts no other tagent answers for.
     accounts: Vec<IpAddr>,
     reply: oneshot::Sender<Result<(), ChangeError>>,
-}
-
-fn event(t: &Tagent, tenant: Arc<str>, kind: EventKind, at: u64) -> Event {
-    Event {
-        seq: 0,
-        at,
-        kind,
-        tagent_id: t.id,
-        tenant,
-        ip: t.ip,
-        port: t.port,
-        runner_group: t.runner_group,
-        reason: None,
-        created: None,
-    }
 }
 
 struct Accepted {
@@ -557,27 +542,23 @@ fn publish(
         metrics::counter!("tagent_hub_status_transitions_total", "reason" => reason).increment(1);
     }
     let index = shared.index.read();
-    let interner = &shared.interner;
-    let registered = accepted.iter().map(|a| {
-        let t = &a.decision.tagent;
-        Event {
-            created: Some(a.decision.created),
-            ..event(t, interner.resolve(t.tenant), EventKind::Registered, now)
-        }
+    let registered = accepted.iter().filter_map(|a| {
+        let change = if a.decision.created {
+            Change::Created
+        } else {
+            Change::Reregistered
+        };
+        Event::of(&a.decision.tagent, change, now)
     });
     let changed = transitions.iter().filter_map(|(id, status, at)| {
-        let t = index.get(*id)?;
-        let kind = match status {
-            Status::Connected => EventKind::Connected,
-            Status::Disconnected(_) => EventKind::Disconnected,
+        let change = match status {
+            Status::Connected => Change::Connected,
+            Status::Disconnected(r) => Change::Disconnected(*r),
         };
-        Some(Event {
-            reason: status.reason(),
-            ..event(t, interner.resolve(t.tenant), kind, *at)
-        })
+        Event::of(index.get(*id)?, change, *at)
     });
     let gone = deleted
         .iter()
-        .map(|d| event(&d.tagent, d.tenant.clone(), EventKind::Deleted, now));
+        .filter_map(|d| Event::of(&d.tagent, Change::Deleted, now));
     shared.events.publish(registered.chain(changed).chain(gone));
 }
