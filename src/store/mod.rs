@@ -10,7 +10,8 @@
 //! commits it: with PostgreSQL the transaction holds the registry's lock
 //! from `begin` to `commit`, so no decision is ever made against an index
 //! older than the database. Every method blocks: call them from the writer
-//! thread or `spawn_blocking`, never from an async task.
+//! thread, the hub's credential reader or `spawn_blocking`, never from an
+//! async task.
 
 pub mod crypto;
 pub mod postgres;
@@ -28,7 +29,7 @@ pub use records::{StoredAccount, StoredGroup, StoredRunner, StoredTagent};
 
 use crate::registry::model::TagentId;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Io(String),
@@ -159,17 +160,25 @@ pub trait RegistryStore: Send + Sync {
         ip: IpAddr,
         port: u16,
     ) -> Result<Option<String>, StoreError> {
-        let Some(rec) = self.account(tenant, ip, port)? else {
-            return Ok(None);
-        };
-        let Some(sealed) = rec.credential else {
-            return Ok(None);
-        };
-        let name = crate::registry::model::account_name(ip, port);
-        let plain = self.cipher().open(&account_aad(tenant, &name), &sealed)?;
-        String::from_utf8(plain)
-            .map(Some)
-            .map_err(|_| StoreError::Corrupt(format!("account {name}: credential is not UTF-8")))
+        let rec = self.account(tenant, ip, port)?;
+        open_credential(
+            self.cipher(),
+            tenant,
+            ip,
+            port,
+            rec.and_then(|r| r.credential),
+        )
+    }
+
+    /// The plaintext credentials of several accounts, one answer per key in
+    /// order: what [`RegistryStore::credential`] answers for each. The
+    /// handshakes' credential reader asks for a batch at a time, so an
+    /// engine that can read them together (one transaction, one query)
+    /// should. Never log them.
+    fn credentials(&self, keys: &[AccountKey<'_>]) -> Vec<Result<Option<String>, StoreError>> {
+        keys.iter()
+            .map(|&(tenant, ip, port)| self.credential(tenant, ip, port))
+            .collect()
     }
 
     /// Call `notify` (from any thread, quickly) whenever another hub may
@@ -207,6 +216,27 @@ pub struct HubLease {
     pub hub: HubInfo,
     /// Whether the lease is still running.
     pub alive: bool,
+}
+
+/// An account's key: (tenant, ip, port).
+pub type AccountKey<'a> = (&'a str, IpAddr, u16);
+
+/// Open the credential `sealed` of (tenant, ip, port); `None` stays `None`.
+pub(crate) fn open_credential(
+    cipher: &CredentialCipher,
+    tenant: &str,
+    ip: IpAddr,
+    port: u16,
+    sealed: Option<Vec<u8>>,
+) -> Result<Option<String>, StoreError> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let name = crate::registry::model::account_name(ip, port);
+    let plain = cipher.open(&account_aad(tenant, &name), &sealed)?;
+    String::from_utf8(plain)
+        .map(Some)
+        .map_err(|_| StoreError::Corrupt(format!("account {name}: credential is not UTF-8")))
 }
 
 /// The associated data a credential is sealed with: the account's key.

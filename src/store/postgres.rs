@@ -26,9 +26,9 @@ use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{
-    AccountOp, Changes, CredentialCipher, HubInfo, HubLease, KEY_CHECK_TEXT, RegistryStore,
-    ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn,
-    account_aad, wrong_key,
+    AccountKey, AccountOp, Changes, CredentialCipher, HubInfo, HubLease, KEY_CHECK_TEXT,
+    RegistryStore, ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch,
+    WriteTxn, account_aad, open_credential, wrong_key,
 };
 use crate::registry::model::{Status, TagentId, account_name};
 
@@ -716,6 +716,39 @@ impl RegistryStore for PgStore {
             port,
             credential: row.get(0),
         }))
+    }
+
+    /// All in one query: the reader asks for up to a batch of handshakes at once.
+    fn credentials(&self, keys: &[AccountKey<'_>]) -> Vec<Result<Option<String>, StoreError>> {
+        let tenants: Vec<&str> = keys.iter().map(|k| k.0).collect();
+        let names: Vec<String> = keys.iter().map(|k| account_name(k.1, k.2)).collect();
+        let rows = self.block_on(async {
+            self.client()
+                .await?
+                .query(
+                    "SELECT k.i, a.credential
+                     FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(tenant, name, i)
+                     JOIN accounts a ON a.tenant = k.tenant AND a.name = k.name",
+                    &[&tenants, &names],
+                )
+                .await
+                .map_err(pg_err)
+        });
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => return vec![Err(e); keys.len()],
+        };
+        let mut sealed: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        for row in rows {
+            let i: i64 = row.get(0);
+            if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| sealed.get_mut(i)) {
+                *slot = row.get(1);
+            }
+        }
+        keys.iter()
+            .zip(sealed)
+            .map(|(&(tenant, ip, port), s)| open_credential(&self.cipher, tenant, ip, port, s))
+            .collect()
     }
 
     fn account_names(&self) -> Result<Vec<(String, String)>, StoreError> {

@@ -18,8 +18,9 @@ use redb::{
 };
 
 use super::{
-    AccountOp, Changes, CredentialCipher, KEY_CHECK_TEXT, RegistryStore, ScanItem, StoreError,
-    StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn, account_aad, wrong_key,
+    AccountKey, AccountOp, Changes, CredentialCipher, KEY_CHECK_TEXT, RegistryStore, ScanItem,
+    StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn, account_aad,
+    open_credential, wrong_key,
 };
 use crate::registry::model::{TagentId, account_name};
 
@@ -324,6 +325,22 @@ impl RedbStore {
     }
 }
 
+/// The account of (tenant, ip, port) in `table`, if it exists.
+fn read_account(
+    table: &ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    tenant: &str,
+    ip: IpAddr,
+    port: u16,
+) -> Result<Option<StoredAccount>, StoreError> {
+    let name = account_name(ip, port);
+    let Some(v) = table.get((tenant, name.as_str()))? else {
+        return Ok(None);
+    };
+    let rec = rmp_serde::from_slice(v.value())
+        .map_err(|e| StoreError::Corrupt(format!("account {name}: {e}")))?;
+    Ok(Some(rec))
+}
+
 struct RedbTxn<'a>(&'a RedbStore);
 
 impl WriteTxn for RedbTxn<'_> {
@@ -388,15 +405,31 @@ impl RegistryStore for RedbStore {
         ip: IpAddr,
         port: u16,
     ) -> Result<Option<StoredAccount>, StoreError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(ACCOUNTS)?;
-        let name = account_name(ip, port);
-        let Some(v) = table.get((tenant, name.as_str()))? else {
-            return Ok(None);
+        let table = self.begin_read()?.open_table(ACCOUNTS)?;
+        read_account(&table, tenant, ip, port)
+    }
+
+    /// All from one read transaction: a batch costs one snapshot, not one each.
+    fn credentials(&self, keys: &[AccountKey<'_>]) -> Vec<Result<Option<String>, StoreError>> {
+        let table = match self
+            .begin_read()
+            .and_then(|tx| Ok(tx.open_table(ACCOUNTS)?))
+        {
+            Ok(table) => table,
+            Err(e) => return vec![Err(e); keys.len()],
         };
-        let rec = rmp_serde::from_slice(v.value())
-            .map_err(|e| StoreError::Corrupt(format!("account {name}: {e}")))?;
-        Ok(Some(rec))
+        keys.iter()
+            .map(|&(tenant, ip, port)| {
+                let rec = read_account(&table, tenant, ip, port)?;
+                open_credential(
+                    &self.cipher,
+                    tenant,
+                    ip,
+                    port,
+                    rec.and_then(|r| r.credential),
+                )
+            })
+            .collect()
     }
 
     fn account_names(&self) -> Result<Vec<(String, String)>, StoreError> {
@@ -409,5 +442,82 @@ impl RegistryStore for RedbStore {
             out.push((tenant.to_owned(), name.to_owned()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::store::AccountPut;
+
+    const KEY: &str = "4b1d000000000000000000000000000000000000000000000000000000000001";
+
+    fn put<'a>(
+        tenant: &'a str,
+        ip: IpAddr,
+        port: u16,
+        credential: Option<&'a str>,
+    ) -> AccountOp<'a> {
+        AccountOp::Put(AccountPut {
+            tenant,
+            ip,
+            port,
+            credential,
+        })
+    }
+
+    #[test]
+    fn credentials_answer_a_batch_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(
+            dir.path(),
+            CredentialCipher::from_hex(KEY).unwrap(),
+            1 << 20,
+        )
+        .unwrap();
+        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        let b: IpAddr = "fd00::2".parse().unwrap();
+        let batch = WriteBatch {
+            accounts: vec![
+                put("acme", a, 7000, Some("secret-a")),
+                put("acme", b, 7001, Some("secret-b")),
+                put("acme", a, 7002, None),
+                put("other", a, 7000, Some("secret-other")),
+            ],
+            ..WriteBatch::default()
+        };
+        store.commit(&batch).unwrap();
+
+        let keys: Vec<AccountKey<'_>> = vec![
+            ("acme", b, 7001),
+            ("acme", a, 7000),
+            ("acme", a, 7002),   // an account without a credential
+            ("acme", a, 7003),   // no account
+            ("nobody", a, 7000), // no such tenant
+            ("other", a, 7000),
+            ("acme", a, 7000), // asked twice
+        ];
+        let got: Vec<Option<String>> = store
+            .credentials(&keys)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let want = [
+            Some("secret-b"),
+            Some("secret-a"),
+            None,
+            None,
+            None,
+            Some("secret-other"),
+            Some("secret-a"),
+        ];
+        assert_eq!(got, want.map(|w| w.map(String::from)));
+        // What the batch answers is what one lookup at a time answers.
+        for (&(tenant, ip, port), got) in keys.iter().zip(&got) {
+            assert_eq!(&store.credential(tenant, ip, port).unwrap(), got);
+        }
+        assert!(store.credentials(&[]).is_empty());
     }
 }
