@@ -477,23 +477,24 @@ async fn run_native(mut t: NativeTask, deadline: Option<Instant>) {
     hub.finish(&session, reason);
 }
 
-/// Read the credential for a native handshake off the I/O threads.
-/// `None` when the deadline passed; `Some(None)` when there is none.
+/// Read the credential for a native handshake from the hub's credential
+/// reader. `None` when the deadline passed or the reader is gone
+/// (shutdown); `Some(None)` when there is none.
 async fn fetch_credential(
     hub: &Hub,
     ns: &NativeSession,
     deadline: Instant,
 ) -> Option<Option<String>> {
     let need = ns.need_credential.as_ref()?;
-    let store = hub.registry().store().clone();
-    let (tenant, ip, port) = (need.tenant.to_string(), need.key.ip, need.key.port);
-    let lookup = tokio::task::spawn_blocking(move || store.credential(&tenant, ip, port));
-    match timeout_at(deadline, lookup).await {
-        Ok(Ok(Ok(c))) => Some(c),
-        Ok(Ok(Err(e))) => {
+    let read = hub
+        .credentials()
+        .read(&need.tenant, need.key.ip, need.key.port);
+    match timeout_at(deadline, read).await {
+        Ok(Some(Ok(c))) => Some(c),
+        Ok(Some(Err(e))) => {
             tracing::error!(error = %e, "cannot read a credential for a native handshake");
             Some(None)
         }
-        _ => None,
+        Ok(None) | Err(_) => None,
     }
 }

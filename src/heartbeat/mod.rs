@@ -6,6 +6,7 @@
 //! - [`native`]: the framed MessagePack protocol with challenge-response auth.
 //! - [`proto`]: native messages; [`client`]: a small async native client.
 //! - [`session`]: one connection's shared state.
+//! - [`credentials`]: native handshakes' credentials, read in batches by one thread.
 //!
 //! This module holds the session tables and what both protocols share:
 //! identifying a session, resolving its tagent, status transitions (batched
@@ -15,6 +16,7 @@
 pub mod client;
 pub mod compat;
 pub mod conn;
+mod credentials;
 pub mod listener;
 mod lot;
 mod metrics;
@@ -38,6 +40,7 @@ use crate::registry::{
     DisconnectReason, IndexView, Liveness, Registry, RunnerGroups, Status, StatusChange, TagentId,
 };
 use crate::shutdown::Shutdown;
+use credentials::CredentialReader;
 pub use metrics::HbMetrics;
 pub use proto::CommandKind;
 pub use session::{CommandOutcome, Protocol, Session, SessionKey, UNKNOWN_TENANT};
@@ -125,6 +128,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// Where parked sessions' sockets wait.
     lot: Arc<Lot>,
+    /// Where native handshakes get their credentials (one thread, in batches).
+    credentials: CredentialReader,
 }
 
 impl Drop for Inner {
@@ -209,6 +214,7 @@ impl Hub {
         let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let groups = registry.groups();
         let lot = Lot::start()?;
+        let credentials = CredentialReader::start(registry.store())?;
         let hub = Hub {
             inner: Arc::new(Inner {
                 groups: RwLock::new(group_lists(groups, &advertised)),
@@ -224,6 +230,7 @@ impl Hub {
                 metrics: HbMetrics::new(),
                 runtime: tokio::runtime::Handle::current(),
                 lot,
+                credentials,
             }),
         };
         registry.set_liveness(Arc::new(hub.clone()));
@@ -243,6 +250,10 @@ impl Hub {
 
     pub(crate) fn lot(&self) -> &Lot {
         &self.inner.lot
+    }
+
+    pub(crate) fn credentials(&self) -> &CredentialReader {
+        &self.inner.credentials
     }
 
     pub fn settings(&self) -> &Settings {
