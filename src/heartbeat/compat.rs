@@ -17,7 +17,7 @@ use super::conn::{Conn, Ended, Flow, Framing};
 use super::metrics::{HbMetrics, LATENCY_SAMPLE};
 use super::proto::CommandKind;
 use super::session::{CommandOutcome, Session};
-use super::{Facts, Hub};
+use super::{Facts, Hub, OpenGuard};
 use crate::registry::DisconnectReason;
 use crate::registry::request::parse_ip;
 
@@ -197,9 +197,9 @@ pub fn updategroup_line(out: &mut Vec<u8>, list: &str) {
 
 /// The per-connection half of a compat session: what only its task touches.
 pub struct CompatSession {
-    hub: Hub,
+    /// Counts the connection as open while the half lives.
+    hub: OpenGuard,
     session: Arc<Session>,
-    peer_ip: IpAddr,
     /// When the last reply line was written.
     last_reply: Instant,
     /// Whether the session has identified itself (its first heartbeat).
@@ -207,12 +207,10 @@ pub struct CompatSession {
 }
 
 impl CompatSession {
-    pub fn new(hub: Hub, session: Arc<Session>) -> Self {
-        let peer_ip = session.peer.ip().to_canonical();
+    pub fn new(hub: OpenGuard, session: Arc<Session>) -> Self {
         CompatSession {
             hub,
             session,
-            peer_ip,
             last_reply: Instant::now(),
             identified: false,
         }
@@ -246,7 +244,9 @@ impl CompatSession {
             }
         };
         let (tenant, port) = (parsed.tenant.trim(), parsed.port);
-        let ip = parsed.mgmt_ip.unwrap_or(self.peer_ip);
+        let ip = parsed
+            .mgmt_ip
+            .unwrap_or_else(|| self.session.peer.ip().to_canonical());
         let key = self.hub.key_for(tenant, ip, port);
         let facts = Facts {
             agent_id: parsed.agent_id,

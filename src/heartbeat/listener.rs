@@ -127,8 +127,7 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, guard: OpenGuard) 
             let session = hub.new_session(peer, Protocol::Compat);
             let task = CompatTask {
                 conn: Conn::new(stream),
-                s: CompatSession::new(hub, session),
-                _guard: guard,
+                s: CompatSession::new(guard, session),
             };
             tokio::spawn(run_compat(task, Some(deadline)));
         }
@@ -149,8 +148,7 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, guard: OpenGuard) 
             let session = hub.new_session(peer, Protocol::Native);
             let task = NativeTask {
                 conn: Conn::new(stream),
-                s: NativeSession::new(hub, session),
-                _guard: guard,
+                s: NativeSession::new(guard, session),
             };
             tokio::spawn(run_native(task, Some(deadline)));
         }
@@ -221,7 +219,6 @@ fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Option<Instant>) {
 pub(crate) struct Task<S, C = Conn> {
     conn: C,
     s: S,
-    _guard: OpenGuard,
 }
 
 pub(crate) type CompatTask = Task<CompatSession>;
@@ -271,11 +268,7 @@ impl<S: Half> Task<S, ParkedConn> {
     /// over (the socket is closed with its state) and the half is returned.
     fn resume(self) -> Result<Task<S>, S> {
         match self.conn.resume() {
-            Ok(conn) => Ok(Task {
-                conn,
-                s: self.s,
-                _guard: self._guard,
-            }),
+            Ok(conn) => Ok(Task { conn, s: self.s }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot resume a parked session");
                 Err(self.s)
@@ -349,11 +342,7 @@ fn try_park<S: Half>(session: &Arc<Session>, t: Task<S>) -> Option<Task<S>> {
     let Ok(conn) = t.conn.park() else {
         return lost(&hub);
     };
-    let parked = Task {
-        conn,
-        s: t.s,
-        _guard: t._guard,
-    };
+    let parked = Task { conn, s: t.s };
     let fd = parked.conn.fd();
     if let Err(e) = hub.lot().watch(fd, session) {
         tracing::warn!(error = %e, "cannot park a session; it keeps its task");

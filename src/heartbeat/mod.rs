@@ -326,7 +326,7 @@ impl Hub {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(OpenGuard(self.inner.clone())),
+                Ok(_) => return Some(OpenGuard(self.clone())),
                 Err(now) => cur = now,
             }
         }
@@ -412,18 +412,8 @@ impl Hub {
             st.tagent = resolved.map(|(id, _)| id);
             st.group = resolved.and_then(|(_, g)| g);
             st.heartbeats += 1;
-            st.pcpu = facts.pcpu.or(st.pcpu);
-            st.mem = facts.mem.or(st.mem);
-            if let Some(v) = facts.version
-                && st.version.as_deref() != Some(v)
-            {
-                st.version = Some(v.into());
-            }
-            if let Some(ips) = facts.ip_string
-                && st.ip_string.as_deref() != Some(ips)
-            {
-                st.ip_string = Some(ips.into());
-            }
+            st.reported
+                .update(facts.pcpu, facts.mem, facts.version, facts.ip_string);
             let reload = resolved.is_none() && !st.reload_queued;
             if reload {
                 st.reload_queued = true;
@@ -553,10 +543,10 @@ impl Hub {
             connected_at: session.connected_at,
             last_heartbeat: session.last_seen.load(Ordering::Relaxed),
             heartbeats: st.heartbeats,
-            pcpu: st.pcpu,
-            mem: st.mem,
-            version: st.version.as_deref().map(str::to_owned),
-            ip_string: st.ip_string.as_deref().map(str::to_owned),
+            pcpu: st.reported.pcpu(),
+            mem: st.reported.mem(),
+            version: st.reported.version().map(str::to_owned),
+            ip_string: st.reported.ip_string().map(str::to_owned),
         }
     }
 
@@ -625,12 +615,21 @@ impl Hub {
     }
 }
 
-/// Decrements the open-connection count when a connection task ends.
-pub(crate) struct OpenGuard(Arc<Inner>);
+/// A connection's handle on the hub, which counts it as open until dropped
+/// (what `max_sessions` bounds). A session's protocol half holds it.
+pub struct OpenGuard(Hub);
+
+impl std::ops::Deref for OpenGuard {
+    type Target = Hub;
+
+    fn deref(&self) -> &Hub {
+        &self.0
+    }
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.inner.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -63,6 +63,8 @@ pub struct PendingCommand {
 }
 
 /// Mutable per-session state, behind a lock that is never held across `.await`.
+///
+/// Kept small: it is in every idle session (see `Session`'s size test).
 #[derive(Default)]
 pub struct State {
     pub key: Option<SessionKey>,
@@ -74,16 +76,140 @@ pub struct State {
     pub agent_id: u64,
     /// The runner group of `tagent`.
     pub group: Option<u32>,
-    pub pcpu: Option<f32>,
-    pub mem: Option<f32>,
-    pub version: Option<Box<str>>,
-    pub ip_string: Option<Box<str>>,
     pub heartbeats: u64,
-    pub commands: VecDeque<PendingCommand>,
+    /// What the tagent last reported about itself.
+    pub reported: Reported,
+    pub commands: Commands,
     /// Set when the session must end; the task reads it when notified.
     pub close: Option<DisconnectReason>,
     /// A reload for an unregistered session is queued or sent.
     pub reload_queued: bool,
+}
+
+/// The last `pcpu`, `mem`, `version` and `ip` string a tagent reported:
+/// the two strings share one allocation, and a missing number is NaN.
+pub struct Reported {
+    pcpu: f32,
+    mem: f32,
+    /// `version` then `ip_string`.
+    text: Option<Box<str>>,
+    /// Where `version` ends in `text`; `NONE` for no version.
+    version_end: u32,
+    has_ip_string: bool,
+}
+
+impl Default for Reported {
+    fn default() -> Self {
+        Reported {
+            pcpu: f32::NAN,
+            mem: f32::NAN,
+            text: None,
+            version_end: Self::NONE,
+            has_ip_string: false,
+        }
+    }
+}
+
+impl Reported {
+    const NONE: u32 = u32::MAX;
+
+    /// Keep what a heartbeat reported; what it left out stays as it was.
+    pub fn update(
+        &mut self,
+        pcpu: Option<f32>,
+        mem: Option<f32>,
+        version: Option<&str>,
+        ip_string: Option<&str>,
+    ) {
+        if let Some(p) = pcpu {
+            self.pcpu = p;
+        }
+        if let Some(m) = mem {
+            self.mem = m;
+        }
+        let version = version.or(self.version());
+        let ip_string = ip_string.or(self.ip_string());
+        if version == self.version() && ip_string == self.ip_string() {
+            return;
+        }
+        let (v, ips) = (version.unwrap_or(""), ip_string.unwrap_or(""));
+        // A line or frame is far below 4 GiB; a longer version is cut off
+        // at a character boundary rather than trusted to fit.
+        let mut cut = v.len().min(Self::NONE as usize - 1);
+        while !v.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut text = String::with_capacity(cut + ips.len());
+        text.push_str(&v[..cut]);
+        text.push_str(ips);
+        let (has_version, has_ip_string) = (version.is_some(), ip_string.is_some());
+        self.text = Some(text.into_boxed_str());
+        self.version_end = if has_version { cut as u32 } else { Self::NONE };
+        self.has_ip_string = has_ip_string;
+    }
+
+    pub fn pcpu(&self) -> Option<f32> {
+        (!self.pcpu.is_nan()).then_some(self.pcpu)
+    }
+
+    pub fn mem(&self) -> Option<f32> {
+        (!self.mem.is_nan()).then_some(self.mem)
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        let text = self.text.as_deref()?;
+        (self.version_end != Self::NONE).then(|| &text[..self.version_end as usize])
+    }
+
+    pub fn ip_string(&self) -> Option<&str> {
+        let text = self.text.as_deref()?;
+        let start = if self.version_end == Self::NONE {
+            0
+        } else {
+            self.version_end as usize
+        };
+        self.has_ip_string.then(|| &text[start..])
+    }
+}
+
+/// Commands waiting to go out: one pointer while there are none.
+#[derive(Default)]
+#[allow(
+    clippy::box_collection,
+    reason = "the box is the point: 8 bytes in every idle session, not a VecDeque's 32"
+)]
+pub struct Commands(Option<Box<VecDeque<PendingCommand>>>);
+
+impl Commands {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    pub fn push_back(&mut self, c: PendingCommand) {
+        self.0.get_or_insert_default().push_back(c);
+    }
+
+    pub fn pop_front(&mut self) -> Option<PendingCommand> {
+        let q = self.0.as_mut()?;
+        let c = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        c
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&PendingCommand) -> bool) {
+        if let Some(q) = self.0.as_mut() {
+            q.retain(keep);
+            if q.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    pub fn take(&mut self) -> VecDeque<PendingCommand> {
+        self.0.take().map(|q| *q).unwrap_or_default()
+    }
 }
 
 pub struct Session {
@@ -214,7 +340,7 @@ impl Session {
 
     /// Fail every queued command: the session is gone.
     pub fn drain_commands(&self) {
-        let commands = std::mem::take(&mut self.state.lock().commands);
+        let commands = self.state.lock().commands.take();
         for c in commands {
             if let Some(reply) = c.reply {
                 let _ = reply.send(CommandOutcome::SessionClosed);
@@ -233,5 +359,60 @@ impl Wake for Session {
         if let Some(parked) = self.unpark() {
             parked.resume(self);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle session is mostly this struct: keep it within jemalloc's
+    /// 320-byte size class (with the `Arc`'s two counters).
+    #[test]
+    fn a_session_fits_its_size_class() {
+        let size = std::mem::size_of::<Session>() + 16;
+        assert!(
+            size <= 320,
+            "Session and its Arc counters take {size} bytes"
+        );
+    }
+
+    #[test]
+    fn reported_facts_keep_what_a_heartbeat_left_out() {
+        let mut r = Reported::default();
+        assert_eq!(
+            (r.pcpu(), r.mem(), r.version(), r.ip_string()),
+            (None, None, None, None)
+        );
+        r.update(Some(1.5), None, None, Some("10.0.0.1,10.0.0.2"));
+        assert_eq!(r.pcpu(), Some(1.5));
+        assert_eq!(r.mem(), None);
+        assert_eq!(r.version(), None);
+        assert_eq!(r.ip_string(), Some("10.0.0.1,10.0.0.2"));
+        r.update(None, Some(20.0), Some("7.1.0-é"), None);
+        assert_eq!(r.pcpu(), Some(1.5));
+        assert_eq!(r.mem(), Some(20.0));
+        assert_eq!(r.version(), Some("7.1.0-é"));
+        assert_eq!(r.ip_string(), Some("10.0.0.1,10.0.0.2"));
+        r.update(None, None, Some(""), Some(""));
+        assert_eq!(r.version(), Some(""));
+        assert_eq!(r.ip_string(), Some(""));
+        r.update(Some(f32::NAN), None, Some("8"), None);
+        assert_eq!(r.pcpu(), None);
+        assert_eq!(r.version(), Some("8"));
+        assert_eq!(r.ip_string(), Some(""));
+    }
+
+    #[test]
+    fn the_command_queue_frees_itself_when_empty() {
+        let mut q = Commands::default();
+        assert!(q.is_empty());
+        for kind in [CommandKind::Reload, CommandKind::Resetcred] {
+            q.push_back(PendingCommand { kind, reply: None });
+        }
+        q.retain(|c| c.kind != CommandKind::Reload);
+        assert_eq!(q.pop_front().map(|c| c.kind), Some(CommandKind::Resetcred));
+        assert!(q.0.is_none());
+        assert!(q.pop_front().is_none());
     }
 }
