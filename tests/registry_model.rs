@@ -30,7 +30,9 @@ use tagent_hub::registry::{
     Index, IndexView, Interner, Liveness, RegisterRequest, Registry, RunnerGroup, RunnerGroups,
     Secret, TagentId, to_stored,
 };
-use tagent_hub::store::{CredentialCipher, PgOptions, PgStore, RedbStore, StoredTagent};
+use tagent_hub::store::{
+    AccountKey, CredentialCipher, PgOptions, PgStore, RedbStore, StoredTagent,
+};
 
 // ---------------------------------------------------------------------------
 // The world the sequences play in.
@@ -643,6 +645,27 @@ fn check_registry(registry: &Registry, model: &Model) -> Result<(), TestCaseErro
             .unwrap();
         prop_assert_eq!(&got, &a.credential, "credential of {:?}", a);
     }
+    // One batch answers every account in order, and None for one never made.
+    let absent = ("no-such-tenant", IpAddr::from([192, 0, 2, 1]), 1);
+    let keys: Vec<AccountKey<'_>> = model
+        .accounts
+        .iter()
+        .map(|a| (a.tenant.as_str(), a.ip, a.port))
+        .chain([absent])
+        .collect();
+    let got: Vec<Option<String>> = registry
+        .store()
+        .credentials(&keys)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let want: Vec<Option<String>> = model
+        .accounts
+        .iter()
+        .map(|a| a.credential.clone())
+        .chain([None])
+        .collect();
+    prop_assert_eq!(got, want);
     Ok(())
 }
 
