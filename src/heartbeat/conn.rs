@@ -49,7 +49,7 @@ impl Framing {
     /// with arbitrary bytes).
     pub fn split(self, buf: &[u8]) -> Split {
         match self {
-            Framing::Lines { max } => match memchr(b'\n', buf) {
+            Framing::Lines { max } => match memchr::memchr(b'\n', buf) {
                 Some(i) if i <= max => {
                     let end = if i > 0 && buf[i - 1] == b'\r' {
                         i - 1
@@ -85,10 +85,6 @@ impl Framing {
             }
         }
     }
-}
-
-fn memchr(b: u8, s: &[u8]) -> Option<usize> {
-    s.iter().position(|x| *x == b)
 }
 
 /// What the handler of a unit wants next.
