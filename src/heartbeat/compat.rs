@@ -267,8 +267,8 @@ impl CompatSession {
         metrics.heartbeat(super::Protocol::Compat);
         match beat.group {
             Some(group) => self.hub.group_list(group, |list| match list {
-                Some(list) if parsed.proxy_group.as_deref() != Some(list) => {
-                    updategroup_line(out, list)
+                Some(g) if parsed.proxy_group.as_deref() != Some(g.list.as_str()) => {
+                    out.extend_from_slice(&g.updategroup)
                 }
                 _ => out.extend_from_slice(OK),
             }),

@@ -98,9 +98,19 @@ enum StatusMsg {
 /// version of the groups so a heartbeat compares without allocating.
 struct GroupLists {
     groups: Arc<RunnerGroups>,
-    lists: HashMap<u32, String>,
+    /// By group id, sorted (a heartbeat looks its group up without hashing).
+    lists: Vec<(u32, GroupList)>,
     /// The runner id of this hub in each group, if it is one of them.
     me: HashMap<u32, u32>,
+}
+
+/// A runner group's list, and the compat reply that hands it to a tagent.
+pub struct GroupList {
+    /// `ip:port,ip:port`, by runner id.
+    pub list: String,
+    /// `compat::updategroup_line` for `list`, written once per version of
+    /// the groups rather than on every heartbeat of a tagent on another list.
+    pub updategroup: Box<[u8]>,
 }
 
 /// A cheap-to-clone handle to the heartbeat server's shared state.
@@ -505,20 +515,20 @@ impl Hub {
         session.drain_commands();
     }
 
-    /// The `proxy.group` list of a group, and whether it equals `theirs`.
-    pub fn group_list<R>(&self, group: u32, f: impl FnOnce(Option<&str>) -> R) -> R {
+    /// The `proxy.group` list of a group, if it has one.
+    pub fn group_list<R>(&self, group: u32, f: impl FnOnce(Option<&GroupList>) -> R) -> R {
         let current = self.inner.registry.groups();
         {
             let lists = self.inner.groups.read();
             if Arc::ptr_eq(&lists.groups, &current) {
-                return f(lists.lists.get(&group).map(String::as_str));
+                return f(lists.get(group));
             }
         }
         let mut lists = self.inner.groups.write();
         if !Arc::ptr_eq(&lists.groups, &current) {
             *lists = group_lists(current, &self.inner.advertised);
         }
-        f(lists.lists.get(&group).map(String::as_str))
+        f(lists.get(group))
     }
 
     /// The live session of a tagent, if any.
@@ -633,12 +643,30 @@ impl Drop for OpenGuard {
     }
 }
 
+impl GroupLists {
+    fn get(&self, group: u32) -> Option<&GroupList> {
+        let i = self
+            .lists
+            .binary_search_by_key(&group, |(id, _)| *id)
+            .ok()?;
+        Some(&self.lists[i].1)
+    }
+}
+
 fn group_lists(groups: Arc<RunnerGroups>, advertised: &(String, u16)) -> GroupLists {
-    let lists = groups
+    let lists: HashMap<u32, GroupList> = groups
         .groups
         .iter()
-        .map(|g| (g.id, g.proxy_group()))
+        .map(|g| {
+            let list = g.proxy_group();
+            let mut updategroup = Vec::new();
+            compat::updategroup_line(&mut updategroup, &list);
+            let updategroup = updategroup.into_boxed_slice();
+            (g.id, GroupList { list, updategroup })
+        })
         .collect();
+    let mut lists: Vec<(u32, GroupList)> = lists.into_iter().collect();
+    lists.sort_unstable_by_key(|(id, _)| *id);
     let me = groups
         .groups
         .iter()

@@ -219,7 +219,7 @@ impl NativeSession {
                     proto::encode_frame(
                         &ServerMsg::Welcome {
                             tagent_id,
-                            proxy_group: list.unwrap_or("").into(),
+                            proxy_group: list.map_or("", |g| g.list.as_str()).into(),
                             idle_timeout_secs: idle,
                         },
                         out,
