@@ -7,10 +7,13 @@
 //! its buffered reader strands a second line that arrives right behind one.
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::conn::{Conn, Ended, Flow, Framing};
@@ -54,24 +57,93 @@ struct Kind<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A field tagents send as a number or as a string of one. Read by a
+/// visitor straight from the parser: an untagged enum would buffer every
+/// value and build an error for each variant that does not fit, which was
+/// most of the CPU of a compat heartbeat.
 enum Loose<'a> {
     U(u64),
     F(f64),
-    S(&'a str),
-    Owned(String),
+    S(Cow<'a, str>),
+    /// A boolean, an array or an object (skipped).
+    Other,
+}
+
+struct LooseVisitor;
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Option<Loose<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number or a string")
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Some(Loose::U(n)))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(Some(u64::try_from(n).map_or(Loose::F(n as f64), Loose::U)))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
+        Ok(Some(Loose::F(f)))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Loose::S(Cow::Borrowed(s))))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Some(Loose::S(Cow::Owned(s.to_owned()))))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Some(Loose::S(Cow::Owned(s))))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Some(Loose::Other))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Some(Loose::Other))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Some(Loose::Other))
+    }
+}
+
+fn loose<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Loose<'de>>, D::Error> {
+    d.deserialize_any(LooseVisitor)
 }
 
 /// A number, or a string of one (the tagent sends ids and ports either way).
 fn loose_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     use serde::de::Error;
-    match Option::<Loose<'de>>::deserialize(d)? {
+    match loose(d)? {
         None => Ok(None),
         Some(Loose::U(n)) => Ok(Some(n)),
         Some(Loose::F(_)) => Err(D::Error::custom("expected an integer")),
-        Some(Loose::S(s)) => parse_u64(s).map_err(D::Error::custom),
-        Some(Loose::Owned(s)) => parse_u64(&s).map_err(D::Error::custom),
+        Some(Loose::S(s)) => parse_u64(&s).map_err(D::Error::custom),
+        Some(Loose::Other) => Err(D::Error::custom(
+            "expected an integer or a string of digits",
+        )),
     }
 }
 
@@ -85,13 +157,14 @@ fn parse_u64(s: &str) -> Result<Option<u64>, &'static str> {
         .map_err(|_| "expected an integer or a string of digits")
 }
 
+/// A number, or a string of one; anything else (even a number out of
+/// range) counts as not given.
 fn loose_f32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
-    Ok(match Option::<Loose<'de>>::deserialize(d).ok().flatten() {
+    Ok(match loose(d).ok().flatten() {
         Some(Loose::U(n)) => Some(n as f32),
         Some(Loose::F(f)) => Some(f as f32),
         Some(Loose::S(s)) => s.trim().parse().ok(),
-        Some(Loose::Owned(s)) => s.trim().parse().ok(),
-        None => None,
+        Some(Loose::Other) | None => None,
     })
 }
 
@@ -195,6 +268,19 @@ pub fn updategroup_line(out: &mut Vec<u8>, list: &str) {
     out.extend_from_slice(b",\"Status\":\"OK\"}\n");
 }
 
+/// Whether to time this line: one in [`LATENCY_SAMPLE`] on each thread, so
+/// the others read no clock and take no lock for it.
+fn sample_latency() -> bool {
+    thread_local! {
+        static LINES: Cell<u64> = const { Cell::new(0) };
+    }
+    LINES.with(|n| {
+        let lines = n.get().wrapping_add(1);
+        n.set(lines);
+        lines % LATENCY_SAMPLE == 1
+    })
+}
+
 /// The per-connection half of a compat session: what only its task touches.
 pub struct CompatSession {
     /// Counts the connection as open while the half lives.
@@ -230,7 +316,7 @@ impl CompatSession {
 
     /// Handle one line, appending exactly one reply line to `out`.
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
-        let started = Instant::now();
+        let started = sample_latency().then(Instant::now);
         let parsed = match decode_line(line) {
             Decoded::Heartbeat(h) => h,
             Decoded::Ignored => {
@@ -274,7 +360,7 @@ impl CompatSession {
             }),
             None => out.extend_from_slice(OK),
         }
-        if self.session.state.lock().heartbeats % LATENCY_SAMPLE == 1 {
+        if let Some(started) = started {
             metrics.latency.record(started.elapsed().as_secs_f64());
         }
         Flow::Continue
@@ -346,5 +432,81 @@ impl CompatSession {
             (st.key, st.agent_id)
         };
         key.is_some_and(|k| self.hub.resolve(&k, agent_id).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(fields: &str) -> Decoded<'static> {
+        let line = format!(r#"{{"type":"monitor","tenant":"t",{fields}}}"#);
+        decode_line(Box::leak(line.into_bytes().into_boxed_slice()))
+    }
+
+    fn beat(fields: &str) -> Decoded<'static> {
+        line(&format!(r#""port":3939,{fields}"#))
+    }
+
+    fn agent_id(fields: &str) -> Result<u64, String> {
+        match beat(fields) {
+            Decoded::Heartbeat(h) => Ok(h.agent_id),
+            Decoded::Refused(m) => Err(m.into_owned()),
+            Decoded::Ignored => Err("ignored".into()),
+        }
+    }
+
+    fn pcpu(fields: &str) -> Option<f32> {
+        match beat(fields) {
+            Decoded::Heartbeat(h) => h.pcpu,
+            _ => panic!("not a heartbeat: {fields}"),
+        }
+    }
+
+    #[test]
+    fn ids_and_ports_come_as_numbers_or_strings_of_digits() {
+        assert_eq!(agent_id(r#""agentId":42"#), Ok(42));
+        assert_eq!(agent_id(r#""agentId":"42""#), Ok(42));
+        assert_eq!(agent_id(r#""agentId":" 42 ""#), Ok(42));
+        assert_eq!(agent_id(r#""agentId":"4\u0032""#), Ok(42));
+        assert_eq!(agent_id(r#""agentId":"""#), Ok(0));
+        assert_eq!(agent_id(r#""agentId":null"#), Ok(0));
+        assert_eq!(agent_id(r#""agentId":18446744073709551615"#), Ok(u64::MAX));
+        for bad in ["-1", "1.5", "true", "[1]", r#"{"a":1}"#, r#""x1""#] {
+            let refused = agent_id(&format!(r#""agentId":{bad}"#));
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|m| m.starts_with("malformed heartbeat")),
+                "agentId {bad}: {refused:?}"
+            );
+        }
+        let port = |v: &str| match line(&format!(r#""agentId":1,"port":{v}"#)) {
+            Decoded::Heartbeat(h) => Some(h.port),
+            _ => None,
+        };
+        assert_eq!(port("\"8080\""), Some(8080));
+        assert_eq!(port("70000"), None);
+    }
+
+    #[test]
+    fn cpu_and_memory_figures_are_kept_when_readable_and_dropped_otherwise() {
+        assert_eq!(pcpu(r#""pcpu":12"#), Some(12.0));
+        assert_eq!(pcpu(r#""pcpu":-2.5"#), Some(-2.5));
+        assert_eq!(pcpu(r#""pcpu":"7.25""#), Some(7.25));
+        for dropped in ["null", "true", r#""n/a""#, "[1,2]", r#"{"a":[1]}"#, "1e999"] {
+            assert_eq!(
+                pcpu(&format!(r#""pcpu":{dropped}"#)),
+                None,
+                "pcpu {dropped}"
+            );
+        }
+        // A skipped value leaves the rest of the line readable.
+        match beat(r#""pcpu":{"a":[1,{"b":2}]},"mem":3,"version":"v""#) {
+            Decoded::Heartbeat(h) => {
+                assert_eq!((h.mem, h.version.as_deref()), (Some(3.0), Some("v")))
+            }
+            _ => panic!("a heartbeat"),
+        }
     }
 }
