@@ -198,7 +198,14 @@ pub struct HeartbeatLine<'a> {
 
 /// Decode one line (without its `\n`) as SPEC §3.1 reads it.
 pub fn decode_line(line: &[u8]) -> Decoded<'_> {
-    let parsed: Line<'_> = match serde_json::from_slice(line) {
+    // One UTF-8 check of the whole line spares serde_json one per string;
+    // a line that is not UTF-8 (allowed in the values the hub skips) is
+    // read byte-wise as before.
+    let read = match std::str::from_utf8(line) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(line),
+    };
+    let parsed: Line<'_> = match read {
         Ok(l) => l,
         Err(e) => {
             let monitor = serde_json::from_slice::<Kind<'_>>(line)
@@ -508,5 +515,18 @@ mod tests {
             }
             _ => panic!("a heartbeat"),
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_in_a_skipped_value_do_not_spoil_the_line() {
+        let line = b"{\"type\":\"monitor\",\"tenant\":\"t\",\"port\":1,\"appsInfo\":\"\xff\xfe\",\"agentId\":5}";
+        match decode_line(line) {
+            Decoded::Heartbeat(h) => assert_eq!((h.port, h.agent_id), (1, 5)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_line(b"{\"type\":\"monitor\",\"tenant\":\"\xff\",\"port\":1}"),
+            Decoded::Refused(_)
+        ));
     }
 }
