@@ -654,7 +654,7 @@ impl GroupLists {
 }
 
 fn group_lists(groups: Arc<RunnerGroups>, advertised: &(String, u16)) -> GroupLists {
-    let lists: HashMap<u32, GroupList> = groups
+    let mut lists: Vec<(u32, GroupList)> = groups
         .groups
         .iter()
         .map(|g| {
@@ -665,7 +665,7 @@ fn group_lists(groups: Arc<RunnerGroups>, advertised: &(String, u16)) -> GroupLi
             (g.id, GroupList { list, updategroup })
         })
         .collect();
-    let mut lists: Vec<(u32, GroupList)> = lists.into_iter().collect();
+    // Group ids are unique (`RunnerGroups::validate`); sorted for `get`.
     lists.sort_unstable_by_key(|(id, _)| *id);
     let me = groups
         .groups
