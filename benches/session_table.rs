@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagent_hub::config::HeartbeatConfig;
 use tagent_hub::heartbeat::{Facts, Hub, Protocol, Session, SessionKey, Settings};
-use tagent_hub::registry::model::{Runner, RunnerGroup, RunnerGroups};
-use tagent_hub::registry::{DisconnectReason, RegisterRequest, Registry, Secret};
+use tagent_hub::model::DisconnectReason;
+use tagent_hub::model::{Runner, RunnerGroup, RunnerGroups};
+use tagent_hub::registry::{RegisterRequest, Registry, Secret};
 use tagent_hub::shutdown::Shutdown;
 use tagent_hub::store::{CredentialCipher, RedbStore};
 

@@ -2,6 +2,8 @@
 //!
 //! Data flows one way: socket -> codec -> session -> registry/status -> store.
 //!
+//! - [`model`]: the vocabulary (tagents, status, runner groups, the
+//!   interner, number and address parsing), depending on nothing else here.
 //! - [`config`]: the TOML file, environment and flags, and their defaults.
 //! - [`registry`]: the registration rules (SPEC §2.3), pure, over an
 //!   in-memory index; the writer thread that group-commits every change.
@@ -25,6 +27,7 @@ pub mod group;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod registry;
 pub mod shutdown;

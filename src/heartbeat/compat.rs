@@ -21,8 +21,8 @@ use super::metrics::{HbMetrics, LATENCY_SAMPLE};
 use super::proto::CommandKind;
 use super::session::{CommandOutcome, Session};
 use super::{Facts, Hub, OpenGuard};
-use crate::registry::DisconnectReason;
-use crate::registry::request::parse_ip;
+use crate::model::DisconnectReason;
+use crate::model::{parse_digits, parse_ip};
 
 /// A heartbeat line. Fields the hub does not use (`appsInfo`, `status`, …)
 /// are skipped without being built.
@@ -140,21 +140,12 @@ fn loose_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         None => Ok(None),
         Some(Loose::U(n)) => Ok(Some(n)),
         Some(Loose::F(_)) => Err(D::Error::custom("expected an integer")),
-        Some(Loose::S(s)) => parse_u64(&s).map_err(D::Error::custom),
+        Some(Loose::S(s)) => parse_digits(&s)
+            .map_err(|_| D::Error::custom("expected an integer or a string of digits")),
         Some(Loose::Other) => Err(D::Error::custom(
             "expected an integer or a string of digits",
         )),
     }
-}
-
-fn parse_u64(s: &str) -> Result<Option<u64>, &'static str> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(None);
-    }
-    s.parse()
-        .map(Some)
-        .map_err(|_| "expected an integer or a string of digits")
 }
 
 /// A number, or a string of one; anything else (even a number out of

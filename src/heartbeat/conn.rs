@@ -16,7 +16,7 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::registry::DisconnectReason;
+use crate::model::DisconnectReason;
 
 /// How units are cut from the byte stream.
 #[derive(Debug, Clone, Copy)]

@@ -25,8 +25,8 @@ use super::native::NativeSession;
 use super::proto::MAGIC;
 use super::session::{Protocol, Session};
 use super::{Hub, OpenGuard};
+use crate::model::DisconnectReason;
 use crate::net::AcceptBackoff;
-use crate::registry::DisconnectReason;
 
 /// Bind the heartbeat port with a deep backlog, so a whole estate
 /// reconnecting at once after a restart waits in the kernel, not refused.

@@ -5,7 +5,7 @@ use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use super::proto::CommandKind;
 use super::session::Protocol;
-use crate::registry::DisconnectReason;
+use crate::model::DisconnectReason;
 
 pub struct HbMetrics {
     pub heartbeats_compat: Counter,

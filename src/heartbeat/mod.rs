@@ -35,10 +35,9 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::HeartbeatConfig;
-use crate::registry::model::now_millis;
-use crate::registry::{
-    DisconnectReason, IndexView, Liveness, Registry, RunnerGroups, Status, StatusChange, TagentId,
-};
+use crate::model::now_millis;
+use crate::model::{DisconnectReason, RunnerGroups, Status, TagentId};
+use crate::registry::{IndexView, Liveness, Registry, StatusChange};
 use crate::shutdown::Shutdown;
 use credentials::CredentialReader;
 pub use metrics::HbMetrics;

@@ -9,8 +9,8 @@ use super::metrics::{HbMetrics, LATENCY_SAMPLE};
 use super::proto::{self, ClientMsg, CommandKind, NONCE_LEN, PROTOCOL_VERSION, ServerMsg};
 use super::session::{CommandOutcome, Session, SessionKey};
 use super::{Facts, Hub, OpenGuard, Protocol};
-use crate::registry::DisconnectReason;
-use crate::registry::request::parse_ip;
+use crate::model::DisconnectReason;
+use crate::model::parse_ip;
 
 fn error_frame(out: &mut Vec<u8>, code: &str, message: &str) {
     proto::encode_frame(
@@ -268,7 +268,7 @@ impl NativeSession {
                 Flow::Continue
             }
             (Phase::Live, ClientMsg::CommandResult { id, ok, message }) => {
-                self.session.touch(crate::registry::model::now_millis());
+                self.session.touch(crate::model::now_millis());
                 let found = self.awaiting.as_mut().and_then(|a| {
                     let i = a.iter().position(|(x, _)| *x == id)?;
                     Some(a.swap_remove(i))

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::listener::Parked;
 use super::proto::CommandKind;
-use crate::registry::{DisconnectReason, Sym, TagentId};
+use crate::model::{DisconnectReason, Sym, TagentId};
 
 /// A session's identity: (tenant, ip, port), ip being `mgmtIp` or the peer's.
 /// Tenants never registered share [`UNKNOWN_TENANT`], so a hostile peer cannot

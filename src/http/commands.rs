@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::tagents::{Command, CommandResult, FilterParams, run_command};
 use super::{ApiError, HttpState};
-use crate::registry::TagentId;
+use crate::model::TagentId;
 
 /// Most tagents one batch may name.
 pub const MAX_TARGETS: usize = 100_000;

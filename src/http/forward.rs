@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::HttpState;
 use super::tagents::{Command, CommandResult, run_local};
-use crate::registry::TagentId;
+use crate::model::TagentId;
 
 /// The header a hub proves itself to another hub with.
 pub const PEER_HEADER: &str = "x-tagent-hub-peer";

@@ -10,9 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, HttpState};
 use crate::heartbeat::{CommandError, CommandKind, SessionView};
-use crate::registry::model::account_name;
+use crate::model::account_name;
+use crate::model::{DisconnectReason, Tagent, TagentId};
 use crate::registry::query::{self, Counts, Filter};
-use crate::registry::{ChangeError, DisconnectReason, Registry, Tagent, TagentId};
+use crate::registry::{ChangeError, Registry};
 
 /// The filters shared by listing, counting and batch commands.
 #[derive(Debug, Default, Clone, Deserialize, IntoParams, ToSchema)]

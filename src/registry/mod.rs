@@ -1,7 +1,6 @@
 //! The tagent registry: the registration rules over an in-memory index that
 //! always equals what the store holds.
 //!
-//! - [`model`]: tagents, status, runner groups.
 //! - [`request`]: a registration body, parsed and validated (rule 1).
 //! - [`rules`]: rules 2–8 as a pure function over an [`index::IndexView`].
 //! - [`index`]: lookups by id and by (tenant, port, ip).
@@ -13,8 +12,6 @@
 pub mod error;
 pub mod events;
 pub mod index;
-pub mod intern;
-pub mod model;
 pub mod query;
 pub mod request;
 pub mod rules;
@@ -29,10 +26,11 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::{ChangeError, RegisterError};
 pub use events::{Change, Event, EventKind, EventLog};
 pub use index::{Index, IndexView};
-pub use intern::{Interner, Sym};
-pub use model::{DisconnectReason, RunnerGroup, RunnerGroups, Status, Tagent, TagentId};
 pub use request::{Origin, RegisterRequest, Secret};
 
+use crate::model::{
+    self, DisconnectReason, Interner, RunnerGroup, RunnerGroups, Status, Tagent, TagentId,
+};
 use crate::store::{
     Changes, RegistryStore, ScanItem, StoreError, StoredGroup, StoredTagent, WriteBatch,
 };

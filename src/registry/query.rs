@@ -9,8 +9,8 @@ use ipnet::IpNet;
 
 use super::Liveness;
 use super::index::Index;
-use super::intern::{Interner, Sym};
-use super::model::{DisconnectReason, Tagent, TagentId};
+use crate::model::intern::{Interner, Sym};
+use crate::model::{DisconnectReason, Tagent, TagentId};
 
 /// Slots one listing call looks at before it returns what it has. A page
 /// that comes back short with a cursor means "keep going": this bounds how
