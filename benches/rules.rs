@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagent_hub::model::{DisconnectReason, Runner, RunnerGroup, RunnerGroups, Status};
-use tagent_hub::model::{Interner, Tagent};
+use tagent_hub::model::{HostFacts, Interner, Tagent};
 use tagent_hub::registry::rules;
 use tagent_hub::registry::{Index, NoSessions, RegisterRequest, Secret};
 
@@ -62,13 +62,15 @@ fn build_index(n: u64, interner: &Interner) -> Index {
             ip: primary(i),
             ips: vec![primary(i), secondary(i)].into_boxed_slice(),
             name: format!("host-{i}").into(),
-            user,
-            version,
-            os_type,
-            os_version,
-            osbit,
-            pcpu: Some(4.0),
-            mem: Some(7.6),
+            host: HostFacts {
+                user,
+                version,
+                os_type,
+                os_version,
+                osbit,
+                pcpu: Some(4.0),
+                mem: Some(7.6),
+            },
             status: Status::Disconnected(DisconnectReason::NeverConnected),
             runner_group: 1,
             runner: None,
@@ -88,13 +90,15 @@ fn request(tagent_id: Option<u64>, ip: IpAddr, ips: Vec<IpAddr>, i: u64) -> Regi
         port: PORT,
         ips,
         name: format!("host-{i}"),
-        user: "root".into(),
-        version: "1.5.4".into(),
-        os_type: "linux".into(),
-        os_version: "CentOS Linux 7.9.2009_3.10.0-1160.el7.x86_64".into(),
-        osbit: "x86_64".into(),
-        pcpu: Some(4.0),
-        mem: Some(7.6),
+        host: HostFacts {
+            user: "root".into(),
+            version: "1.5.4".into(),
+            os_type: "linux".into(),
+            os_version: "CentOS Linux 7.9.2009_3.10.0-1160.el7.x86_64".into(),
+            osbit: "x86_64".into(),
+            pcpu: Some(4.0),
+            mem: Some(7.6),
+        },
         credential: Some(Secret("{ENCRYPTED}0af3c1d2e4b5a69788".into())),
     }
 }

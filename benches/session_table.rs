@@ -24,7 +24,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagent_hub::config::HeartbeatConfig;
 use tagent_hub::heartbeat::{Facts, Hub, Protocol, Session, SessionKey, Settings};
 use tagent_hub::model::DisconnectReason;
-use tagent_hub::model::{Runner, RunnerGroup, RunnerGroups};
+use tagent_hub::model::{HostFacts, Runner, RunnerGroup, RunnerGroups};
 use tagent_hub::registry::{RegisterRequest, Registry, Secret};
 use tagent_hub::shutdown::Shutdown;
 use tagent_hub::store::{CredentialCipher, RedbStore};
@@ -69,13 +69,15 @@ fn request(i: usize) -> RegisterRequest {
         port: PORT,
         ips: vec![ip(i)],
         name: format!("host-{i}"),
-        user: "root".into(),
-        version: "1.5.4".into(),
-        os_type: "linux".into(),
-        os_version: "bench".into(),
-        osbit: "x86_64".into(),
-        pcpu: None,
-        mem: None,
+        host: HostFacts {
+            user: "root".into(),
+            version: "1.5.4".into(),
+            os_type: "linux".into(),
+            os_version: "bench".into(),
+            osbit: "x86_64".into(),
+            pcpu: None,
+            mem: None,
+        },
         credential: Some(Secret(format!("cred-{i}"))),
     }
 }

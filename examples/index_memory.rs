@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tagent_hub::config::Config;
-use tagent_hub::model::{DisconnectReason, Status};
+use tagent_hub::model::{DisconnectReason, HostFacts, Status};
 use tagent_hub::registry::Registry;
 use tagent_hub::store::{
     AccountOp, AccountPut, CredentialCipher, RedbStore, StoredTagent, WriteBatch,
@@ -109,13 +109,15 @@ fn tagent(i: u64, now: u64) -> StoredTagent {
         ip: primary(i),
         ips: vec![primary(i), secondary(i)],
         name: format!("host-{i}"),
-        user: "root".into(),
-        version: "1.5.4".into(),
-        os_type: "linux".into(),
-        os_version: "CentOS Linux 7.9.2009_3.10.0-1160.el7.x86_64".into(),
-        osbit: "x86_64".into(),
-        pcpu: Some(4.0),
-        mem: Some(7.6),
+        host: HostFacts {
+            user: "root".into(),
+            version: "1.5.4".into(),
+            os_type: "linux".into(),
+            os_version: "CentOS Linux 7.9.2009_3.10.0-1160.el7.x86_64".into(),
+            osbit: "x86_64".into(),
+            pcpu: Some(4.0),
+            mem: Some(7.6),
+        },
         status: Status::Disconnected(DisconnectReason::NeverConnected),
         runner_group: 1,
         runner: None,

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
+use tagent_hub::model::{HostFacts, Runner, account_name};
 use tagent_hub::model::{Interner, RunnerGroup, RunnerGroups, TagentId};
-use tagent_hub::model::{Runner, account_name};
 use tagent_hub::registry::index::Overlay;
 use tagent_hub::registry::rules::{Decision, decide};
 use tagent_hub::registry::{
@@ -424,13 +424,15 @@ fn request(s: &Step, model: &Model) -> RegisterRequest {
             .map(pool)
             .collect(),
         name: format!("host-{}", s.primary),
-        user: "root".into(),
-        version: "1.0".into(),
-        os_type: "Linux".into(),
-        os_version: "9".into(),
-        osbit: "x86_64".into(),
-        pcpu: None,
-        mem: None,
+        host: HostFacts {
+            user: "root".into(),
+            version: "1.0".into(),
+            os_type: "Linux".into(),
+            os_version: "9".into(),
+            osbit: "x86_64".into(),
+            pcpu: None,
+            mem: None,
+        },
         credential: s
             .credential
             .map(|c| Secret(format!("{{ENCRYPTED}}{c:02x}"))),

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, HttpState};
 use crate::heartbeat::{CommandError, CommandKind, SessionView};
 use crate::model::account_name;
-use crate::model::{DisconnectReason, Tagent, TagentId};
+use crate::model::{DisconnectReason, HostFacts, Tagent, TagentId};
 use crate::registry::query::{self, Counts, Filter};
 use crate::registry::{ChangeError, Registry};
 
@@ -145,13 +145,8 @@ pub struct TagentView {
     pub ips: Vec<String>,
     pub port: u16,
     pub name: String,
-    pub user: String,
-    pub version: String,
-    pub os_type: String,
-    pub os_version: String,
-    pub osbit: String,
-    pub pcpu: Option<f32>,
-    pub mem: Option<f32>,
+    #[serde(flatten)]
+    pub host: HostFacts<String>,
     pub runner_group: u32,
     /// The runner that last held its session.
     pub runner: Option<u32>,
@@ -177,13 +172,7 @@ impl TagentView {
             ips: t.ips.iter().map(|ip| ip.to_string()).collect(),
             port: t.port,
             name: t.name.to_string(),
-            user: s(t.user),
-            version: s(t.version),
-            os_type: s(t.os_type),
-            os_version: s(t.os_version),
-            osbit: s(t.osbit),
-            pcpu: t.pcpu,
-            mem: t.mem,
+            host: t.host.map(|&v| s(v)),
             runner_group: t.runner_group,
             runner: t.runner,
             first_registered_ms: t.first_registered,

@@ -4,6 +4,7 @@
 //! import it.
 //!
 //! - [`tagent`]: a registered tagent as the index holds it; account names.
+//! - [`host`]: what a tagent reports about its host, in every form.
 //! - [`status`]: connected or disconnected, and why.
 //! - [`group`]: runner groups, their ordered networks and rule 4's match.
 //! - [`intern`]: the interner behind a tagent's repeated strings.
@@ -14,6 +15,7 @@
 pub mod addr;
 pub mod clock;
 pub mod group;
+pub mod host;
 pub mod intern;
 pub mod number;
 pub mod status;
@@ -22,6 +24,7 @@ pub mod tagent;
 pub use addr::{host_port, parse_host_port, parse_ip};
 pub use clock::now_millis;
 pub use group::{Runner, RunnerGroup, RunnerGroups};
+pub use host::HostFacts;
 pub use intern::{Interner, Sym};
 pub use number::{NotDigits, parse_digits};
 pub use status::{DisconnectReason, Status};

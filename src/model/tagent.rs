@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use super::host::HostFacts;
 use super::intern::Sym;
 use super::status::Status;
 
@@ -24,13 +25,7 @@ pub struct Tagent {
     /// The contained ips (the host's NICs, from `ipString`), deduplicated, in order.
     pub ips: Box<[IpAddr]>,
     pub name: Box<str>,
-    pub user: Sym,
-    pub version: Sym,
-    pub os_type: Sym,
-    pub os_version: Sym,
-    pub osbit: Sym,
-    pub pcpu: Option<f32>,
-    pub mem: Option<f32>,
+    pub host: HostFacts<Sym>,
     pub status: Status,
     pub runner_group: u32,
     /// The runner that last held its heartbeat session; none until the first one.

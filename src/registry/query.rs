@@ -83,7 +83,7 @@ impl<'f> Compiled<'f> {
     pub fn matches(&self, t: &Tagent, live: &dyn Liveness) -> bool {
         let f = self.f;
         if self.tenant.is_some_and(|s| s != t.tenant)
-            || self.version.is_some_and(|s| s != t.version)
+            || self.version.is_some_and(|s| s != t.host.version)
             || f.port.is_some_and(|p| p != t.port)
             || f.runner_group.is_some_and(|g| g != t.runner_group)
             || f.changed_since.is_some_and(|c| t.last_status_change < c)

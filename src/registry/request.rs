@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::RegisterError;
-use crate::model::{MAX_TAGENT_ID, TagentId, parse_digits, parse_ip};
+use crate::model::{HostFacts, MAX_TAGENT_ID, TagentId, parse_digits, parse_ip};
 
 /// Longest accepted value of a host fact (name, user, version, ...).
 pub const MAX_FIELD_LEN: usize = 255;
@@ -40,13 +40,7 @@ pub struct RegisterRequest {
     /// Contained ips from `ipString`, deduplicated, in order.
     pub ips: Vec<IpAddr>,
     pub name: String,
-    pub user: String,
-    pub version: String,
-    pub os_type: String,
-    pub os_version: String,
-    pub osbit: String,
-    pub pcpu: Option<f32>,
-    pub mem: Option<f32>,
+    pub host: HostFacts<String>,
     /// `None` keeps the credential the accounts already hold.
     pub credential: Option<Secret>,
 }
@@ -245,13 +239,15 @@ impl RegisterRequest {
             port,
             ips,
             name: text("name", raw.name)?,
-            user: text("user", raw.user)?,
-            version: text("version", raw.version)?,
-            os_type: text("osType", raw.os_type)?,
-            os_version: text("osVersion", raw.os_version)?,
-            osbit: text("osbit", raw.osbit)?,
-            pcpu: float("pcpu", raw.pcpu)?,
-            mem: float("mem", raw.mem)?,
+            host: HostFacts {
+                user: text("user", raw.user)?,
+                version: text("version", raw.version)?,
+                os_type: text("osType", raw.os_type)?,
+                os_version: text("osVersion", raw.os_version)?,
+                osbit: text("osbit", raw.osbit)?,
+                pcpu: float("pcpu", raw.pcpu)?,
+                mem: float("mem", raw.mem)?,
+            },
             credential: string("credential", raw.credential, MAX_CREDENTIAL_LEN)?.map(Secret),
         })
     }

@@ -144,13 +144,7 @@ pub fn decide(
         ip: req.ip,
         ips: req.ips.clone().into_boxed_slice(),
         name: req.name.as_str().into(),
-        user: interner.intern(&req.user),
-        version: interner.intern(&req.version),
-        os_type: interner.intern(&req.os_type),
-        os_version: interner.intern(&req.os_version),
-        osbit: interner.intern(&req.osbit),
-        pcpu: req.pcpu,
-        mem: req.mem,
+        host: req.host.map(|v| interner.intern(v)),
         status: old.map_or(
             Status::Disconnected(DisconnectReason::NeverConnected),
             |t| t.status,
@@ -195,7 +189,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::model::{Runner, RunnerGroup};
+    use crate::model::{HostFacts, Runner, RunnerGroup};
     use crate::registry::index::Index;
     use crate::registry::request::{Origin, parse_ip_list};
 
@@ -227,13 +221,15 @@ mod tests {
             port,
             ips: parse_ip_list(contained).unwrap(),
             name: format!("host-{primary}"),
-            user: "root".into(),
-            version: "1.0".into(),
-            os_type: "Linux".into(),
-            os_version: "9".into(),
-            osbit: "x86_64".into(),
-            pcpu: None,
-            mem: None,
+            host: HostFacts {
+                user: "root".into(),
+                version: "1.0".into(),
+                os_type: "Linux".into(),
+                os_version: "9".into(),
+                osbit: "x86_64".into(),
+                pcpu: None,
+                mem: None,
+            },
             credential: None,
         }
     }
