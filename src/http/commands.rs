@@ -11,9 +11,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::tagents::{Command, CommandResult, FilterParams, run_command};
+use super::tagents::{Command, CommandResult, run_command};
 use super::{ApiError, HttpState};
-use crate::model::TagentId;
+use crate::model::{FilterParams, TagentId};
+use crate::registry::query::Filter;
 
 /// Most tagents one batch may name.
 pub const MAX_TARGETS: usize = 100_000;
@@ -73,7 +74,7 @@ pub(super) async fn batch(
                     "an empty filter names every tagent: set \"all\": true if that is meant",
                 ));
             }
-            let filter = params.compile()?;
+            let filter = Filter::try_from(&params)?;
             let registry = s.registry.clone();
             let ids = tokio::task::spawn_blocking(move || {
                 let mut ids = Vec::new();

@@ -10,91 +10,15 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, HttpState};
 use crate::heartbeat::{CommandError, CommandKind, SessionView};
+use crate::model::FilterParams;
 use crate::model::account_name;
 use crate::model::{DisconnectReason, HostFacts, Tagent, TagentId};
-use crate::registry::query::{self, Counts, Filter};
+use crate::registry::query::{self, Counts, Filter, FilterError};
 use crate::registry::{ChangeError, Registry};
 
-/// The filters shared by listing, counting and batch commands.
-#[derive(Debug, Default, Clone, Deserialize, IntoParams, ToSchema)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct FilterParams {
-    /// Exact tenant.
-    pub tenant: Option<String>,
-    /// `connected` or `disconnected`.
-    pub status: Option<String>,
-    /// Why the last session ended, e.g. `eof`, `idle-timeout`, `restart`.
-    pub reason: Option<String>,
-    /// An ip or a CIDR network: matches the primary or any contained ip.
-    pub ip: Option<String>,
-    pub port: Option<u16>,
-    /// Runner group id.
-    pub group: Option<u32>,
-    /// Names starting with this.
-    pub name_prefix: Option<String>,
-    /// Exact tagent version.
-    pub version: Option<String>,
-    /// Last status change at or after this Unix time in milliseconds.
-    pub changed_since: Option<u64>,
-}
-
-impl FilterParams {
-    pub fn is_empty(&self) -> bool {
-        self.tenant.is_none()
-            && self.status.is_none()
-            && self.reason.is_none()
-            && self.ip.is_none()
-            && self.port.is_none()
-            && self.group.is_none()
-            && self.name_prefix.is_none()
-            && self.version.is_none()
-            && self.changed_since.is_none()
-    }
-
-    pub fn compile(&self) -> Result<Filter, ApiError> {
-        let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
-        let connected = match self.status.as_deref() {
-            None => None,
-            Some("connected") => Some(true),
-            Some("disconnected") => Some(false),
-            Some(other) => {
-                return Err(bad(format!(
-                    "status '{other}' is neither connected nor disconnected"
-                )));
-            }
-        };
-        let reason = match self.reason.as_deref() {
-            None => None,
-            Some(r) => Some(
-                DisconnectReason::ALL
-                    .into_iter()
-                    .find(|x| x.as_str() == r)
-                    .ok_or_else(|| {
-                        let all: Vec<_> =
-                            DisconnectReason::ALL.iter().map(|x| x.as_str()).collect();
-                        bad(format!("reason '{r}' is not one of {}", all.join(", ")))
-                    })?,
-            ),
-        };
-        let ip = match self.ip.as_deref() {
-            None => None,
-            Some(s) => Some(
-                query::parse_ip_or_net(s)
-                    .ok_or_else(|| bad(format!("ip '{s}' is neither an ip nor a CIDR network")))?,
-            ),
-        };
-        Ok(Filter {
-            tenant: self.tenant.clone(),
-            connected,
-            reason,
-            ip,
-            port: self.port,
-            runner_group: self.group,
-            name_prefix: self.name_prefix.clone(),
-            version: self.version.clone(),
-            changed_since: self.changed_since,
-        })
+impl From<FilterError> for ApiError {
+    fn from(e: FilterError) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, e.to_string())
     }
 }
 
@@ -233,7 +157,7 @@ pub(super) async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<TagentPage>, ApiError> {
     let (page, filter) = PageParams::split(raw.as_deref())?;
-    let filter = filter.compile()?;
+    let filter = Filter::try_from(&filter)?;
     let after = parse_cursor(page.cursor.as_deref())?;
     let limit = page.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -280,7 +204,7 @@ pub(super) async fn counts(
     params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Counts>, ApiError> {
     let Query(p) = params.map_err(ApiError::query)?;
-    let filter = p.compile()?;
+    let filter = Filter::try_from(&p)?;
     let registry = s.registry.clone();
     let counts = tokio::task::spawn_blocking(move || {
         let mut counts = Counts::default();

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use super::Liveness;
 use super::index::Index;
 use crate::model::intern::{Interner, Sym};
-use crate::model::{DisconnectReason, Tagent, TagentId};
+use crate::model::{DisconnectReason, FilterParams, Tagent, TagentId};
 
 /// Slots one listing call looks at before it returns what it has. A page
 /// that comes back short with a cursor means "keep going": this bounds how
@@ -41,7 +41,8 @@ pub fn seen(t: &Tagent, live: &dyn Liveness) -> Seen {
     }
 }
 
-/// What an operator filters on. Every field narrows; none set matches all.
+/// What an operator filters on, evaluated (from the [`FilterParams`] they
+/// write). Every field narrows; none set matches all.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub tenant: Option<String>,
@@ -56,6 +57,59 @@ pub struct Filter {
     pub version: Option<String>,
     /// Last status change at or after this (Unix ms).
     pub changed_since: Option<u64>,
+}
+
+/// Why a [`FilterParams`] is no [`Filter`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("status '{0}' is neither connected nor disconnected")]
+    Status(String),
+    #[error("reason '{0}' is not one of {names}", names = reason_names())]
+    Reason(String),
+    #[error("ip '{0}' is neither an ip nor a CIDR network")]
+    Ip(String),
+}
+
+fn reason_names() -> String {
+    let all: Vec<_> = DisconnectReason::ALL.iter().map(|x| x.as_str()).collect();
+    all.join(", ")
+}
+
+impl TryFrom<&FilterParams> for Filter {
+    type Error = FilterError;
+
+    fn try_from(p: &FilterParams) -> Result<Filter, FilterError> {
+        let connected = match p.status.as_deref() {
+            None => None,
+            Some("connected") => Some(true),
+            Some("disconnected") => Some(false),
+            Some(other) => return Err(FilterError::Status(other.to_owned())),
+        };
+        let reason = match p.reason.as_deref() {
+            None => None,
+            Some(r) => Some(
+                DisconnectReason::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == r)
+                    .ok_or_else(|| FilterError::Reason(r.to_owned()))?,
+            ),
+        };
+        let ip = match p.ip.as_deref() {
+            None => None,
+            Some(s) => Some(parse_ip_or_net(s).ok_or_else(|| FilterError::Ip(s.to_owned()))?),
+        };
+        Ok(Filter {
+            tenant: p.tenant.clone(),
+            connected,
+            reason,
+            ip,
+            port: p.port,
+            runner_group: p.group,
+            name_prefix: p.name_prefix.clone(),
+            version: p.version.clone(),
+            changed_since: p.changed_since,
+        })
+    }
 }
 
 /// A filter with its strings resolved to symbols.
