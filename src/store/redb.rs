@@ -58,13 +58,6 @@ const SCHEMA_VERSION: u64 = 1;
 /// crash does not walk the whole store (about 13% of commit throughput).
 const QUICK_REPAIR: bool = true;
 
-/// What the store holds, read at start.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub tagents: Vec<StoredTagent>,
-    pub next_id: TagentId,
-}
-
 /// The stored tagents, read in id order by [`TagentScan::for_each`].
 pub struct TagentScan {
     table: ReadOnlyTable<u64, &'static [u8]>,
@@ -207,18 +200,6 @@ impl RedbStore {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// Everything the index is rebuilt from, all in memory at once.
-    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let scan = self.scan_tagents()?;
-        let next_id = scan.next_id;
-        let mut tagents = Vec::with_capacity(scan.len as usize);
-        scan.for_each(|t| {
-            tagents.push(t);
-            Ok(())
-        })?;
-        Ok(Snapshot { tagents, next_id })
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
