@@ -139,7 +139,7 @@ fn change_groups(registry: &Registry, edit: GroupEdit) -> Result<Arc<RunnerGroup
     let shared = &registry.shared;
     let store_error = |e: crate::store::StoreError| {
         metrics::counter!("tagent_hub_store_errors_total").increment(1);
-        ChangeError::Store(e.to_string())
+        ChangeError::Store(e)
     };
     // With a shared store: under the registry's lock, and against the
     // groups and tagents other hubs committed.
@@ -404,10 +404,10 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         metrics::counter!("tagent_hub_store_errors_total").increment(1);
         tracing::error!(error = %e, registrations = accepted.len(), "store commit failed; batch not applied");
         for a in accepted {
-            let _ = a.reply.send(Err(RegisterError::Store(e.to_string())));
+            let _ = a.reply.send(Err(RegisterError::Store(e.clone())));
         }
         for d in deleted {
-            let _ = d.reply.send(Err(ChangeError::Store(e.to_string())));
+            let _ = d.reply.send(Err(ChangeError::Store(e.clone())));
         }
         // Registrations were refused (their tagents retry); status changes
         // have no one to retry them, so they go again with the next batch.
@@ -461,14 +461,14 @@ fn refuse(jobs: Vec<Job>, e: &crate::store::StoreError) -> Vec<StatusChange> {
     for job in jobs {
         match job {
             Job::Register { reply, .. } => {
-                let _ = reply.send(Err(RegisterError::Store(e.to_string())));
+                let _ = reply.send(Err(RegisterError::Store(e.clone())));
             }
             Job::Status(changes) => retry.extend(changes),
             Job::Delete { reply, .. } => {
-                let _ = reply.send(Err(ChangeError::Store(e.to_string())));
+                let _ = reply.send(Err(ChangeError::Store(e.clone())));
             }
             Job::Groups { reply, .. } => {
-                let _ = reply.send(Err(ChangeError::Store(e.to_string())));
+                let _ = reply.send(Err(ChangeError::Store(e.clone())));
             }
             Job::Sync(_) | Job::Stop => {}
         }

@@ -24,24 +24,6 @@ use super::{
 };
 use crate::model::{TagentId, account_name};
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Io(e.to_string())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
 /// Tagent records by id (MessagePack, named fields so the schema can grow).
 const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
 /// Accounts by (tenant, `<ip>_<port>_tagent`), with the sealed credential.
@@ -75,7 +57,7 @@ impl TagentScan {
         for row in self.table.iter()? {
             let (k, v) = row?;
             let t: StoredTagent = rmp_serde::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(format!("tagent {}: {e}", k.value())))?;
+                .map_err(|e| StoreError::decode(format!("tagent {}", k.value()), e))?;
             each(t)?;
         }
         Ok(())
@@ -98,8 +80,6 @@ pub struct RedbStore {
     last_reopen: Mutex<Option<Instant>>,
 }
 
-const UNAVAILABLE: &str = "the store is unavailable after an I/O error (disk full or read-only?); it is retried at the next write";
-
 impl RedbStore {
     /// Open (or create) `dir/registry.redb`. `cache_bytes` bounds redb's page cache.
     pub fn open(
@@ -108,7 +88,7 @@ impl RedbStore {
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| StoreError::file("create the data directory", dir.into(), e))?;
         let path = dir.join("registry.redb");
         let db = Database::builder()
             .set_cache_size(cache_bytes)
@@ -133,7 +113,7 @@ impl RedbStore {
         let guard = self.db.read();
         match guard.as_ref() {
             Some(db) => f(db),
-            None => Err(StoreError::Io(UNAVAILABLE.into())),
+            None => Err(StoreError::Unavailable),
         }
     }
 
@@ -142,7 +122,7 @@ impl RedbStore {
         {
             let mut last = self.last_reopen.lock();
             if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                return Err(StoreError::Io(UNAVAILABLE.into()));
+                return Err(StoreError::Unavailable);
             }
             *last = Some(Instant::now());
         }
@@ -151,8 +131,7 @@ impl RedbStore {
         drop(guard.take());
         let db = Database::builder()
             .set_cache_size(self.cache_bytes)
-            .create(&self.path)
-            .map_err(|e| StoreError::Io(format!("cannot reopen the store: {e}")))?;
+            .create(&self.path)?;
         *guard = Some(db);
         self.failed.store(false, Ordering::Release);
         tracing::info!("store reopened after an I/O error");
@@ -179,9 +158,11 @@ impl RedbStore {
                 }
                 Some(SCHEMA_VERSION) => {}
                 Some(v) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "store schema version {v} is not supported (expected {SCHEMA_VERSION})"
-                    )));
+                    return Err(StoreError::Version {
+                        found: v as i64,
+                        known: SCHEMA_VERSION as i64,
+                        hint: "open it with the hub version that wrote it",
+                    });
                 }
             }
             let mut check = tx.open_table(KEY_CHECK)?;
@@ -206,7 +187,7 @@ impl RedbStore {
         let guard = self.db.read();
         Ok(guard
             .as_ref()
-            .ok_or_else(|| StoreError::Io(UNAVAILABLE.into()))?
+            .ok_or(StoreError::Unavailable)?
             .begin_read()?)
     }
 
@@ -238,7 +219,9 @@ impl RedbStore {
             self.reopen()?;
         }
         let result = self.with_db(|db| self.write(db, batch));
-        if let Err(StoreError::Io(_)) = &result {
+        // Only a failure of the storage leaves redb refusing work; a
+        // corrupt record or a bug does not call for a reopen.
+        if result.as_ref().is_err_and(StoreError::is_io) {
             self.failed.store(true, Ordering::Release);
         }
         result
@@ -255,9 +238,8 @@ impl RedbStore {
             let mut buf = Vec::with_capacity(256);
             for t in &batch.tagents_put {
                 buf.clear();
-                rmp_serde::encode::write_named(&mut buf, t).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot encode tagent {}: {e}", t.id))
-                })?;
+                rmp_serde::encode::write_named(&mut buf, t)
+                    .map_err(|e| StoreError::encode(format!("tagent {}", t.id), e))?;
                 tagents.insert(t.id, buf.as_slice())?;
             }
             let mut accounts = tx.open_table(ACCOUNTS)?;
@@ -285,9 +267,8 @@ impl RedbStore {
                     credential: sealed,
                 };
                 buf.clear();
-                rmp_serde::encode::write_named(&mut buf, &rec).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot encode account {name}: {e}"))
-                })?;
+                rmp_serde::encode::write_named(&mut buf, &rec)
+                    .map_err(|e| StoreError::encode(format!("account {name}"), e))?;
                 accounts.insert(key, buf.as_slice())?;
             }
             if let Some(next) = batch.next_id {
@@ -295,9 +276,8 @@ impl RedbStore {
             }
             if let Some(groups) = &batch.groups {
                 buf.clear();
-                rmp_serde::encode::write_named(&mut buf, groups).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot encode the runner groups: {e}"))
-                })?;
+                rmp_serde::encode::write_named(&mut buf, groups)
+                    .map_err(|e| StoreError::encode("the runner groups", e))?;
                 tx.open_table(GROUPS)?.insert("all", buf.as_slice())?;
             }
         }
@@ -318,7 +298,7 @@ fn read_account(
         return Ok(None);
     };
     let rec = rmp_serde::from_slice(v.value())
-        .map_err(|e| StoreError::Corrupt(format!("account {name}: {e}")))?;
+        .map_err(|e| StoreError::decode(format!("account {name}"), e))?;
     Ok(Some(rec))
 }
 
@@ -377,7 +357,7 @@ impl RegistryStore for RedbStore {
         };
         rmp_serde::from_slice(v.value())
             .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("runner groups: {e}")))
+            .map_err(|e| StoreError::decode("the runner groups", e))
     }
 
     fn account(
