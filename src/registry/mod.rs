@@ -12,13 +12,14 @@
 pub mod error;
 pub mod events;
 pub mod index;
+mod liveness;
 pub mod query;
 pub mod request;
 pub mod rules;
 mod writer;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::{ChangeError, RegisterError};
 pub use events::{Change, Event, EventKind, EventLog};
 pub use index::{Index, IndexView};
+pub use liveness::{Liveness, Mine, NoSessions};
 pub use request::{Origin, RegisterRequest, Secret};
 
 use crate::model::{
@@ -34,22 +36,8 @@ use crate::model::{
 use crate::store::{
     Changes, RegistryStore, ScanItem, StoreError, StoredGroup, StoredTagent, WriteBatch,
 };
+use liveness::Sessions;
 use writer::Job;
-
-/// Whether a tagent holds a live heartbeat session (rule 3). The heartbeat
-/// server implements it; the registry only asks.
-pub trait Liveness: Send + Sync {
-    fn is_live(&self, id: TagentId) -> bool;
-}
-
-/// For a registry with no heartbeat server attached.
-pub struct NoSessions;
-
-impl Liveness for NoSessions {
-    fn is_live(&self, _: TagentId) -> bool {
-        false
-    }
-}
 
 /// A status transition reported by the heartbeat server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,82 +56,6 @@ pub struct Registered {
     pub id: TagentId,
     pub created: bool,
     pub group: RunnerGroup,
-}
-
-/// Rule 3 and the status views in a runner group: a tagent is live when
-/// this hub holds its session, or when the store shows it connected through
-/// another hub's runner. The writer keeps `elsewhere` in step with the
-/// index, so that views never take the index lock twice.
-#[derive(Default)]
-struct Sessions {
-    local: OnceLock<Arc<dyn Liveness>>,
-    /// Tagents connected through other hubs' runners, with the runner.
-    elsewhere: dashmap::DashMap<TagentId, u32>,
-}
-
-impl Liveness for Sessions {
-    fn is_live(&self, id: TagentId) -> bool {
-        self.local.get().is_some_and(|l| l.is_live(id)) || self.elsewhere.contains_key(&id)
-    }
-}
-
-impl Sessions {
-    /// Record where tagent `id` (`None`: deleted) is connected now.
-    fn track(&self, mine: &Mine, id: TagentId, t: Option<&Tagent>) {
-        match t.and_then(|t| t.runner.filter(|_| t.status == Status::Connected)) {
-            Some(r) if !mine.holds(Some(r)) => {
-                self.elsewhere.insert(id, r);
-            }
-            _ => {
-                self.elsewhere.remove(&id);
-            }
-        }
-    }
-
-    fn track_all(&self, mine: &Mine, index: &Index) {
-        self.elsewhere.clear();
-        if *mine == Mine::All {
-            return;
-        }
-        for t in index.iter() {
-            self.track(mine, t.id, Some(t));
-        }
-    }
-}
-
-/// The runners whose sessions this hub holds: a tagent connected through
-/// another runner of a shared store is held by another hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mine {
-    /// A single hub: every session is this hub's.
-    All,
-    /// This hub's runner ids (one per address; the same id in every group).
-    Runners(Vec<u32>),
-}
-
-impl Mine {
-    /// The runners of `groups` at this hub's heartbeat address.
-    pub fn at(groups: &RunnerGroups, advertised: &(String, u16)) -> Mine {
-        let mut ids: Vec<u32> = groups
-            .groups
-            .iter()
-            .flat_map(|g| &g.runners)
-            .filter(|r| r.host == advertised.0 && r.port == advertised.1)
-            .map(|r| r.id)
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Mine::Runners(ids)
-    }
-
-    /// Whether a session through `runner` is this hub's (a record without
-    /// a runner cannot be given to another hub).
-    pub fn holds(&self, runner: Option<u32>) -> bool {
-        match (self, runner) {
-            (Mine::All, _) | (_, None) => true,
-            (Mine::Runners(ids), Some(r)) => ids.contains(&r),
-        }
-    }
 }
 
 /// Most jobs decided and committed in one transaction.
@@ -348,14 +260,6 @@ impl Registry {
     /// Whether a tagent holds a live session (rule 3; the status operators see).
     pub fn liveness(&self) -> &dyn Liveness {
         &self.shared.sessions
-    }
-
-    /// Whether this hub holds a tagent's session.
-    fn local_liveness(&self) -> &dyn Liveness {
-        match self.shared.sessions.local.get() {
-            Some(l) => l.as_ref(),
-            None => &NoSessions,
-        }
     }
 
     /// Decide and durably store a registration. Resolves once it is on disk.
