@@ -15,6 +15,8 @@
 
 pub mod crypto;
 mod error;
+#[cfg(test)]
+pub(crate) mod faulty_disk;
 pub mod postgres;
 mod records;
 pub mod redb;

@@ -78,6 +78,17 @@ pub struct RedbStore {
     failed: AtomicBool,
     /// When the last reopen was tried: at most one attempt a second.
     last_reopen: Mutex<Option<Instant>>,
+    reopen_every: Duration,
+    disk: Disk,
+}
+
+/// What the database file is opened through.
+enum Disk {
+    /// The file system.
+    File,
+    /// The file behind a disk that fills up on demand (tests).
+    #[cfg(test)]
+    Faulty(std::sync::Arc<super::faulty_disk::Faults>),
 }
 
 impl RedbStore {
@@ -87,22 +98,56 @@ impl RedbStore {
         cipher: CredentialCipher,
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
+        Self::open_on(dir, cipher, cache_bytes, Disk::File)
+    }
+
+    /// As [`RedbStore::open`], on a disk that fills up when `faults` says
+    /// so, and reopened after an I/O error without waiting.
+    #[cfg(test)]
+    pub(crate) fn open_faulty(
+        dir: &Path,
+        cipher: CredentialCipher,
+        faults: std::sync::Arc<super::faulty_disk::Faults>,
+    ) -> Result<RedbStore, StoreError> {
+        let mut store = Self::open_on(dir, cipher, 1 << 20, Disk::Faulty(faults))?;
+        store.reopen_every = Duration::ZERO;
+        Ok(store)
+    }
+
+    fn open_on(
+        dir: &Path,
+        cipher: CredentialCipher,
+        cache_bytes: usize,
+        disk: Disk,
+    ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::file("create the data directory", dir.into(), e))?;
-        let path = dir.join("registry.redb");
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(&path)?;
-        let store = RedbStore {
-            db: RwLock::new(Some(db)),
-            path,
+        let mut store = RedbStore {
+            db: RwLock::new(None),
+            path: dir.join("registry.redb"),
             cache_bytes,
             cipher,
             failed: AtomicBool::new(false),
             last_reopen: Mutex::new(None),
+            reopen_every: Duration::from_secs(1),
+            disk,
         };
+        *store.db.get_mut() = Some(store.create_db()?);
         store.init()?;
         Ok(store)
+    }
+
+    /// Open (or create) the database file.
+    fn create_db(&self) -> Result<Database, StoreError> {
+        let mut builder = Database::builder();
+        builder.set_cache_size(self.cache_bytes);
+        Ok(match &self.disk {
+            Disk::File => builder.create(&self.path)?,
+            #[cfg(test)]
+            Disk::Faulty(faults) => builder.create_with_backend(
+                super::faulty_disk::FaultyDisk::open(&self.path, faults.clone())?,
+            )?,
+        })
     }
 
     /// Run `f` on the open database.
@@ -121,7 +166,7 @@ impl RedbStore {
     fn reopen(&self) -> Result<(), StoreError> {
         {
             let mut last = self.last_reopen.lock();
-            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            if last.is_some_and(|t| t.elapsed() < self.reopen_every) {
                 return Err(StoreError::Unavailable);
             }
             *last = Some(Instant::now());
@@ -129,10 +174,7 @@ impl RedbStore {
         let mut guard = self.db.write();
         // The old handle holds the file lock: close it first.
         drop(guard.take());
-        let db = Database::builder()
-            .set_cache_size(self.cache_bytes)
-            .create(&self.path)?;
-        *guard = Some(db);
+        *guard = Some(self.create_db()?);
         self.failed.store(false, Ordering::Release);
         tracing::info!("store reopened after an I/O error");
         Ok(())

@@ -1,22 +1,34 @@
-//! Each stage of the writer alone.
+//! Each stage of the writer alone, then the whole writer over a store whose
+//! disk fills up on demand: the failed-commit path in every `cargo test`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use super::decide::{Context, Decided, decide};
 use super::{Job, answer, apply, commit, publish};
 use crate::model::{
-    DisconnectReason, Interner, Runner, RunnerGroup, RunnerGroups, Status, TagentId,
+    DisconnectReason, Interner, Runner, RunnerGroup, RunnerGroups, Status, TagentId, account_name,
 };
 use crate::registry::events::{Change, EventLog};
 use crate::registry::index::{Index, IndexView};
 use crate::registry::liveness::{Liveness, Mine, NoSessions, Sessions};
 use crate::registry::rules::tests::reg;
 use crate::registry::{
-    ChangeError, RegisterError, RegisterRequest, Registered, Secret, StatusChange,
+    ChangeError, RegisterError, RegisterRequest, Registered, Registry, Secret, StatusChange,
+    to_stored,
 };
-use crate::store::AccountOp;
+use crate::store::faulty_disk::Faults;
+use crate::store::{AccountOp, CredentialCipher, RedbStore, RegistryStore, ScanItem, StoredTagent};
 
+const KEY: &str = "4b1d000000000000000000000000000000000000000000000000000000000001";
 const NOW: u64 = 1_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
 
 /// One group over 10/8, with runners 1 (this hub's, when it holds
 /// [`Mine::Runners`]`([1])`) and 2 (another hub's).
@@ -291,4 +303,119 @@ fn publish_tells_watchers_in_order() {
         got.push((n.event.tagent_id, n.event.change));
     }
     assert_eq!(got, vec![(1, Change::Connected), (2, Change::Deleted)]);
+}
+
+// ---------------------------------------------------------------------------
+// The whole writer over a disk that fills up.
+
+/// Every tagent and account the store holds, and its next id.
+fn stored(store: &dyn RegistryStore) -> (Vec<StoredTagent>, TagentId, Vec<(String, String)>) {
+    let mut tagents = Vec::new();
+    let mut next_id = 0;
+    store
+        .scan(&mut |item| {
+            match item {
+                ScanItem::Info { next_id: n, .. } => next_id = n,
+                ScanItem::Tagent(t) => tagents.push(t),
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut accounts = store.account_names().unwrap();
+    accounts.sort();
+    (tagents, next_id, accounts)
+}
+
+/// The same, from the index: what the store must hold.
+fn indexed(registry: &Registry) -> (Vec<StoredTagent>, TagentId, Vec<(String, String)>) {
+    let index = registry.index();
+    let interner = registry.interner();
+    let tagents = index.iter().map(|t| to_stored(t, interner)).collect();
+    let accounts: BTreeSet<(String, String)> = index
+        .iter()
+        .flat_map(|t| {
+            let tenant = interner.resolve(t.tenant).to_string();
+            t.all_ips()
+                .map(move |(_, ip)| (tenant.clone(), account_name(ip, t.port)))
+        })
+        .collect();
+    (tagents, index.next_id(), accounts.into_iter().collect())
+}
+
+#[track_caller]
+fn assert_index_is_store(registry: &Registry) {
+    assert_eq!(indexed(registry), stored(registry.store().as_ref()));
+}
+
+#[test]
+fn a_failed_commit_leaves_the_index_as_the_store_is_and_the_store_recovers() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let cipher = CredentialCipher::from_hex(KEY).unwrap();
+    let store = RedbStore::open_faulty(dir.path(), cipher, faults.clone()).unwrap();
+    let registry = Registry::open(Arc::new(store), groups()).unwrap();
+    let reg = |primary: &str| rt.block_on(registry.register(*req(primary, &[])));
+
+    let first = reg("10.0.0.1").unwrap().id;
+    reg("10.0.0.2").unwrap();
+    assert_index_is_store(&registry);
+    let before = indexed(&registry);
+
+    // The disk fills up. A status change and a registration: neither can
+    // be stored; the registration is told why.
+    faults.fill();
+    let connected = status(first, Status::Connected, None);
+    assert!(rt.block_on(registry.report_status_async(vec![connected])));
+    match reg("10.0.0.3") {
+        Err(RegisterError::Store(e)) => {
+            assert!(e.is_io(), "{e:?}");
+            assert!(
+                RegisterError::Store(e.clone())
+                    .to_string()
+                    .contains("not stored"),
+                "{e}"
+            );
+        }
+        other => panic!("a full disk must refuse: {other:?}"),
+    }
+    let gone = rt.block_on(registry.delete(2));
+    assert!(
+        matches!(gone, Err(ChangeError::Store(ref e)) if e.is_io()),
+        "{gone:?}"
+    );
+    assert!(faults.refused() > 0);
+    // Nothing of it reached the index: it is what the store last held.
+    // (redb itself refuses reads until the file is reopened.)
+    assert_eq!(indexed(&registry), before);
+    let unreadable = registry.store().account_names();
+    assert!(unreadable.as_ref().is_err_and(|e| e.is_io()), "{unreadable:?}");
+    assert_eq!(registry.tagent(first).unwrap().status, before.0[0].status);
+
+    // Space is back: the next commit reopens the file and succeeds; the
+    // status change held back goes with it, the refused registration
+    // stored nothing (the next id was never handed out).
+    faults.free();
+    let third = reg("10.0.0.4").unwrap();
+    assert_eq!(third.id, 3);
+    assert_index_is_store(&registry);
+    let (tagents, _, _) = stored(registry.store().as_ref());
+    assert_eq!(tagents.len(), 3);
+    assert_eq!(
+        tagents[0].status,
+        Status::Connected,
+        "carried to the next batch"
+    );
+    assert!(tagents.iter().all(|t| t.ip != ip("10.0.0.3")));
+
+    // And it all survives a reopen from the file.
+    let after = indexed(&registry);
+    rt.block_on(registry.shutdown());
+    drop(registry);
+    let cipher = CredentialCipher::from_hex(KEY).unwrap();
+    let store = RedbStore::open(dir.path(), cipher, 1 << 20).unwrap();
+    assert_eq!(stored(&store), after);
 }
