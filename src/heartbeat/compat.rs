@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer};
 use super::conn::{Conn, Ended, Flow, Framing};
 use super::metrics::{HbMetrics, LATENCY_SAMPLE};
 use super::proto::CommandKind;
-use super::session::{CommandOutcome, Session};
+use super::session::{Delivery, Session};
 use super::{Facts, Hub, OpenGuard};
 use crate::model::DisconnectReason;
 use crate::model::{parse_digits, parse_ip};
@@ -417,8 +417,8 @@ impl CompatSession {
         }
         if let Some(reply) = cmd.reply {
             let _ = reply.send(match written {
-                Ok(()) => CommandOutcome::Delivered,
-                Err(_) => CommandOutcome::SessionClosed,
+                Ok(()) => Delivery::Delivered,
+                Err(_) => Delivery::SessionClosed,
             });
         }
         written

@@ -36,13 +36,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::HeartbeatConfig;
 use crate::model::now_millis;
-use crate::model::{DisconnectReason, RunnerGroups, Status, TagentId};
+use crate::model::{CommandOutcome, DisconnectReason, RunnerGroups, Status, TagentId};
 use crate::registry::{IndexView, Liveness, Registry, StatusChange};
 use crate::shutdown::Shutdown;
 use credentials::CredentialReader;
 pub use metrics::HbMetrics;
 pub use proto::CommandKind;
-pub use session::{CommandOutcome, Protocol, Session, SessionKey, UNKNOWN_TENANT};
+pub use session::{Delivery, Protocol, Session, SessionKey, UNKNOWN_TENANT};
 
 /// Settings resolved from [`HeartbeatConfig`].
 #[derive(Debug, Clone)]
@@ -207,6 +207,17 @@ pub enum CommandError {
     Timeout(Duration),
     #[error("the agent refused the command: {0}")]
     Failed(String),
+}
+
+impl CommandError {
+    pub fn outcome(&self) -> CommandOutcome {
+        match self {
+            CommandError::NotConnected(_) => CommandOutcome::NotConnected,
+            CommandError::SessionClosed => CommandOutcome::SessionClosed,
+            CommandError::Timeout(_) => CommandOutcome::Timeout,
+            CommandError::Failed(_) => CommandOutcome::Failed,
+        }
+    }
 }
 
 impl Hub {
@@ -579,7 +590,7 @@ impl Hub {
         let timeout = self.inner.settings.command_timeout;
         let outcome = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => CommandOutcome::SessionClosed,
+            Ok(Err(_)) => Delivery::SessionClosed,
             Err(_) => {
                 session.withdraw_command(kind);
                 self.inner.metrics.command(kind, "timeout");
@@ -587,9 +598,9 @@ impl Hub {
             }
         };
         let (label, result) = match outcome {
-            CommandOutcome::Delivered => ("delivered", Ok(())),
-            CommandOutcome::Failed(m) => ("failed", Err(CommandError::Failed(m))),
-            CommandOutcome::SessionClosed => ("session_closed", Err(CommandError::SessionClosed)),
+            Delivery::Delivered => ("delivered", Ok(())),
+            Delivery::Failed(m) => ("failed", Err(CommandError::Failed(m))),
+            Delivery::SessionClosed => ("session_closed", Err(CommandError::SessionClosed)),
         };
         self.inner.metrics.command(kind, label);
         result

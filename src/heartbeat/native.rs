@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::conn::{Conn, Ended, Flow, Framing};
 use super::metrics::{HbMetrics, LATENCY_SAMPLE};
 use super::proto::{self, ClientMsg, CommandKind, NONCE_LEN, PROTOCOL_VERSION, ServerMsg};
-use super::session::{CommandOutcome, Session, SessionKey};
+use super::session::{Delivery, Session, SessionKey};
 use super::{Facts, Hub, OpenGuard, Protocol};
 use crate::model::DisconnectReason;
 use crate::model::parse_ip;
@@ -49,7 +49,7 @@ pub struct NeedCredential {
 }
 
 /// A command written down the session, waiting for its result.
-type Awaiting = (u64, Option<tokio::sync::oneshot::Sender<CommandOutcome>>);
+type Awaiting = (u64, Option<tokio::sync::oneshot::Sender<Delivery>>);
 
 pub struct NativeSession {
     /// Counts the connection as open while the half lives.
@@ -278,9 +278,9 @@ impl NativeSession {
                 }
                 if let Some((_, Some(reply))) = found {
                     let _ = reply.send(if ok {
-                        CommandOutcome::Delivered
+                        Delivery::Delivered
                     } else {
-                        CommandOutcome::Failed(message.map(|m| m.into_owned()).unwrap_or_default())
+                        Delivery::Failed(message.map(|m| m.into_owned()).unwrap_or_default())
                     });
                 }
                 Flow::Continue
@@ -374,7 +374,7 @@ impl NativeSession {
     pub fn fail_awaiting(&mut self) {
         for (_, reply) in self.awaiting.take().map(|a| *a).unwrap_or_default() {
             if let Some(reply) = reply {
-                let _ = reply.send(CommandOutcome::SessionClosed);
+                let _ = reply.send(Delivery::SessionClosed);
             }
         }
     }

@@ -45,9 +45,9 @@ impl Protocol {
     }
 }
 
-/// What the caller of a command learns.
+/// What a session tells the caller of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandOutcome {
+pub enum Delivery {
     /// Written to the session (compat), or acknowledged by the agent (native).
     Delivered,
     /// The agent answered the command with a failure (native only).
@@ -59,7 +59,7 @@ pub enum CommandOutcome {
 pub struct PendingCommand {
     pub kind: CommandKind,
     /// `None` for the hub's own reloads of unregistered sessions.
-    pub reply: Option<oneshot::Sender<CommandOutcome>>,
+    pub reply: Option<oneshot::Sender<Delivery>>,
 }
 
 /// Mutable per-session state, behind a lock that is never held across `.await`.
@@ -312,7 +312,7 @@ impl Session {
     }
 
     /// Queue a command; the task sends it when the session allows.
-    pub fn push_command(&self, kind: CommandKind, reply: Option<oneshot::Sender<CommandOutcome>>) {
+    pub fn push_command(&self, kind: CommandKind, reply: Option<oneshot::Sender<Delivery>>) {
         self.state
             .lock()
             .commands
@@ -343,7 +343,7 @@ impl Session {
         let commands = self.state.lock().commands.take();
         for c in commands {
             if let Some(reply) = c.reply {
-                let _ = reply.send(CommandOutcome::SessionClosed);
+                let _ = reply.send(Delivery::SessionClosed);
             }
         }
     }
