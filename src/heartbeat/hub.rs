@@ -68,6 +68,10 @@ impl Liveness for Hub {
     fn is_live(&self, id: TagentId) -> bool {
         self.inner.live.contains_key(&id)
     }
+
+    fn closed(&self, id: TagentId) -> Option<DisconnectReason> {
+        self.inner.status.closed(id)
+    }
 }
 
 /// What a heartbeat resolved to.

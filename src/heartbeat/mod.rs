@@ -16,7 +16,8 @@
 //!
 //! The hub:
 //! - `hub`: the session tables and heartbeat accounting ([`Hub`]).
-//! - `status`: status transitions batched to the registry's writer.
+//! - `status`: status transitions batched to the registry's writer, and the
+//!   reasons of just-closed sessions until they are committed.
 //! - `sweeper`: the idle timeout and park requests.
 //! - `reloader`: rate-limited reloads of unregistered tagents.
 //! - `groups`: runner-group lists as tagents hold them (the `updategroup` cache).

@@ -1,13 +1,19 @@
 //! Status transitions (SPEC §3.4), batched to the registry's writer: one
 //! transaction per `status_flush`, never a storage write per heartbeat and
 //! never on a connection's I/O path.
+//!
+//! Until a disconnect is committed the index still holds the tagent's
+//! previous status, so the hub keeps the reason of each just-closed session
+//! (one entry per tagent at most, dropped once the index has caught up) and
+//! the admin API shows it the moment it shows the tagent disconnected.
 
 use std::time::Duration;
 
+use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{DisconnectReason, Status, TagentId, now_millis};
-use crate::registry::{Registry, StatusChange};
+use crate::registry::{IndexView, Registry, StatusChange};
 
 enum StatusMsg {
     Change(StatusChange),
@@ -17,6 +23,9 @@ enum StatusMsg {
 /// Where sessions report their tagents' transitions.
 pub(super) struct StatusReports {
     tx: mpsc::UnboundedSender<StatusMsg>,
+    /// Why each tagent's session on this hub closed, with the time of the
+    /// report, while the index may not show it yet.
+    closed: DashMap<TagentId, (DisconnectReason, u64)>,
 }
 
 impl StatusReports {
@@ -24,24 +33,46 @@ impl StatusReports {
     pub(super) fn start(registry: Registry, flush: Duration) -> StatusReports {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(batcher(registry, rx, flush));
-        StatusReports { tx }
+        StatusReports {
+            tx,
+            closed: DashMap::new(),
+        }
     }
 
     /// Tagent `id` has a session on this hub now.
     pub(super) fn connected(&self, id: TagentId, runner: Option<u32>) {
+        self.closed.remove(&id);
         self.send(id, Status::Connected, now_millis(), runner);
     }
 
     /// Tagent `id`'s session closed with `reason`, if `detach` takes it out
-    /// of the live table.
+    /// of the live table. The reason is kept first, so no reader sees the
+    /// tagent neither live nor with its reason.
     pub(super) fn disconnected(
         &self,
         id: TagentId,
         reason: DisconnectReason,
         detach: impl FnOnce() -> bool,
     ) {
+        let at = now_millis();
+        let mine = (reason, at);
+        let previous = self.closed.insert(id, mine);
         if detach() {
-            self.send(id, Status::Disconnected(reason), now_millis(), None);
+            self.send(id, Status::Disconnected(reason), at, None);
+            return;
+        }
+        // Not this session's to report: put back what was there.
+        match previous {
+            Some(p) => {
+                if let Some(mut e) = self.closed.get_mut(&id)
+                    && *e == mine
+                {
+                    *e = p;
+                }
+            }
+            None => {
+                self.closed.remove_if(&id, |_, v| *v == mine);
+            }
         }
     }
 
@@ -53,6 +84,36 @@ impl StatusReports {
             runner,
         };
         let _ = self.tx.send(StatusMsg::Change(change));
+    }
+
+    /// Why tagent `id`'s session on this hub closed, if the index may not
+    /// show it yet.
+    pub(super) fn closed(&self, id: TagentId) -> Option<DisconnectReason> {
+        self.closed.get(&id).map(|e| e.0)
+    }
+
+    /// Forget the reasons the index shows now (or that a later change, or
+    /// a deletion, made moot). Called by the sweeper; takes no two locks at once.
+    pub(super) fn prune(&self, registry: &Registry) {
+        if self.closed.is_empty() {
+            return;
+        }
+        let pending: Vec<(TagentId, (DisconnectReason, u64))> =
+            self.closed.iter().map(|e| (*e.key(), *e.value())).collect();
+        let caught_up: Vec<(TagentId, (DisconnectReason, u64))> = {
+            let index = registry.index();
+            pending
+                .into_iter()
+                .filter(|(id, (reason, at))| {
+                    index.get(*id).is_none_or(|t| {
+                        t.status == Status::Disconnected(*reason) || t.last_status_change > *at
+                    })
+                })
+                .collect()
+        };
+        for (id, seen) in caught_up {
+            self.closed.remove_if(&id, |_, v| *v == seen);
+        }
     }
 
     /// Wait until every status change reported so far is queued for the store.

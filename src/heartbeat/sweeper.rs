@@ -44,5 +44,6 @@ pub(super) async fn sweeper(hub: Weak<Inner>) {
         for s in quiet {
             s.request_park();
         }
+        inner.status.prune(&inner.registry);
     }
 }

@@ -40,6 +40,12 @@ use writer::Job;
 /// server implements it; the registry only asks.
 pub trait Liveness: Send + Sync {
     fn is_live(&self, id: TagentId) -> bool;
+
+    /// Why the tagent's session just closed, while the index may still show
+    /// its previous status (the disconnect is not committed yet).
+    fn closed(&self, _id: TagentId) -> Option<DisconnectReason> {
+        None
+    }
 }
 
 /// For a registry with no heartbeat server attached.
@@ -84,6 +90,10 @@ struct Sessions {
 impl Liveness for Sessions {
     fn is_live(&self, id: TagentId) -> bool {
         self.local.get().is_some_and(|l| l.is_live(id)) || self.elsewhere.contains_key(&id)
+    }
+
+    fn closed(&self, id: TagentId) -> Option<DisconnectReason> {
+        self.local.get().and_then(|l| l.closed(id))
     }
 }
 
