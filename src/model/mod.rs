@@ -5,6 +5,7 @@
 //!
 //! - [`tagent`]: a registered tagent as the index holds it; account names.
 //! - [`status`]: connected or disconnected, and why.
+//! - [`command`]: what became of a command sent to a tagent.
 //! - [`group`]: runner groups, their ordered networks and rule 4's match.
 //! - [`intern`]: the interner behind a tagent's repeated strings.
 //! - [`number`]: the one reading of "a number or a string of digits".
@@ -13,6 +14,7 @@
 
 pub mod addr;
 pub mod clock;
+pub mod command;
 pub mod group;
 pub mod intern;
 pub mod number;
@@ -21,6 +23,7 @@ pub mod tagent;
 
 pub use addr::{host_port, parse_host_port, parse_ip};
 pub use clock::now_millis;
+pub use command::CommandOutcome;
 pub use group::{Runner, RunnerGroup, RunnerGroups};
 pub use intern::{Interner, Sym};
 pub use number::{NotDigits, parse_digits};

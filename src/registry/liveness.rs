@@ -10,12 +10,18 @@
 use std::sync::{Arc, OnceLock};
 
 use super::index::{Index, IndexView};
-use crate::model::{RunnerGroups, Status, Tagent, TagentId};
+use crate::model::{DisconnectReason, RunnerGroups, Status, Tagent, TagentId};
 
 /// Whether a tagent holds a live heartbeat session (rule 3). The heartbeat
 /// server implements it; the registry only asks.
 pub trait Liveness: Send + Sync {
     fn is_live(&self, id: TagentId) -> bool;
+
+    /// Why the tagent's session just closed, while the index may still show
+    /// its previous status (the disconnect is not committed yet).
+    fn closed(&self, _id: TagentId) -> Option<DisconnectReason> {
+        None
+    }
 }
 
 /// For a registry with no heartbeat server attached.
@@ -105,6 +111,10 @@ pub(super) struct Sessions {
 impl Liveness for Sessions {
     fn is_live(&self, id: TagentId) -> bool {
         live(self.local(), id, || self.elsewhere.contains_key(&id))
+    }
+
+    fn closed(&self, id: TagentId) -> Option<DisconnectReason> {
+        self.local.get().and_then(|l| l.closed(id))
     }
 }
 
