@@ -264,16 +264,28 @@ impl Registry {
 
     /// Decide and durably store a registration. Resolves once it is on disk.
     pub async fn register(&self, req: RegisterRequest) -> Result<Registered, RegisterError> {
+        let req = Box::new(req);
+        self.ask(
+            |reply| Job::Register { req, reply },
+            || RegisterError::ShuttingDown,
+        )
+        .await
+    }
+
+    /// Queue the job `job` makes of a reply channel and wait for the
+    /// writer's answer; `stopped` when the writer is gone.
+    async fn ask<T, E>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Job,
+        stopped: impl Fn() -> E,
+    ) -> Result<T, E> {
         let (reply, rx) = oneshot::channel();
         self.shared
             .jobs
-            .send(Job::Register {
-                req: Box::new(req),
-                reply,
-            })
+            .send(job(reply))
             .await
-            .map_err(|_| RegisterError::ShuttingDown)?;
-        rx.await.map_err(|_| RegisterError::ShuttingDown)?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Bring the index up to date with what other hubs committed; returns
@@ -391,13 +403,11 @@ impl Registry {
     /// Delete a tagent and the accounts no other tagent answers for.
     /// Refused while it has a live session, as the original does.
     pub async fn delete(&self, id: TagentId) -> Result<(), ChangeError> {
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .jobs
-            .send(Job::Delete { id, reply })
-            .await
-            .map_err(|_| ChangeError::ShuttingDown)?;
-        rx.await.map_err(|_| ChangeError::ShuttingDown)?
+        self.ask(
+            |reply| Job::Delete { id, reply },
+            || ChangeError::ShuttingDown,
+        )
+        .await
     }
 
     /// Change the runner groups: `edit` gets the current ones and returns
@@ -410,16 +420,12 @@ impl Registry {
         &self,
         edit: impl FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send + 'static,
     ) -> Result<Arc<RunnerGroups>, ChangeError> {
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .jobs
-            .send(Job::Groups {
-                edit: Box::new(edit),
-                reply,
-            })
-            .await
-            .map_err(|_| ChangeError::ShuttingDown)?;
-        rx.await.map_err(|_| ChangeError::ShuttingDown)?
+        let edit = Box::new(edit);
+        self.ask(
+            |reply| Job::Groups { edit, reply },
+            || ChangeError::ShuttingDown,
+        )
+        .await
     }
 
     /// Let queued work finish and stop the writer thread.

@@ -392,7 +392,10 @@ fn a_failed_commit_leaves_the_index_as_the_store_is_and_the_store_recovers() {
     // (redb itself refuses reads until the file is reopened.)
     assert_eq!(indexed(&registry), before);
     let unreadable = registry.store().account_names();
-    assert!(unreadable.as_ref().is_err_and(|e| e.is_io()), "{unreadable:?}");
+    assert!(
+        unreadable.as_ref().is_err_and(|e| e.is_io()),
+        "{unreadable:?}"
+    );
     assert_eq!(registry.tagent(first).unwrap().status, before.0[0].status);
 
     // Space is back: the next commit reopens the file and succeeds; the
