@@ -4,7 +4,10 @@
 //! - [`request`]: a registration body, parsed and validated (rule 1).
 //! - [`rules`]: rules 2–8 as a pure function over an [`index::IndexView`].
 //! - [`index`]: lookups by id and by (tenant, port, ip).
-//! - [`writer`]: the one thread that decides and group-commits changes.
+//! - [`liveness`]: rule 3 across the hubs of a runner group.
+//! - [`writer`]: the one thread that decides and group-commits changes, in
+//!   named stages.
+//! - [`events`]: what watchers hear after each commit; [`query`]: filters.
 //!
 //! Readers take the index's read lock briefly and never across `.await`
 //! (`parking_lot` guards are not `Send`, so the compiler enforces it).
