@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagent_hub::config::HeartbeatConfig;
-use tagent_hub::heartbeat::{Facts, Hub, Protocol, Session, SessionKey, Settings};
+use tagent_hub::heartbeat::{Facts, Hub, ProtocolKind, Session, SessionKey, Settings};
 use tagent_hub::model::DisconnectReason;
 use tagent_hub::model::{HostFacts, Runner, RunnerGroup, RunnerGroups};
 use tagent_hub::registry::{RegisterRequest, Registry, Secret};
@@ -91,7 +91,7 @@ struct Fixture {
 impl Fixture {
     fn session(&self, i: usize) -> Arc<Session> {
         let peer = SocketAddr::new(ip(i), 40_000);
-        Arc::new(Session::new(peer, Protocol::Native, 0))
+        Arc::new(Session::new(peer, ProtocolKind::Native, 0))
     }
 
     /// New sessions for the first `k` tagents, each identified by its

@@ -20,6 +20,10 @@
 //! - [`app`]: wiring it all together for `tagent-hub serve`.
 //! - [`ctl`]: `tagent-hub ctl`, the admin API's command-line client.
 
+// Allowed only where it is needed (the lot in `heartbeat/lot.rs`), each
+// block with its `// Safety:` reason.
+#![deny(unsafe_code)]
+
 pub mod app;
 pub mod config;
 pub mod ctl;

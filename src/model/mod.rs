@@ -6,6 +6,7 @@
 //! - [`tagent`]: a registered tagent as the index holds it; account names.
 //! - [`host`]: what a tagent reports about its host, in every form.
 //! - [`status`]: connected or disconnected, and why.
+//! - [`command`]: what became of a command sent to a tagent.
 //! - [`filter`]: the tagent filter operators write (API and `ctl`).
 //! - [`group`]: runner groups, their ordered networks and rule 4's match.
 //! - [`intern`]: the interner behind a tagent's repeated strings.
@@ -15,6 +16,7 @@
 
 pub mod addr;
 pub mod clock;
+pub mod command;
 pub mod filter;
 pub mod group;
 pub mod host;
@@ -25,6 +27,7 @@ pub mod tagent;
 
 pub use addr::{host_port, parse_host_port, parse_ip};
 pub use clock::now_millis;
+pub use command::CommandOutcome;
 pub use filter::FilterParams;
 pub use group::{Runner, RunnerGroup, RunnerGroups};
 pub use host::HostFacts;

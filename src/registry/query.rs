@@ -22,8 +22,8 @@ pub const SCAN_BUDGET: usize = 100_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub connected: bool,
-    /// `None` while connected, or when the stored status still says
-    /// connected (the disconnect is not persisted yet).
+    /// `None` while connected. A session that just closed shows its
+    /// reason at once, before the disconnect is committed.
     pub reason: Option<DisconnectReason>,
 }
 
@@ -36,7 +36,7 @@ pub fn seen(t: &Tagent, live: &dyn Liveness) -> Seen {
     } else {
         Seen {
             connected: false,
-            reason: t.status.reason(),
+            reason: live.closed(t.id).or(t.status.reason()),
         }
     }
 }
