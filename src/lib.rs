@@ -11,6 +11,8 @@
 //!   PostgreSQL (a runner group's hubs); credentials sealed at rest.
 //! - [`group`]: hub leases in a shared store; a dead hub's tagents runner-lost.
 //! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
+//! - [`dispatch`]: a command for a tagent, run on this hub's session or
+//!   forwarded to the hub of the runner group that holds it.
 //! - [`http`]: `POST /register`, the admin API (`/api/v1`, bearer tokens,
 //!   OpenAPI), `/metrics`, `/healthz`; the HTTP accept loop with its head,
 //!   header and body limits.
@@ -27,6 +29,7 @@
 pub mod app;
 pub mod config;
 pub mod ctl;
+pub mod dispatch;
 pub mod group;
 pub mod heartbeat;
 pub mod http;

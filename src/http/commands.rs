@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::tagents::{Command, CommandResult, run_command};
 use super::{ApiError, HttpState};
+use crate::dispatch::{Command, CommandResult};
 use crate::model::{FilterParams, TagentId};
 use crate::registry::query::Filter;
 
@@ -94,7 +94,7 @@ pub(super) async fn batch(
     let mut results: Vec<CommandResult> = futures_util::stream::iter(ids)
         .map(|id| {
             let s = s.clone();
-            async move { run_command(&s, id, command).await }
+            async move { s.dispatch().run(id, command).await }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()

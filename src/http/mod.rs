@@ -5,8 +5,8 @@
 pub mod auth;
 mod commands;
 mod events;
-mod forward;
 mod groups;
+mod peer;
 mod register;
 mod server;
 pub mod tagents;
@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::dispatch::Dispatch;
 use crate::heartbeat::Hub;
 use crate::registry::Registry;
 
@@ -109,12 +110,22 @@ pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens
         .merge(admin)
         .route(
             "/internal/v1/tagents/{id}/{command}",
-            post(forward::run_forwarded),
+            post(peer::run_forwarded),
         )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+impl HttpState {
+    /// Where the handlers send commands for tagents.
+    pub fn dispatch(&self) -> Dispatch<'_> {
+        Dispatch {
+            registry: &self.registry,
+            hub: &self.hub,
+        }
+    }
 }
 
 /// The body of every admin API error.

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, HttpState};
-use crate::heartbeat::{CommandKind, SessionView};
+use crate::dispatch::{Command, CommandResult};
+use crate::heartbeat::SessionView;
 use crate::model::account_name;
-use crate::model::{CommandOutcome, DisconnectReason, FilterParams, HostFacts, Tagent, TagentId};
+use crate::model::{DisconnectReason, FilterParams, HostFacts, Tagent, TagentId};
 use crate::registry::query::{self, Counts, Filter, FilterError};
 use crate::registry::{ChangeError, Registry};
 
@@ -225,27 +226,19 @@ pub(super) async fn get(
     Path(id): Path<TagentId>,
 ) -> Result<Json<TagentDetail>, ApiError> {
     let t = s.registry.tagent(id).ok_or_else(|| not_found(id))?;
-    let tenant = s.registry.interner().resolve(t.tenant);
-    let store = s.registry.store().clone();
-    let ips: Vec<_> = t.all_ips().map(|(_, ip)| ip).collect();
-    let port = t.port;
-    let accounts = tokio::task::spawn_blocking(move || {
-        ips.into_iter()
-            .map(|ip| {
-                let has_credential = store
-                    .account(&tenant, ip, port)?
-                    .is_some_and(|a| a.credential.is_some());
-                Ok(AccountView {
-                    name: account_name(ip, port),
-                    ip: ip.to_string(),
-                    has_credential,
-                })
-            })
-            .collect::<Result<Vec<_>, crate::store::StoreError>>()
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let (registry, port) = (s.registry.clone(), t.port);
+    let record = t.clone();
+    let accounts = tokio::task::spawn_blocking(move || registry.accounts(&record))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .into_iter()
+        .map(|(ip, has_credential)| AccountView {
+            name: account_name(ip, port),
+            ip: ip.to_string(),
+            has_credential,
+        })
+        .collect();
     let session = s.hub.session_of(id).map(|sess| s.hub.view(&sess));
     Ok(Json(TagentDetail {
         tagent: TagentView::new(&t, &s.registry),
@@ -280,88 +273,6 @@ impl From<ChangeError> for ApiError {
     }
 }
 
-/// The outcome of a command for one tagent.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CommandResult {
-    pub id: TagentId,
-    pub command: String,
-    /// `delivered`, `connected`, `not-connected`, `session-closed`,
-    /// `timeout`, `failed` or `not-found`.
-    #[schema(value_type = String)]
-    pub result: CommandOutcome,
-    pub message: Option<String>,
-}
-
-/// Run one command for one tagent. `status-check` only asks whether a live
-/// session exists; the others go down the session (SPEC §3.2), forwarded
-/// to the hub that holds it when that is another hub of the runner group.
-pub async fn run_command(s: &HttpState, id: TagentId, command: Command) -> CommandResult {
-    let elsewhere = s.hub.session_of(id).is_none() && s.registry.liveness().is_live(id);
-    match command {
-        Command::StatusCheck if elsewhere => CommandResult {
-            id,
-            command: command.as_str().to_owned(),
-            result: CommandOutcome::Connected,
-            message: Some("on another hub of the runner group".into()),
-        },
-        Command::Reload | Command::Resetcred if elsewhere => {
-            super::forward::command(s, id, command).await
-        }
-        _ => run_local(s, id, command).await,
-    }
-}
-
-/// Run one command on this hub's session of the tagent, if it has one.
-pub async fn run_local(s: &HttpState, id: TagentId, command: Command) -> CommandResult {
-    let result = |result, message| CommandResult {
-        id,
-        command: command.as_str().to_owned(),
-        result,
-        message,
-    };
-    if !s.registry.contains(id) {
-        return result(
-            CommandOutcome::NotFound,
-            Some(format!("no tagent with id {id}")),
-        );
-    }
-    let kind = match command {
-        Command::StatusCheck => {
-            return match s.hub.session_of(id) {
-                Some(_) => result(CommandOutcome::Connected, None),
-                None => result(CommandOutcome::NotConnected, None),
-            };
-        }
-        Command::Reload => CommandKind::Reload,
-        Command::Resetcred => CommandKind::Resetcred,
-    };
-    match s.hub.command(id, kind).await {
-        Ok(()) => result(CommandOutcome::Delivered, None),
-        Err(e) => result(e.outcome(), Some(e.to_string())),
-    }
-}
-
-/// A command an operator sends to tagents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-pub enum Command {
-    #[serde(rename = "reload")]
-    Reload,
-    #[serde(rename = "resetcred")]
-    Resetcred,
-    #[serde(rename = "status-check", alias = "statusCheck")]
-    StatusCheck,
-}
-
-impl Command {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Command::Reload => "reload",
-            Command::Resetcred => "resetcred",
-            Command::StatusCheck => "status-check",
-        }
-    }
-}
-
 fn command_reply(r: CommandResult) -> Response {
     let status = StatusCode::from_u16(r.result.http_status())
         .expect("a command outcome's status is a valid HTTP status");
@@ -375,7 +286,7 @@ fn command_reply(r: CommandResult) -> Response {
         (status = 409, body = CommandResult, description = "not connected")),
     security(("bearer" = [])))]
 pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
-    command_reply(run_command(&s, id, Command::StatusCheck).await)
+    command_reply(s.dispatch().run(id, Command::StatusCheck).await)
 }
 
 /// Tell the tagent to restart and register again.
@@ -386,7 +297,7 @@ pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<Tage
         (status = 504, body = CommandResult)),
     security(("bearer" = [])))]
 pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
-    command_reply(run_command(&s, id, Command::Reload).await)
+    command_reply(s.dispatch().run(id, Command::Reload).await)
 }
 
 /// Tell the tagent to pick a new credential, restart and register again.
@@ -397,7 +308,7 @@ pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>)
         (status = 504, body = CommandResult)),
     security(("bearer" = [])))]
 pub(super) async fn resetcred(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
-    command_reply(run_command(&s, id, Command::Resetcred).await)
+    command_reply(s.dispatch().run(id, Command::Resetcred).await)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -21,6 +21,7 @@ pub mod request;
 pub mod rules;
 mod writer;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -390,6 +391,18 @@ impl Registry {
     /// A copy of one tagent's record.
     pub fn tagent(&self, id: TagentId) -> Option<Tagent> {
         self.index().get(id).cloned()
+    }
+
+    /// The accounts of `t`'s ips, one per ip in [`Tagent::all_ips`] order,
+    /// each with whether it holds a credential. Reads the store: blocking.
+    pub fn accounts(&self, t: &Tagent) -> Result<Vec<(IpAddr, bool)>, StoreError> {
+        let tenant = self.shared.interner.resolve(t.tenant);
+        t.all_ips()
+            .map(|(_, ip)| {
+                let account = self.shared.store.account(&tenant, ip, t.port)?;
+                Ok((ip, account.is_some_and(|a| a.credential.is_some())))
+            })
+            .collect()
     }
 
     /// A tagent as stored (strings resolved), for views.
