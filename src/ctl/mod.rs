@@ -10,7 +10,19 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::dispatch::Command;
+use crate::http::ErrorBody;
+use crate::http::commands::{BatchReply, BatchRequest};
+use crate::http::events::ResetJson;
+use crate::http::groups::{GroupBody, GroupView, RunnerBody};
+use crate::http::tagents::{TagentDetail, TagentPage, TagentView};
+use crate::model::FilterParams;
+use crate::registry::events::EventJson;
+use crate::registry::query::Counts;
 
 #[derive(Args)]
 pub struct CtlArgs {
@@ -145,43 +157,41 @@ struct Targets {
 }
 
 impl FilterArgs {
-    fn to_json(&self) -> anyhow::Result<Value> {
-        let since = match self.since {
+    /// The filter as the API takes it: the one place ctl's flags become it.
+    fn params(&self) -> anyhow::Result<FilterParams> {
+        let changed_since = match self.since {
             None => None,
             Some(d) => {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
                 Some(now.saturating_sub(d.into()).as_millis() as u64)
             }
         };
-        let v = json!({
-            "tenant": self.tenant, "status": self.status, "reason": self.reason,
-            "ip": self.ip, "port": self.port, "group": self.group,
-            "name_prefix": self.name_prefix, "version": self.version,
-            "changed_since": since,
-        });
-        // Only what was given.
-        Ok(Value::Object(
-            v.as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ))
-    }
-
-    fn to_query(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let v = self.to_json()?;
-        Ok(v.as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-                (k.clone(), v)
-            })
-            .collect())
+        Ok(FilterParams {
+            tenant: self.tenant.clone(),
+            status: self.status.clone(),
+            reason: self.reason.clone(),
+            ip: self.ip.clone(),
+            port: self.port,
+            group: self.group,
+            name_prefix: self.name_prefix.clone(),
+            version: self.version.clone(),
+            changed_since,
+        })
     }
 }
+
+/// The query of one page of a listing.
+#[derive(Serialize)]
+struct ListQuery<'a> {
+    #[serde(flatten)]
+    filter: &'a FilterParams,
+    limit: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<&'a str>,
+}
+
+/// No query parameters.
+const NO_QUERY: &[(&str, &str)] = &[];
 
 struct Client {
     http: reqwest::Client,
@@ -215,13 +225,14 @@ impl Client {
         })
     }
 
-    async fn call(
+    /// Send a request; an API error (`{"error": ...}`) is returned as one.
+    async fn send(
         &self,
         method: Method,
         path: &str,
-        query: &[(String, String)],
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+        query: &(impl Serialize + ?Sized),
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> anyhow::Result<(StatusCode, String)> {
         let url = format!("{}{path}", self.base);
         let mut req = self
             .http
@@ -229,7 +240,7 @@ impl Client {
             .bearer_auth(&self.token)
             .query(query);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let resp = req
             .send()
@@ -237,23 +248,44 @@ impl Client {
             .with_context(|| format!("{method} {url}"))?;
         let status = resp.status();
         let text = resp.text().await?;
-        if status == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
+        if !status.is_success()
+            && let Ok(e) = serde_json::from_str::<ErrorBody>(&text)
+        {
+            bail!("{}: {}", status, e.error);
         }
-        let value: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{method} {url}: HTTP {status}, not JSON: {text}"))?;
-        if !status.is_success() && value.get("error").is_some() {
-            bail!(
-                "{}: {}",
-                status,
-                value["error"].as_str().unwrap_or_default()
-            );
-        }
-        Ok(value)
+        Ok((status, text))
     }
 
-    async fn get(&self, path: &str, query: &[(String, String)]) -> anyhow::Result<Value> {
-        self.call(Method::GET, path, query, None).await
+    /// A request whose reply is one of the API's types.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &(impl Serialize + ?Sized),
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> anyhow::Result<T> {
+        let (status, text) = self.send(method.clone(), path, query, body).await?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{method} {path}: HTTP {status}, not the API's reply: {text}"))
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &(impl Serialize + ?Sized),
+    ) -> anyhow::Result<T> {
+        self.call(Method::GET, path, query, None::<&()>).await
+    }
+
+    /// A request answered with no body (`204 No Content`).
+    async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let (status, text) = self
+            .send(Method::DELETE, path, NO_QUERY, None::<&()>)
+            .await?;
+        if status != StatusCode::NO_CONTENT {
+            bail!("DELETE {path}: HTTP {status}: {text}");
+        }
+        Ok(())
     }
 }
 
@@ -270,107 +302,116 @@ async fn run_async(args: CtlArgs) -> anyhow::Result<()> {
     let json = args.json;
     match &args.command {
         CtlCommand::List { filter, max } => {
-            let mut query = filter.to_query()?;
-            query.push(("limit".into(), "1000".into()));
+            let filter = filter.params()?;
             let max = max.unwrap_or(usize::MAX);
-            let mut items: Vec<Value> = Vec::new();
+            let mut items: Vec<TagentView> = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let mut q = query.clone();
-                if let Some(c) = &cursor {
-                    q.push(("cursor".into(), c.clone()));
-                }
-                let page = client.get("/api/v1/tagents", &q).await?;
-                items.extend(page["items"].as_array().into_iter().flatten().cloned());
-                cursor = page["next_cursor"].as_str().map(str::to_owned);
+                let query = ListQuery {
+                    filter: &filter,
+                    limit: 1000,
+                    cursor: cursor.as_deref(),
+                };
+                let page: TagentPage = client.get("/api/v1/tagents", &query).await?;
+                items.extend(page.items);
+                cursor = page.next_cursor;
                 if cursor.is_none() || items.len() >= max {
                     break;
                 }
             }
             items.truncate(max);
             if json {
-                output::json(&Value::Array(items));
+                output::json(&items)?;
             } else {
                 output::tagents(&items);
             }
         }
         CtlCommand::Show { id } => {
-            let t = client.get(&format!("/api/v1/tagents/{id}"), &[]).await?;
+            let t: TagentDetail = client
+                .get(&format!("/api/v1/tagents/{id}"), NO_QUERY)
+                .await?;
             if json {
-                output::json(&t);
+                output::json(&t)?;
             } else {
                 output::tagent(&t);
             }
         }
         CtlCommand::Counts { filter } => {
-            let counts = client
-                .get("/api/v1/tagents/counts", &filter.to_query()?)
+            let counts: Counts = client
+                .get("/api/v1/tagents/counts", &filter.params()?)
                 .await?;
             if json {
-                output::json(&counts);
+                output::json(&counts)?;
             } else {
-                let groups = client.get("/api/v1/runner-groups", &[]).await?;
+                let groups: Vec<GroupView> = client.get("/api/v1/runner-groups", NO_QUERY).await?;
                 output::counts(&counts, &groups);
             }
         }
         CtlCommand::Delete { id } => {
-            client
-                .call(Method::DELETE, &format!("/api/v1/tagents/{id}"), &[], None)
-                .await?;
+            client.delete(&format!("/api/v1/tagents/{id}")).await?;
             if json {
-                output::json(&json!({"deleted": id}));
+                output::json(&json!({"deleted": id}))?;
             } else {
                 println!("tagent {id} deleted");
             }
         }
         CtlCommand::Groups(cmd) => groups(&client, cmd, json).await?,
-        CtlCommand::Reload(t) => command(&client, "reload", t, json).await?,
-        CtlCommand::Resetcred(t) => command(&client, "resetcred", t, json).await?,
-        CtlCommand::StatusCheck(t) => command(&client, "status-check", t, json).await?,
+        CtlCommand::Reload(t) => command(&client, Command::Reload, t, json).await?,
+        CtlCommand::Resetcred(t) => command(&client, Command::Resetcred, t, json).await?,
+        CtlCommand::StatusCheck(t) => command(&client, Command::StatusCheck, t, json).await?,
         CtlCommand::Watch { after, count } => watch(&client, after.clone(), *count, json).await?,
     }
     Ok(())
 }
 
 async fn groups(client: &Client, cmd: &GroupCommand, json: bool) -> anyhow::Result<()> {
-    let reply = match cmd {
-        GroupCommand::List => client.get("/api/v1/runner-groups", &[]).await?,
+    let groups: Vec<GroupView> = match cmd {
+        GroupCommand::List => client.get("/api/v1/runner-groups", NO_QUERY).await?,
         GroupCommand::Show { id } => {
-            client
-                .get(&format!("/api/v1/runner-groups/{id}"), &[])
-                .await?
+            let path = format!("/api/v1/runner-groups/{id}");
+            vec![client.get(&path, NO_QUERY).await?]
         }
         GroupCommand::Create(g) => {
-            let body = g.to_json()?;
-            client
-                .call(Method::POST, "/api/v1/runner-groups", &[], Some(body))
-                .await?
+            let body = g.body()?;
+            let path = "/api/v1/runner-groups";
+            vec![
+                client
+                    .call(Method::POST, path, NO_QUERY, Some(&body))
+                    .await?,
+            ]
         }
         GroupCommand::Update { id, group } => {
-            let body = group.to_json()?;
+            let body = group.body()?;
             let path = format!("/api/v1/runner-groups/{id}");
-            client.call(Method::PUT, &path, &[], Some(body)).await?
+            vec![
+                client
+                    .call(Method::PUT, &path, NO_QUERY, Some(&body))
+                    .await?,
+            ]
         }
         GroupCommand::Delete { id } => {
-            let path = format!("/api/v1/runner-groups/{id}");
-            client.call(Method::DELETE, &path, &[], None).await?;
-            json!({"deleted": id})
+            client
+                .delete(&format!("/api/v1/runner-groups/{id}"))
+                .await?;
+            if json {
+                output::json(&json!({"deleted": id}))?;
+            } else {
+                println!("runner group {id} deleted");
+            }
+            return Ok(());
         }
     };
-    if json {
-        output::json(&reply);
-    } else if let GroupCommand::Delete { id } = cmd {
-        println!("runner group {id} deleted");
-    } else if reply.is_array() {
-        output::groups(reply.as_array().map(Vec::as_slice).unwrap_or_default());
-    } else {
-        output::groups(std::slice::from_ref(&reply));
+    match (json, cmd) {
+        (true, GroupCommand::List) => output::json(&groups)?,
+        (true, _) => output::json(&groups[0])?,
+        (false, _) => output::groups(&groups),
     }
     Ok(())
 }
 
 impl GroupArgs {
-    fn to_json(&self) -> anyhow::Result<Value> {
+    /// The group as the API takes it.
+    fn body(&self) -> anyhow::Result<GroupBody> {
         let mut runners = Vec::new();
         for r in &self.runners {
             let (id, rest) = r
@@ -382,40 +423,55 @@ impl GroupArgs {
             let id: u32 = id
                 .parse()
                 .with_context(|| format!("runner '{r}': '{id}' is not an id"))?;
-            runners.push(if addr == "this-hub" {
-                json!({"id": id, "name": name, "this_hub": true})
-            } else {
-                json!({"id": id, "name": name, "heartbeat": addr})
+            let this_hub = addr == "this-hub";
+            runners.push(RunnerBody {
+                id,
+                name: name.to_owned(),
+                heartbeat: (!this_hub).then(|| addr.to_owned()),
+                this_hub,
             });
         }
-        let mut body = json!({"name": self.name, "networks": self.networks, "runners": runners});
-        if let Some(id) = self.id {
-            body["id"] = json!(id);
-        }
-        Ok(body)
+        Ok(GroupBody {
+            id: self.id,
+            name: self.name.clone(),
+            networks: self.networks.clone(),
+            runners,
+        })
     }
 }
 
-async fn command(client: &Client, command: &str, t: &Targets, json: bool) -> anyhow::Result<()> {
-    let filter = t.filter.to_json()?;
-    let has_filter = filter.as_object().is_some_and(|o| !o.is_empty());
-    let mut body = json!({"command": command});
-    match (t.ids.is_empty(), has_filter) {
-        (false, true) => bail!("give tagent ids or filters, not both"),
-        (false, false) => body["ids"] = json!(t.ids),
-        (true, true) => body["filter"] = filter,
-        (true, false) if t.all => body["all"] = json!(true),
-        (true, false) => bail!("name the tagents: ids, filters (e.g. --ip 10.1.0.0/16), or --all"),
+async fn command(client: &Client, command: Command, t: &Targets, json: bool) -> anyhow::Result<()> {
+    let filter = t.filter.params()?;
+    let mut body = BatchRequest {
+        command,
+        ids: None,
+        filter: None,
+        all: false,
+    };
+    match (t.ids.is_empty(), filter.is_empty()) {
+        (false, false) => bail!("give tagent ids or filters, not both"),
+        (false, true) => body.ids = Some(t.ids.clone()),
+        (true, false) => body.filter = Some(filter),
+        (true, true) if t.all => body.all = true,
+        (true, true) => bail!("name the tagents: ids, filters (e.g. --ip 10.1.0.0/16), or --all"),
     }
-    let reply = client
-        .call(Method::POST, "/api/v1/commands", &[], Some(body))
+    let reply: BatchReply = client
+        .call(Method::POST, "/api/v1/commands", NO_QUERY, Some(&body))
         .await?;
     if json {
-        output::json(&reply);
+        output::json(&reply)?;
     } else {
         output::command_results(&reply);
     }
     Ok(())
+}
+
+/// The data of one event of the stream, by its name.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EventData {
+    Reset(ResetJson),
+    Change(EventJson),
 }
 
 async fn watch(
@@ -457,11 +513,20 @@ async fn watch(
             if !event.id.is_empty() {
                 last = Some(event.id.clone());
             }
-            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            let bad = || format!("event {} ({}): {}", event.id, event.event, event.data);
+            let data = if event.event == "reset" {
+                EventData::Reset(serde_json::from_str(&event.data).with_context(bad)?)
+            } else {
+                EventData::Change(serde_json::from_str(&event.data).with_context(bad)?)
+            };
             if json {
+                let data = output::value(&data)?;
                 output::json_line(&json!({"id": event.id, "event": event.event, "data": data}));
             } else {
-                output::event(&event.event, &data);
+                match &data {
+                    EventData::Reset(r) => output::reset(r),
+                    EventData::Change(e) => output::event(&event.event, e),
+                }
             }
             seen += 1;
             if count.is_some_and(|c| seen >= c) {

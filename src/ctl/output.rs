@@ -1,16 +1,34 @@
-//! How `ctl` prints: tables for people, JSON for scripts.
+//! How `ctl` prints: tables for people, JSON for scripts. Everything
+//! printed is one of the API's own types, as the hub sent it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
+use serde::Serialize;
 use serde_json::Value;
 
-pub fn json(v: &Value) {
+use crate::http::commands::BatchReply;
+use crate::http::events::ResetJson;
+use crate::http::groups::GroupView;
+use crate::http::tagents::{TagentDetail, TagentView};
+use crate::registry::events::EventJson;
+use crate::registry::query::Counts;
+
+/// `v` as a JSON value, through its text: numbers as the API wrote them
+/// (an `f32` converted straight to a value would gain digits).
+pub fn value(v: &impl Serialize) -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(&serde_json::to_string(v)?)?)
+}
+
+/// `v` as indented JSON (keys in order, as `--json` always printed them).
+pub fn json(v: &impl Serialize) -> anyhow::Result<()> {
+    let v = value(v)?;
     println!(
         "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+        serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
     );
+    Ok(())
 }
 
 pub fn json_line(v: &Value) {
@@ -25,20 +43,20 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-/// A field as text: strings bare, null empty.
-fn s(v: &Value) -> String {
-    match v {
+/// A field as text, as its JSON says it: strings bare, null empty.
+fn s(v: &impl Serialize) -> String {
+    match value(v).unwrap_or(Value::Null) {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s,
         v => v.to_string(),
     }
 }
 
 /// `3m ago` from Unix milliseconds.
-fn ago(ms: &Value) -> String {
-    let Some(ms) = ms.as_u64().filter(|m| *m > 0) else {
+fn ago(ms: u64) -> String {
+    if ms == 0 {
         return String::new();
-    };
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -52,83 +70,75 @@ fn ago(ms: &Value) -> String {
     format!("{} ago", humantime::format_duration(rounded))
 }
 
-pub fn tagents(items: &[Value]) {
+pub fn tagents(items: &[TagentView]) {
     let mut t = table(&[
         "ID", "TENANT", "IP", "PORT", "NAME", "STATUS", "REASON", "CHANGED", "GROUP", "VERSION",
     ]);
     for x in items {
         t.add_row(vec![
-            s(&x["id"]),
-            s(&x["tenant"]),
-            s(&x["ip"]),
-            s(&x["port"]),
-            s(&x["name"]),
-            s(&x["status"]),
-            s(&x["disconnect_reason"]),
-            ago(&x["last_status_change_ms"]),
-            s(&x["runner_group"]),
-            s(&x["version"]),
+            s(&x.id),
+            s(&x.tenant),
+            s(&x.ip),
+            s(&x.port),
+            s(&x.name),
+            s(&x.status),
+            s(&x.disconnect_reason),
+            ago(x.last_status_change_ms),
+            s(&x.runner_group),
+            s(&x.host.version),
         ]);
     }
     println!("{t}");
     println!("{} tagents", items.len());
 }
 
-pub fn tagent(x: &Value) {
+pub fn tagent(d: &TagentDetail) {
+    let x = &d.tagent;
+    let h = &x.host;
     let mut t = table(&["FIELD", "VALUE"]);
-    let ips: Vec<String> = x["ips"].as_array().into_iter().flatten().map(s).collect();
     let rows = [
-        ("id", s(&x["id"])),
-        ("tenant", s(&x["tenant"])),
-        ("name", s(&x["name"])),
-        ("ip:port", format!("{}:{}", s(&x["ip"]), s(&x["port"]))),
-        ("contained ips", ips.join(", ")),
-        ("status", s(&x["status"])),
-        ("disconnect reason", s(&x["disconnect_reason"])),
-        ("status changed", ago(&x["last_status_change_ms"])),
-        ("runner group", s(&x["runner_group"])),
-        ("runner", s(&x["runner"])),
-        ("version", s(&x["version"])),
+        ("id", s(&x.id)),
+        ("tenant", s(&x.tenant)),
+        ("name", s(&x.name)),
+        ("ip:port", format!("{}:{}", s(&x.ip), s(&x.port))),
+        ("contained ips", x.ips.join(", ")),
+        ("status", s(&x.status)),
+        ("disconnect reason", s(&x.disconnect_reason)),
+        ("status changed", ago(x.last_status_change_ms)),
+        ("runner group", s(&x.runner_group)),
+        ("runner", s(&x.runner)),
+        ("version", s(&h.version)),
         (
             "os",
-            format!(
-                "{} {} {}",
-                s(&x["os_type"]),
-                s(&x["os_version"]),
-                s(&x["osbit"])
-            ),
+            format!("{} {} {}", s(&h.os_type), s(&h.os_version), s(&h.osbit)),
         ),
-        ("user", s(&x["user"])),
-        ("registered first", ago(&x["first_registered_ms"])),
-        ("registered last", ago(&x["last_registered_ms"])),
+        ("user", s(&h.user)),
+        ("registered first", ago(x.first_registered_ms)),
+        ("registered last", ago(x.last_registered_ms)),
     ];
     for (k, v) in rows {
         t.add_row(vec![k.to_owned(), v]);
     }
-    for a in x["accounts"].as_array().into_iter().flatten() {
-        let cred = if a["has_credential"] == true {
+    for a in &d.accounts {
+        let cred = if a.has_credential {
             "credential set"
         } else {
             "no credential"
         };
-        t.add_row(vec![
-            "account".into(),
-            format!("{} ({cred})", s(&a["name"])),
-        ]);
+        t.add_row(vec!["account".into(), format!("{} ({cred})", a.name)]);
     }
-    let sess = &x["session"];
-    if sess.is_object() {
+    if let Some(sess) = &d.session {
         let rows = [
             (
                 "session",
-                format!("{} from {}", s(&sess["protocol"]), s(&sess["peer"])),
+                format!("{} from {}", s(&sess.protocol), s(&sess.peer)),
             ),
-            ("connected", ago(&sess["connected_at"])),
-            ("last heartbeat", ago(&sess["last_heartbeat"])),
-            ("heartbeats", s(&sess["heartbeats"])),
+            ("connected", ago(sess.connected_at)),
+            ("last heartbeat", ago(sess.last_heartbeat)),
+            ("heartbeats", s(&sess.heartbeats)),
             (
                 "pcpu / mem",
-                format!("{} / {}", s(&sess["pcpu"]), s(&sess["mem"])),
+                format!("{} / {}", s(&sess.pcpu), s(&sess.mem)),
             ),
         ];
         for (k, v) in rows {
@@ -138,121 +148,107 @@ pub fn tagent(x: &Value) {
     println!("{t}");
 }
 
-pub fn counts(c: &Value, groups: &Value) {
+pub fn counts(c: &Counts, groups: &[GroupView]) {
     println!(
         "{} tagents: {} connected, {} disconnected",
-        s(&c["total"]),
-        s(&c["connected"]),
-        s(&c["disconnected"])
+        c.all.total, c.all.connected, c.all.disconnected
     );
-    let name_of = |id: &str| {
+    let name_of = |id: u32| {
         groups
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|g| s(&g["id"]) == id)
-            .map(|g| s(&g["name"]))
+            .iter()
+            .find(|g| g.id == id)
+            .map(|g| g.name.clone())
             .unwrap_or_default()
     };
     let mut t = table(&["GROUP", "NAME", "TOTAL", "CONNECTED", "DISCONNECTED"]);
-    for (id, g) in c["by_group"].as_object().into_iter().flatten() {
+    // By id as text, the order ctl has always listed them in.
+    let mut by_group: Vec<_> = c
+        .by_group
+        .iter()
+        .map(|(id, g)| (id.to_string(), *id, g))
+        .collect();
+    by_group.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (text, id, g) in by_group {
         t.add_row(vec![
-            id.clone(),
+            text,
             name_of(id),
-            s(&g["total"]),
-            s(&g["connected"]),
-            s(&g["disconnected"]),
+            s(&g.total),
+            s(&g.connected),
+            s(&g.disconnected),
         ]);
     }
     println!("{t}");
-    let reasons = c["by_reason"].as_object();
-    if reasons.is_some_and(|r| !r.is_empty()) {
+    if !c.by_reason.is_empty() {
         let mut t = table(&["DISCONNECT REASON", "TAGENTS"]);
-        for (reason, n) in reasons.into_iter().flatten() {
+        for (reason, n) in &c.by_reason {
             t.add_row(vec![reason.clone(), s(n)]);
         }
         println!("{t}");
     }
 }
 
-pub fn groups(items: &[Value]) {
+pub fn groups(items: &[GroupView]) {
     let mut t = table(&["ID", "NAME", "NETWORKS (in order)", "RUNNERS", "TAGENTS"]);
     for g in items {
-        let nets: Vec<String> = g["networks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect();
-        let runners: Vec<String> = g["runners"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let runners: Vec<String> = g
+            .runners
+            .iter()
             .map(|r| {
-                let this = if r["this_hub"] == true {
-                    " (this hub)"
-                } else {
-                    ""
-                };
-                format!(
-                    "{}={}@{}{this}",
-                    s(&r["id"]),
-                    s(&r["name"]),
-                    s(&r["heartbeat"])
-                )
+                let this = if r.this_hub { " (this hub)" } else { "" };
+                format!("{}={}@{}{this}", r.id, r.name, s(&r.heartbeat))
             })
             .collect();
         t.add_row(vec![
-            s(&g["id"]),
-            s(&g["name"]),
-            nets.join("\n"),
+            s(&g.id),
+            s(&g.name),
+            g.networks.join("\n"),
             runners.join("\n"),
-            s(&g["tagents"]),
+            s(&g.tagents),
         ]);
     }
     println!("{t}");
 }
 
-pub fn command_results(reply: &Value) {
+pub fn command_results(reply: &BatchReply) {
     let mut t = table(&["ID", "RESULT", "MESSAGE"]);
-    for r in reply["results"].as_array().into_iter().flatten() {
-        t.add_row(vec![s(&r["id"]), s(&r["result"]), s(&r["message"])]);
+    for r in &reply.results {
+        t.add_row(vec![s(&r.id), s(&r.result), s(&r.message)]);
     }
     println!("{t}");
-    let summary: Vec<String> = reply["summary"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}: {}", s(v)))
+    let summary: Vec<String> = reply
+        .summary
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
         .collect();
     println!(
         "{} {} tagents; {}",
-        s(&reply["command"]),
-        s(&reply["matched"]),
+        s(&reply.command),
+        reply.matched,
         summary.join(", ")
     );
 }
 
-pub fn event(kind: &str, d: &Value) {
-    let when = d["at"]
-        .as_u64()
-        .map(|ms| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)))
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    if kind == "reset" {
-        println!("{when} reset: {} (reload your view)", s(&d["reason"]));
-        return;
-    }
+fn when(at: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at)).to_string()
+}
+
+pub fn reset(r: &ResetJson) {
+    // A reset carries no time.
+    println!(" reset: {} (reload your view)", r.reason);
+}
+
+pub fn event(kind: &str, d: &EventJson) {
     let mut line = format!(
-        "{when} {kind:<12} tagent {} {} {}:{} group {}",
-        s(&d["tagent_id"]),
-        s(&d["tenant"]),
-        s(&d["ip"]),
-        s(&d["port"]),
-        s(&d["runner_group"])
+        "{} {kind:<12} tagent {} {} {}:{} group {}",
+        when(d.at),
+        d.tagent_id,
+        d.tenant,
+        d.ip,
+        d.port,
+        d.runner_group
     );
-    if !d["reason"].is_null() {
-        line.push_str(&format!(" ({})", s(&d["reason"])));
+    if let Some(reason) = d.reason {
+        line.push_str(&format!(" ({reason})"));
     }
     println!("{line}");
 }

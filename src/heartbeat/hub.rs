@@ -96,11 +96,11 @@ pub struct Facts<'a> {
 }
 
 /// A session as operators see it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SessionView {
     /// `compat` (JSON lines) or `native` (framed).
     #[schema(value_type = String)]
-    pub protocol: &'static str,
+    pub protocol: std::borrow::Cow<'static, str>,
     pub peer: String,
     /// `None` for a tenant no tagent was ever registered in.
     pub tenant: Option<String>,
@@ -417,7 +417,7 @@ impl Hub {
             .filter(|k| k.tenant != UNKNOWN_TENANT)
             .map(|k| self.inner.registry.interner().resolve(k.tenant).to_string());
         SessionView {
-            protocol: session.protocol.as_str(),
+            protocol: session.protocol.as_str().into(),
             peer: session.peer.to_string(),
             tenant,
             ip: st.key.map(|k| k.ip.to_string()),

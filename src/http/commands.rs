@@ -21,26 +21,28 @@ pub const MAX_TARGETS: usize = 100_000;
 /// Commands waiting for a quiet moment in their sessions at once.
 const CONCURRENCY: usize = 1024;
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub command: Command,
     /// These tagents; or use `filter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ids: Option<Vec<TagentId>>,
     /// Every tagent matching; at least one field must be set (use `all`
     /// to mean every tagent).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterParams>,
     /// With no `ids` and an empty filter: every tagent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all: bool,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BatchReply {
     pub command: Command,
     pub matched: usize,
     /// Tagents per result (`delivered`, `not-connected`, ...).
-    pub summary: BTreeMap<&'static str, usize>,
+    pub summary: BTreeMap<String, usize>,
     pub results: Vec<CommandResult>,
 }
 
@@ -100,10 +102,14 @@ pub(super) async fn batch(
         .collect()
         .await;
     results.sort_unstable_by_key(|r| r.id);
-    let mut summary = BTreeMap::new();
+    let mut counted = BTreeMap::<&str, usize>::new();
     for r in &results {
-        *summary.entry(r.result.as_str()).or_default() += 1;
+        *counted.entry(r.result.as_str()).or_default() += 1;
     }
+    let summary = counted
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
     Ok(Json(BatchReply {
         command,
         matched,

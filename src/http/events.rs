@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
@@ -39,11 +39,19 @@ fn sse(registry: &Registry, n: &Numbered) -> SseEvent {
         .unwrap_or_else(|_| SseEvent::default().comment("unencodable event"))
 }
 
+/// The data of a `reset` event: why the watcher should reload its view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetJson {
+    pub reason: String,
+}
+
 fn reset(why: &str) -> SseEvent {
     metrics::counter!("tagent_hub_event_stream_gaps_total").increment(1);
+    let data = ResetJson { reason: why.into() };
     SseEvent::default()
         .event("reset")
-        .data(format!("{{\"reason\":\"{why}\"}}"))
+        .json_data(data)
+        .unwrap_or_else(|_| SseEvent::default().comment("unencodable event"))
 }
 
 /// Stream status changes. Event names: `registered`, `connected`,

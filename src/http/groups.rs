@@ -30,10 +30,11 @@ pub struct RunnerBody {
 
 /// A runner group as written: networks in order (the first match over all
 /// groups wins) and runners.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupBody {
     /// On create: the id to use (default: one above the highest).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<u32>,
     pub name: String,
     /// CIDR networks, IPv4 or IPv6, e.g. `10.1.0.0/16`.
@@ -43,7 +44,7 @@ pub struct GroupBody {
     pub runners: Vec<RunnerBody>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GroupView {
     pub id: u32,
     pub name: String,

@@ -3,9 +3,9 @@
 //! `/api/v1/openapi.json`), Prometheus metrics and health (open).
 
 pub mod auth;
-mod commands;
-mod events;
-mod groups;
+pub mod commands;
+pub mod events;
+pub mod groups;
 mod peer;
 mod register;
 mod server;
@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -129,7 +129,7 @@ impl HttpState {
 }
 
 /// The body of every admin API error.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: String,
 }

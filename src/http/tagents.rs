@@ -54,13 +54,21 @@ impl PageParams {
     }
 }
 
+/// Whether a tagent holds a live session, as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Connection {
+    Connected,
+    Disconnected,
+}
+
 /// One tagent as listed.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TagentView {
     pub id: TagentId,
     pub tenant: String,
     /// `connected` only while it holds a live session on this hub.
-    pub status: &'static str,
+    pub status: Connection,
     /// Why its last session ended (while disconnected).
     pub disconnect_reason: Option<DisconnectReason>,
     /// The primary ip.
@@ -87,9 +95,9 @@ impl TagentView {
             id: t.id,
             tenant: s(t.tenant),
             status: if seen.connected {
-                "connected"
+                Connection::Connected
             } else {
-                "disconnected"
+                Connection::Disconnected
             },
             disconnect_reason: seen.reason,
             ip: t.ip.to_string(),
@@ -106,7 +114,7 @@ impl TagentView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TagentPage {
     pub items: Vec<TagentView>,
     /// Pass as `cursor` for the next page; absent on the last one. A page
@@ -115,14 +123,14 @@ pub struct TagentPage {
 }
 
 /// An account of the tagent: one per ip. The credential is never shown.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccountView {
     pub name: String,
     pub ip: String,
     pub has_credential: bool,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TagentDetail {
     #[serde(flatten)]
     pub tagent: TagentView,
@@ -311,7 +319,7 @@ pub(super) async fn resetcred(State(s): State<HttpState>, Path(id): Path<TagentI
     command_reply(s.dispatch().run(id, Command::Resetcred).await)
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UnregisteredSessions {
     pub count: usize,
     pub sessions: Vec<SessionView>,

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::model::intern::{Interner, Sym};
@@ -23,7 +23,7 @@ pub const RING: usize = 65_536;
 /// Events a live watcher may fall behind before it must resume from the ring.
 const CHANNEL: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     Registered,
@@ -124,7 +124,7 @@ impl Event {
 }
 
 /// One change, as a watcher receives it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = Event)]
 pub struct EventJson {
     /// Unix milliseconds.

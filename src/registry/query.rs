@@ -215,7 +215,17 @@ pub fn list(
     Page { items, next: None }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Default,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct StatusCounts {
     pub total: u64,
     pub connected: u64,
@@ -234,7 +244,9 @@ impl StatusCounts {
 }
 
 /// Counts over the tagents matching a filter.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct Counts {
     #[serde(flatten)]
     pub all: StatusCounts,
