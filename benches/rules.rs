@@ -18,9 +18,10 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tagent_hub::registry::model::{DisconnectReason, Runner, RunnerGroup, RunnerGroups, Status};
+use tagent_hub::model::{DisconnectReason, Runner, RunnerGroup, RunnerGroups, Status};
+use tagent_hub::model::{Interner, Tagent};
 use tagent_hub::registry::rules;
-use tagent_hub::registry::{Index, Interner, NoSessions, RegisterRequest, Secret, Tagent};
+use tagent_hub::registry::{Index, NoSessions, RegisterRequest, Secret};
 
 const PORT: u16 = 3939;
 const POOL: usize = 4096;

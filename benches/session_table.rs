@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagent_hub::config::HeartbeatConfig;
-use tagent_hub::heartbeat::{Facts, Hub, Protocol, Session, SessionKey, Settings};
-use tagent_hub::registry::model::{Runner, RunnerGroup, RunnerGroups};
-use tagent_hub::registry::{DisconnectReason, RegisterRequest, Registry, Secret};
+use tagent_hub::heartbeat::{Facts, Hub, ProtocolKind, Session, SessionKey, Settings};
+use tagent_hub::model::DisconnectReason;
+use tagent_hub::model::{Runner, RunnerGroup, RunnerGroups};
+use tagent_hub::registry::{RegisterRequest, Registry, Secret};
 use tagent_hub::shutdown::Shutdown;
 use tagent_hub::store::{CredentialCipher, RedbStore};
 
@@ -88,7 +89,7 @@ struct Fixture {
 impl Fixture {
     fn session(&self, i: usize) -> Arc<Session> {
         let peer = SocketAddr::new(ip(i), 40_000);
-        Arc::new(Session::new(peer, Protocol::Native, 0))
+        Arc::new(Session::new(peer, ProtocolKind::Native, 0))
     }
 
     /// New sessions for the first `k` tagents, each identified by its

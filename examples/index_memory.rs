@@ -20,8 +20,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tagent_hub::config::Config;
+use tagent_hub::model::{DisconnectReason, Status};
 use tagent_hub::registry::Registry;
-use tagent_hub::registry::model::{DisconnectReason, Status};
 use tagent_hub::store::{
     AccountOp, AccountPut, CredentialCipher, RedbStore, StoredTagent, WriteBatch,
 };
@@ -140,7 +140,7 @@ fn build(dir: &Path, n: u64) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let now = tagent_hub::registry::model::now_millis();
+    let now = tagent_hub::model::now_millis();
     let mut from = 1;
     while from <= n {
         let to = (from + BATCH - 1).min(n);

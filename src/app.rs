@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, Engine};
 use crate::heartbeat::{self, Hub, Settings};
 use crate::http::{self, HttpState};
-use crate::registry::model::host_port;
+use crate::model::host_port;
 use crate::registry::{Mine, Registry};
 use crate::shutdown::Shutdown;
 use crate::store::{CredentialCipher, HubInfo, PgOptions, PgStore, RedbStore, RegistryStore};

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-pub use crate::registry::model::parse_host_port;
-use crate::registry::model::{Runner, RunnerGroup, RunnerGroups};
+pub use crate::model::parse_host_port;
+use crate::model::{Runner, RunnerGroup, RunnerGroups};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -10,8 +10,9 @@
 use std::time::Duration;
 
 use crate::heartbeat::Hub;
-use crate::registry::model::now_millis;
-use crate::registry::{DisconnectReason, Registry, Status, StatusChange};
+use crate::model::now_millis;
+use crate::model::{DisconnectReason, Status};
+use crate::registry::{Registry, StatusChange};
 use crate::shutdown::Shutdown;
 use crate::store::HubInfo;
 

@@ -2,6 +2,8 @@
 //!
 //! Data flows one way: socket -> codec -> session -> registry/status -> store.
 //!
+//! - [`model`]: the vocabulary (tagents, status, runner groups, the
+//!   interner, number and address parsing), depending on nothing else here.
 //! - [`config`]: the TOML file, environment and flags, and their defaults.
 //! - [`registry`]: the registration rules (SPEC §2.3), pure, over an
 //!   in-memory index; the writer thread that group-commits every change.
@@ -18,6 +20,10 @@
 //! - [`app`]: wiring it all together for `tagent-hub serve`.
 //! - [`ctl`]: `tagent-hub ctl`, the admin API's command-line client.
 
+// Allowed only where it is needed (the lot in `heartbeat/lot.rs`), each
+// block with its `// Safety:` reason.
+#![deny(unsafe_code)]
+
 pub mod app;
 pub mod config;
 pub mod ctl;
@@ -25,6 +31,7 @@ pub mod group;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod registry;
 pub mod shutdown;

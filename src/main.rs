@@ -1,3 +1,5 @@
+#![deny(unsafe_code)]
+
 /// jemalloc: idle sessions are small objects of a few sizes, which it packs
 /// tightly; a connect storm's transient memory goes back to the system
 /// within a second (background purging) instead of staying in the heap.
@@ -5,6 +7,10 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main` (the `malloc_conf` of its manual).
+// Safety: jemalloc reads this symbol (its `malloc_conf`, prefixed by
+// tikv-jemalloc-sys) as a NUL-terminated string; the bytes end in NUL and
+// nothing else in the program defines the name.
+#[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 

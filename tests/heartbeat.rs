@@ -178,6 +178,31 @@ async fn fin_and_rst_show_disconnected_with_their_reason() {
     );
 }
 
+/// The reason a session closed shows the moment the tagent shows
+/// disconnected, not once the status batch commits: with a 60 s flush,
+/// nothing this test reads can have been committed.
+#[tokio::test]
+async fn the_disconnect_reason_shows_with_the_status_before_it_is_committed() {
+    let hub =
+        Server::start_with(Options::default().config("[heartbeat]\nstatus_flush_ms = 60000\n"));
+    let (id, group) = hub.register_tagent("demo", "127.0.0.9", "cred").await;
+    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    assert_eq!(
+        tagent.send(&monitor(id, "127.0.0.9", &group)).await,
+        json!({"Status":"OK"})
+    );
+    let t = common::tagent_json(&hub, id).await;
+    assert_eq!(t["status"], "connected");
+    let registered = t["last_status_change_ms"].clone();
+    drop(tagent); // FIN
+    let t = wait_until(&hub, id, "disconnected", |t| t["status"] == "disconnected").await;
+    assert_eq!(t["disconnect_reason"], "eof", "{t}");
+    // The store still has the status of the registration: the reason came
+    // from the hub, before any commit.
+    assert_eq!(t["last_status_change_ms"], registered, "{t}");
+    assert_eq!(t["runner"], Value::Null, "{t}");
+}
+
 #[tokio::test]
 async fn updategroup_only_when_the_runner_list_differs() {
     let config = "[[runner_group]]\nid = 7\nname = \"dc\"\nnetworks = [\"127.0.0.0/8\"]\n\

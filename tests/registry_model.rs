@@ -23,12 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
+use tagent_hub::model::{Interner, RunnerGroup, RunnerGroups, TagentId};
+use tagent_hub::model::{Runner, account_name};
 use tagent_hub::registry::index::Overlay;
-use tagent_hub::registry::model::{Runner, account_name};
 use tagent_hub::registry::rules::{Decision, decide};
 use tagent_hub::registry::{
-    Index, IndexView, Interner, Liveness, RegisterRequest, Registry, RunnerGroup, RunnerGroups,
-    Secret, TagentId, to_stored,
+    Index, IndexView, Liveness, RegisterRequest, Registry, Secret, to_stored,
 };
 use tagent_hub::store::{
     AccountKey, CredentialCipher, PgOptions, PgStore, RedbStore, StoredTagent,

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,13 +17,16 @@ use std::time::Instant;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::conn::{Conn, Ended, Flow, Framing};
+use super::commands::Delivery;
+use super::conn::{Conn, Ended, Framing};
+use super::hub::{Facts, Hub, OpenGuard};
 use super::metrics::{HbMetrics, LATENCY_SAMPLE};
+use super::parking::{Idle, Parked};
 use super::proto::CommandKind;
-use super::session::{CommandOutcome, Session};
-use super::{Facts, Hub, OpenGuard};
-use crate::registry::DisconnectReason;
-use crate::registry::request::parse_ip;
+use super::session::{ProtocolKind, Session};
+use super::task::{Flow, Protocol};
+use crate::model::DisconnectReason;
+use crate::model::{parse_digits, parse_ip};
 
 /// A heartbeat line. Fields the hub does not use (`appsInfo`, `status`, …)
 /// are skipped without being built.
@@ -140,21 +144,12 @@ fn loose_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         None => Ok(None),
         Some(Loose::U(n)) => Ok(Some(n)),
         Some(Loose::F(_)) => Err(D::Error::custom("expected an integer")),
-        Some(Loose::S(s)) => parse_u64(&s).map_err(D::Error::custom),
+        Some(Loose::S(s)) => parse_digits(&s)
+            .map_err(|_| D::Error::custom("expected an integer or a string of digits")),
         Some(Loose::Other) => Err(D::Error::custom(
             "expected an integer or a string of digits",
         )),
     }
-}
-
-fn parse_u64(s: &str) -> Result<Option<u64>, &'static str> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(None);
-    }
-    s.parse()
-        .map(Some)
-        .map_err(|_| "expected an integer or a string of digits")
 }
 
 /// A number, or a string of one; anything else (even a number out of
@@ -309,18 +304,6 @@ impl CompatSession {
         }
     }
 
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
-
-    pub fn session(&self) -> &Arc<Session> {
-        &self.session
-    }
-
-    pub fn identified(&self) -> bool {
-        self.identified
-    }
-
     /// Handle one line, appending exactly one reply line to `out`.
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
         let started = sample_latency().then(Instant::now);
@@ -357,7 +340,7 @@ impl CompatSession {
         };
         self.identified = true;
         let metrics = self.hub.metrics();
-        metrics.heartbeat(super::Protocol::Compat);
+        metrics.heartbeat(ProtocolKind::Compat);
         match beat.group {
             Some(group) => self.hub.group_list(group, |list| match list {
                 Some(g) if parsed.proxy_group.as_deref() != Some(g.list.as_str()) => {
@@ -373,21 +356,8 @@ impl CompatSession {
         Flow::Continue
     }
 
-    /// Read and answer what the socket has.
-    pub fn on_readable(&mut self, conn: &mut Conn, max_line: usize) -> Result<Flow, Ended> {
-        let mut answered = false;
-        let flow = conn.read_units(Framing::Lines { max: max_line }, |line, out| {
-            answered = true;
-            self.on_line(line, out)
-        });
-        if answered {
-            self.last_reply = Instant::now();
-        }
-        flow
-    }
-
     /// When the next queued command may go out, if one is queued.
-    pub fn command_due(&self, conn: &Conn) -> Option<Instant> {
+    fn command_due(&self, conn: &Conn) -> Option<Instant> {
         if self.session.state.lock().commands.is_empty() {
             return None;
         }
@@ -400,7 +370,7 @@ impl CompatSession {
     }
 
     /// Send the first queued command if the session is quiet now.
-    pub fn send_due_command(&mut self, conn: &mut Conn) -> Result<(), Ended> {
+    fn send_due_command(&mut self, conn: &mut Conn) -> Result<(), Ended> {
         if conn.mid_unit() || conn.has_pending_output() {
             return Ok(());
         }
@@ -426,8 +396,8 @@ impl CompatSession {
         }
         if let Some(reply) = cmd.reply {
             let _ = reply.send(match written {
-                Ok(()) => CommandOutcome::Delivered,
-                Err(_) => CommandOutcome::SessionClosed,
+                Ok(()) => Delivery::Delivered,
+                Err(_) => Delivery::SessionClosed,
             });
         }
         written
@@ -439,6 +409,61 @@ impl CompatSession {
             (st.key, st.agent_id)
         };
         key.is_some_and(|k| self.hub.resolve(&k, agent_id).is_some())
+    }
+}
+
+impl Protocol for CompatSession {
+    const KIND: ProtocolKind = ProtocolKind::Compat;
+
+    fn link(&self) -> (&Hub, &Arc<Session>) {
+        (&self.hub, &self.session)
+    }
+
+    fn established(&self) -> bool {
+        self.identified
+    }
+
+    fn before_wait(&mut self, conn: &mut Conn) -> Result<Option<Instant>, Ended> {
+        Ok(self.command_due(conn))
+    }
+
+    /// The compat protocol has no handshake: its first heartbeat identifies it.
+    fn handshake(
+        &mut self,
+        _: &mut Conn,
+        _: Option<tokio::time::Instant>,
+    ) -> impl Future<Output = Option<Result<Flow, Ended>>> + Send {
+        std::future::ready(None)
+    }
+
+    /// Answer every line the socket has.
+    fn on_readable(&mut self, conn: &mut Conn, framing: Framing) -> Result<Flow, Ended> {
+        let mut answered = false;
+        let flow = conn.read_units(framing, |line, out| {
+            answered = true;
+            self.on_line(line, out)
+        });
+        if answered {
+            self.last_reply = Instant::now();
+        }
+        flow
+    }
+
+    fn on_timer(&mut self, conn: &mut Conn) -> Result<(), Ended> {
+        self.send_due_command(conn)
+    }
+
+    fn may_park(&self) -> bool {
+        true
+    }
+
+    /// A JSON line would be read as a reply: the tagent just sees the close.
+    fn goodbye(&mut self, _: &mut Conn, _: DisconnectReason) {}
+
+    fn on_end(&mut self, _: &mut Conn) {}
+
+    fn parked(idle: Idle<Self>) -> Parked {
+        Parked::Compat(idle)
     }
 }
 

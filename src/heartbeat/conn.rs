@@ -7,16 +7,17 @@
 //! configured maximum: nothing is reserved for bytes that have not arrived.
 //! Replies go out with a non-blocking write; what does not fit waits in the
 //! session's out buffer, and reading pauses until it is flushed.
+//!
+//! This is the byte layer: it knows lines, frames and sockets, nothing of
+//! sessions or the registry. It ends a stream with its own [`Ended`], and
+//! passes a handler's reason to close ([`Flow::Close`]) through unread.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-
-use crate::registry::DisconnectReason;
 
 /// How units are cut from the byte stream.
 #[derive(Debug, Clone, Copy)]
@@ -87,30 +88,25 @@ impl Framing {
     }
 }
 
-/// What the handler of a unit wants next.
+/// What the handler of a unit wants next. `C` is why it closes: the
+/// session layer's reason, which this layer only hands back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub enum Flow<C> {
     Continue,
     /// Flush what was written, then close.
-    Close(DisconnectReason),
+    Close(C),
 }
 
-/// Why a connection ended on the I/O side.
+/// Why a stream ended on the I/O side (the session layer names the
+/// disconnect reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
+    /// The peer closed its side.
     Eof,
+    /// Any other socket error, or a socket that takes no more bytes.
     Reset,
+    /// A line or frame longer than the framing's maximum.
     TooLong,
-}
-
-impl Ended {
-    pub fn reason(self) -> DisconnectReason {
-        match self {
-            Ended::Eof => DisconnectReason::Eof,
-            Ended::Reset => DisconnectReason::Reset,
-            Ended::TooLong => DisconnectReason::ProtocolError,
-        }
-    }
 }
 
 const SCRATCH: usize = 64 * 1024;
@@ -133,26 +129,9 @@ pub struct Conn {
     bufs: Option<Box<Bufs>>,
 }
 
-/// A parked session's connection: the socket off tokio's reactor (see
-/// `lot.rs`), and its partial unit if one is pending.
-pub struct ParkedConn {
-    stream: std::net::TcpStream,
-    bufs: Option<Box<Bufs>>,
-}
-
-impl ParkedConn {
-    pub fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-
-    /// Register the socket with tokio again (from within the runtime).
-    pub fn resume(self) -> io::Result<Conn> {
-        Ok(Conn {
-            stream: TcpStream::from_std(self.stream)?,
-            bufs: self.bufs,
-        })
-    }
-}
+/// What a connection holds besides its socket while parked (see
+/// `parking.rs`): its partial unit or unsent output, if any.
+pub struct Held(Option<Box<Bufs>>);
 
 #[derive(Default)]
 struct Bufs {
@@ -176,10 +155,16 @@ impl Conn {
 
     /// Take the socket off tokio's reactor, for parking. Fails only if tokio
     /// cannot deregister it, and then the socket is gone.
-    pub fn park(self) -> io::Result<ParkedConn> {
-        Ok(ParkedConn {
-            stream: self.stream.into_std()?,
-            bufs: self.bufs,
+    pub fn park(self) -> io::Result<(std::net::TcpStream, Held)> {
+        Ok((self.stream.into_std()?, Held(self.bufs)))
+    }
+
+    /// Register a parked socket with tokio again (from within the runtime).
+    /// On failure the socket is closed.
+    pub fn resume(stream: std::net::TcpStream, held: Held) -> io::Result<Conn> {
+        Ok(Conn {
+            stream: TcpStream::from_std(stream)?,
+            bufs: held.0,
         })
     }
 
@@ -265,11 +250,11 @@ impl Conn {
     /// After readiness: flush, then read once and hand every complete unit to
     /// `on_unit` (which appends replies to the `Vec`), then write the replies.
     /// `Ok(Flow::Continue)` also when there was nothing to read.
-    pub fn read_units(
+    pub fn read_units<C>(
         &mut self,
         framing: Framing,
-        mut on_unit: impl FnMut(&[u8], &mut Vec<u8>) -> Flow,
-    ) -> Result<Flow, Ended> {
+        mut on_unit: impl FnMut(&[u8], &mut Vec<u8>) -> Flow<C>,
+    ) -> Result<Flow<C>, Ended> {
         self.flush()?;
         if self.has_pending_output() {
             return Ok(Flow::Continue);
@@ -295,7 +280,7 @@ impl Conn {
             let mut at = 0;
             let mut flow = Flow::Continue;
             let mut too_long = false;
-            while flow == Flow::Continue {
+            while matches!(flow, Flow::Continue) {
                 match framing.split(&data[at..]) {
                     Split::Unit { start, end, next } => {
                         flow = on_unit(&data[at + start..at + end], output);
@@ -309,7 +294,7 @@ impl Conn {
                 }
             }
             let rest = data.len() - at;
-            if rest > 0 && flow == Flow::Continue && !too_long {
+            if rest > 0 && matches!(flow, Flow::Continue) && !too_long {
                 if from_scratch {
                     self.bufs().pending_in.extend_from_slice(&input[at..n]);
                 } else {

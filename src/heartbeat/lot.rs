@@ -9,7 +9,10 @@
 //! whose task registers the socket with tokio again.
 //!
 //! Each registration's token is the session's address, and the registration
-//! owns one strong reference to the session (from [`Arc::into_raw`]). An
+//! owns one strong reference to the session (from [`Arc::into_raw`]).
+//! [`Lot::watch`] hands the socket back as a [`Watched`], which cannot be
+//! copied or cloned and which only [`Lot::forget`] takes apart: every
+//! registration is removed exactly once, with the reference it made. An
 //! event the thread has already taken from the kernel may still name a
 //! session whose registration is being removed by another thread, so
 //! references are never dropped where a registration is removed: they are
@@ -18,7 +21,8 @@
 //! parked is a spurious wake, which sessions tolerate.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Wake;
@@ -36,6 +40,16 @@ const WAKER: Token = Token(usize::MAX);
 const BATCH: usize = 1024;
 /// The longest a queued reference waits to be dropped when nothing happens.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// A socket the lot watches for a session. Made only by [`Lot::watch`] and
+/// consumed only by [`Lot::forget`]; it owns the socket, so it is neither
+/// `Copy` nor `Clone`. It keeps no copy of its token (the session's
+/// address): it waits in that session's own parking slot, which keeps
+/// `Session` within its size class, and goes back with that session.
+#[must_use = "a watched socket goes back through Lot::forget, or its session leaks"]
+pub(crate) struct Watched {
+    stream: TcpStream,
+}
 
 pub(crate) struct Lot {
     registry: Registry,
@@ -62,27 +76,40 @@ impl Lot {
         Ok(lot)
     }
 
-    /// Watch `fd` for `session`: its next byte or close wakes the session.
-    /// An fd that is readable already wakes it at once.
-    pub(crate) fn watch(&self, fd: RawFd, session: &Arc<Session>) -> io::Result<()> {
+    /// Watch `stream` for `session`: its next byte or close wakes the
+    /// session. A socket that is readable already wakes it at once. On
+    /// failure the socket is handed back, unwatched.
+    #[allow(unsafe_code)]
+    pub(crate) fn watch(
+        &self,
+        stream: TcpStream,
+        session: &Arc<Session>,
+    ) -> Result<Watched, (io::Error, TcpStream)> {
         let token = Arc::into_raw(session.clone()) as usize;
-        let registered =
-            self.registry
-                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE);
-        if registered.is_err() {
-            // SAFETY: `token` came from `Arc::into_raw` just above and was
-            // never registered, so no event can name it.
-            drop(unsafe { Arc::from_raw(token as *const Session) });
+        let fd = stream.as_raw_fd();
+        match self
+            .registry
+            .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+        {
+            Ok(()) => Ok(Watched { stream }),
+            Err(e) => {
+                // Safety: `token` came from `Arc::into_raw` just above and was
+                // never registered, so no event can name it.
+                drop(unsafe { Arc::from_raw(token as *const Session) });
+                Err((e, stream))
+            }
         }
-        registered
     }
 
-    /// Stop watching `fd` for `session` (its registration from [`Lot::watch`]).
-    pub(crate) fn forget(&self, fd: RawFd, session: &Arc<Session>) {
-        // ENOENT cannot happen (each registration is removed once); any other
+    /// Stop watching a socket, and hand it back. `session` is the one it
+    /// was watched for (the one whose parking slot held it).
+    pub(crate) fn forget(&self, watched: Watched, session: &Arc<Session>) -> TcpStream {
+        let Watched { stream } = watched;
+        // ENOENT cannot happen (a `Watched` is forgotten once); any other
         // error leaves an fd that is about to be closed or re-registered.
-        let _ = self.registry.deregister(&mut SourceFd(&fd));
+        let _ = self.registry.deregister(&mut SourceFd(&stream.as_raw_fd()));
         self.released.lock().push(Arc::as_ptr(session) as usize);
+        stream
     }
 
     /// Ask the thread to end (after its current batch).
@@ -91,6 +118,7 @@ impl Lot {
         let _ = self.waker.wake();
     }
 
+    #[allow(unsafe_code)]
     fn run(&self, mut poll: Poll) {
         let mut events = Events::with_capacity(BATCH);
         while !self.stop.load(Ordering::Acquire) {
@@ -106,7 +134,7 @@ impl Lot {
                     continue;
                 }
                 let ptr = event.token().0 as *const Session;
-                // SAFETY: the registration this event came from holds a
+                // Safety: the registration this event came from holds a
                 // strong reference, dropped only by this thread in
                 // `drop_released`, after this loop.
                 let session = unsafe {
@@ -120,12 +148,13 @@ impl Lot {
         self.drop_released();
     }
 
+    #[allow(unsafe_code)]
     fn drop_released(&self) {
         let released = std::mem::take(&mut *self.released.lock());
         for ptr in released {
-            // SAFETY: queued by `forget` for a registration it removed; each
-            // registration is removed once, and no event can name it after
-            // this batch.
+            // Safety: queued by `forget` for the registration it removed, whose
+            // `Watched` it consumed (so once per registration), and no event
+            // can name it after this batch.
             drop(unsafe { Arc::from_raw(ptr as *const Session) });
         }
     }

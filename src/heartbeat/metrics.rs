@@ -5,8 +5,8 @@
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use super::proto::CommandKind;
-use super::session::Protocol;
-use crate::registry::DisconnectReason;
+use super::session::ProtocolKind;
+use crate::model::DisconnectReason;
 
 pub struct HbMetrics {
     pub heartbeats_compat: Counter,
@@ -44,24 +44,24 @@ impl HbMetrics {
         }
     }
 
-    pub fn heartbeat(&self, p: Protocol) {
+    pub fn heartbeat(&self, p: ProtocolKind) {
         match p {
-            Protocol::Compat => self.heartbeats_compat.increment(1),
-            Protocol::Native => self.heartbeats_native.increment(1),
+            ProtocolKind::Compat => self.heartbeats_compat.increment(1),
+            ProtocolKind::Native => self.heartbeats_native.increment(1),
         }
     }
 
-    pub fn session_opened(&self, p: Protocol) {
+    pub fn session_opened(&self, p: ProtocolKind) {
         match p {
-            Protocol::Compat => self.sessions_compat.increment(1.0),
-            Protocol::Native => self.sessions_native.increment(1.0),
+            ProtocolKind::Compat => self.sessions_compat.increment(1.0),
+            ProtocolKind::Native => self.sessions_native.increment(1.0),
         }
     }
 
-    pub fn session_closed(&self, p: Protocol, reason: DisconnectReason) {
+    pub fn session_closed(&self, p: ProtocolKind, reason: DisconnectReason) {
         match p {
-            Protocol::Compat => self.sessions_compat.decrement(1.0),
-            Protocol::Native => self.sessions_native.decrement(1.0),
+            ProtocolKind::Compat => self.sessions_compat.decrement(1.0),
+            ProtocolKind::Native => self.sessions_native.decrement(1.0),
         }
         counter!("tagent_hub_sessions_closed_total", "reason" => reason.as_str()).increment(1);
     }

@@ -3,20 +3,18 @@
 //!
 //! The task owns the socket and its buffers; everything here is small, so an
 //! idle session costs little more than this struct and its map entries.
+//! Its commands are in `commands.rs`, its parking in `parking.rs`.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Wake};
+use std::task::Context;
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
 
-use super::listener::Parked;
-use super::proto::CommandKind;
-use crate::registry::{DisconnectReason, Sym, TagentId};
+use super::commands::Commands;
+use super::parking::Parking;
+use crate::model::{DisconnectReason, Sym, TagentId};
 
 /// A session's identity: (tenant, ip, port), ip being `mgmtIp` or the peer's.
 /// Tenants never registered share [`UNKNOWN_TENANT`], so a hostile peer cannot
@@ -30,36 +28,20 @@ pub struct SessionKey {
 
 pub const UNKNOWN_TENANT: Sym = Sym(u32::MAX);
 
+/// Which protocol a session speaks (its first byte told).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub enum ProtocolKind {
     Compat,
     Native,
 }
 
-impl Protocol {
+impl ProtocolKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            Protocol::Compat => "compat",
-            Protocol::Native => "native",
+            ProtocolKind::Compat => "compat",
+            ProtocolKind::Native => "native",
         }
     }
-}
-
-/// What the caller of a command learns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandOutcome {
-    /// Written to the session (compat), or acknowledged by the agent (native).
-    Delivered,
-    /// The agent answered the command with a failure (native only).
-    Failed(String),
-    /// The session closed before the command could go out.
-    SessionClosed,
-}
-
-pub struct PendingCommand {
-    pub kind: CommandKind,
-    /// `None` for the hub's own reloads of unregistered sessions.
-    pub reply: Option<oneshot::Sender<CommandOutcome>>,
 }
 
 /// Mutable per-session state, behind a lock that is never held across `.await`.
@@ -172,49 +154,9 @@ impl Reported {
     }
 }
 
-/// Commands waiting to go out: one pointer while there are none.
-#[derive(Default)]
-#[allow(
-    clippy::box_collection,
-    reason = "the box is the point: 8 bytes in every idle session, not a VecDeque's 32"
-)]
-pub struct Commands(Option<Box<VecDeque<PendingCommand>>>);
-
-impl Commands {
-    pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|q| q.is_empty())
-    }
-
-    pub fn push_back(&mut self, c: PendingCommand) {
-        self.0.get_or_insert_default().push_back(c);
-    }
-
-    pub fn pop_front(&mut self) -> Option<PendingCommand> {
-        let q = self.0.as_mut()?;
-        let c = q.pop_front();
-        if q.is_empty() {
-            self.0 = None;
-        }
-        c
-    }
-
-    pub fn retain(&mut self, keep: impl FnMut(&PendingCommand) -> bool) {
-        if let Some(q) = self.0.as_mut() {
-            q.retain(keep);
-            if q.is_empty() {
-                self.0 = None;
-            }
-        }
-    }
-
-    pub fn take(&mut self) -> VecDeque<PendingCommand> {
-        self.0.take().map(|q| *q).unwrap_or_default()
-    }
-}
-
 pub struct Session {
     pub peer: SocketAddr,
-    pub protocol: Protocol,
+    pub protocol: ProtocolKind,
     /// Unix milliseconds.
     pub connected_at: u64,
     /// Unix milliseconds of the last message received (idle sweep).
@@ -227,23 +169,15 @@ pub struct Session {
     woken: AtomicBool,
     /// An idle session has no task: its connection state is parked here (its
     /// socket in the hub's lot) and the session itself is the waker that
-    /// spawns a task again (see [`Session::park`]). That saves the ~450
+    /// spawns a task again (see `parking.rs`). That saves the ~450
     /// bytes of a task and the 256 of tokio's registration per idle session.
-    parking: Mutex<Parking>,
+    pub(super) parking: Mutex<Parking>,
     /// Set by the idle sweep: park once nothing is pending.
-    park_requested: AtomicBool,
-}
-
-#[derive(Default)]
-struct Parking {
-    slot: Option<Parked>,
-    /// A wake came while nothing was parked: the next park attempt must not
-    /// sleep through it.
-    wake_pending: bool,
+    pub(super) park_requested: AtomicBool,
 }
 
 impl Session {
-    pub fn new(peer: SocketAddr, protocol: Protocol, now: u64) -> Self {
+    pub fn new(peer: SocketAddr, protocol: ProtocolKind, now: u64) -> Self {
         Session {
             peer,
             protocol,
@@ -261,33 +195,6 @@ impl Session {
     pub fn post(&self) {
         self.woken.store(true, Ordering::Release);
         self.waker.wake();
-    }
-
-    /// Ask the session's task to park when it has nothing pending.
-    pub fn request_park(&self) {
-        if !self.park_requested.swap(true, Ordering::AcqRel) {
-            self.post();
-        }
-    }
-
-    pub fn take_park_request(&self) -> bool {
-        self.park_requested.swap(false, Ordering::AcqRel)
-    }
-
-    pub fn is_parked(&self) -> bool {
-        self.parking.lock().slot.is_some()
-    }
-
-    /// Park `state`: the task that called this may end. The session (as a
-    /// [`std::task::Waker`]) must already be registered for its posts, and
-    /// its socket with the lot. Gives the state back when a wake came meanwhile.
-    pub(crate) fn park(&self, state: Parked) -> Option<Parked> {
-        let mut p = self.parking.lock();
-        if std::mem::take(&mut p.wake_pending) {
-            return Some(state);
-        }
-        p.slot = Some(state);
-        None
     }
 
     /// From the task's poll: whether it was woken since the last call
@@ -309,56 +216,6 @@ impl Session {
 
     pub fn touch(&self, now: u64) {
         self.last_seen.store(now, Ordering::Relaxed);
-    }
-
-    /// Queue a command; the task sends it when the session allows.
-    pub fn push_command(&self, kind: CommandKind, reply: Option<oneshot::Sender<CommandOutcome>>) {
-        self.state
-            .lock()
-            .commands
-            .push_back(PendingCommand { kind, reply });
-        self.post();
-    }
-
-    /// Drop commands whose caller stopped waiting.
-    pub fn withdraw_command(&self, kind: CommandKind) {
-        self.state
-            .lock()
-            .commands
-            .retain(|c| c.kind != kind || c.reply.as_ref().is_none_or(|r| !r.is_closed()));
-    }
-
-    /// The session's task, if it is parked.
-    fn unpark(&self) -> Option<Parked> {
-        let mut p = self.parking.lock();
-        let slot = p.slot.take();
-        if slot.is_none() {
-            p.wake_pending = true;
-        }
-        slot
-    }
-
-    /// Fail every queued command: the session is gone.
-    pub fn drain_commands(&self) {
-        let commands = self.state.lock().commands.take();
-        for c in commands {
-            if let Some(reply) = c.reply {
-                let _ = reply.send(CommandOutcome::SessionClosed);
-            }
-        }
-    }
-}
-
-/// A parked session is woken by its socket or by a post: spawn its task again.
-impl Wake for Session {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(parked) = self.unpark() {
-            parked.resume(self);
-        }
     }
 }
 
@@ -401,18 +258,5 @@ mod tests {
         assert_eq!(r.pcpu(), None);
         assert_eq!(r.version(), Some("8"));
         assert_eq!(r.ip_string(), Some(""));
-    }
-
-    #[test]
-    fn the_command_queue_frees_itself_when_empty() {
-        let mut q = Commands::default();
-        assert!(q.is_empty());
-        for kind in [CommandKind::Reload, CommandKind::Resetcred] {
-            q.push_back(PendingCommand { kind, reply: None });
-        }
-        q.retain(|c| c.kind != CommandKind::Reload);
-        assert_eq!(q.pop_front().map(|c| c.kind), Some(CommandKind::Resetcred));
-        assert!(q.0.is_none());
-        assert!(q.pop_front().is_none());
     }
 }

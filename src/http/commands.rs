@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::tagents::{Command, CommandResult, FilterParams, run_command};
 use super::{ApiError, HttpState};
-use crate::registry::TagentId;
+use crate::model::TagentId;
 
 /// Most tagents one batch may name.
 pub const MAX_TARGETS: usize = 100_000;
@@ -102,7 +102,7 @@ pub(super) async fn batch(
     results.sort_unstable_by_key(|r| r.id);
     let mut summary = BTreeMap::new();
     for r in &results {
-        *summary.entry(r.result).or_default() += 1;
+        *summary.entry(r.result.as_str()).or_default() += 1;
     }
     Ok(Json(BatchReply {
         command,

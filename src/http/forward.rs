@@ -17,23 +17,12 @@ use serde::Deserialize;
 
 use super::HttpState;
 use super::tagents::{Command, CommandResult, run_local};
-use crate::registry::TagentId;
+use crate::model::{CommandOutcome, TagentId};
 
 /// The header a hub proves itself to another hub with.
 pub const PEER_HEADER: &str = "x-tagent-hub-peer";
 /// Largest reply read from another hub.
 const MAX_REPLY: usize = 64 * 1024;
-
-/// The labels a [`CommandResult`] may carry.
-const RESULTS: [&str; 7] = [
-    "delivered",
-    "connected",
-    "not-connected",
-    "session-closed",
-    "timeout",
-    "failed",
-    "not-found",
-];
 
 #[derive(Deserialize)]
 struct Reply {
@@ -78,25 +67,29 @@ pub async fn command(s: &HttpState, id: TagentId, command: Command) -> CommandRe
     };
     let (hub, http) = match holder(s, id).await {
         Ok(h) => h,
-        Err(e) => return result("not-connected", format!("connected on another hub: {e}")),
+        Err(e) => {
+            return result(
+                CommandOutcome::NotConnected,
+                format!("connected on another hub: {e}"),
+            );
+        }
     };
     let within = s.hub.settings().command_timeout + Duration::from_secs(5);
     match tokio::time::timeout(within, post(s, &http, id, command)).await {
         Ok(Ok(reply)) => {
-            let label = RESULTS
-                .iter()
-                .find(|r| **r == reply.result)
-                .copied()
-                .unwrap_or("failed");
+            let outcome = CommandOutcome::parse(&reply.result).unwrap_or(CommandOutcome::Failed);
             let message = reply.message.map_or_else(
                 || format!("via the hub at {hub}"),
                 |m| format!("via the hub at {hub}: {m}"),
             );
-            result(label, message)
+            result(outcome, message)
         }
-        Ok(Err(e)) => result("failed", format!("cannot reach the hub at {hub}: {e}")),
+        Ok(Err(e)) => result(
+            CommandOutcome::Failed,
+            format!("cannot reach the hub at {hub}: {e}"),
+        ),
         Err(_) => result(
-            "timeout",
+            CommandOutcome::Timeout,
             format!("the hub at {hub} did not answer within {within:?}"),
         ),
     }

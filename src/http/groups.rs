@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, HttpState};
-use crate::registry::model::{Runner, RunnerGroup, RunnerGroups, parse_host_port};
+use crate::model::{Runner, RunnerGroup, RunnerGroups, parse_host_port};
 use crate::registry::{ChangeError, Registry};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

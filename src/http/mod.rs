@@ -175,7 +175,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(crate::registry::request::parse_ip)
+        .filter_map(crate::model::parse_ip)
         .collect();
     if let Some(ip) = hops.iter().rev().find(|ip| !is_trusted(ip)) {
         return *ip;
@@ -186,7 +186,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     headers
         .get("x-real-ip")
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::registry::request::parse_ip)
+        .and_then(crate::model::parse_ip)
         .unwrap_or(peer)
 }
 

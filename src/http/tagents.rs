@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, HttpState};
-use crate::heartbeat::{CommandError, CommandKind, SessionView};
-use crate::registry::model::account_name;
+use crate::heartbeat::{CommandKind, SessionView};
+use crate::model::account_name;
+use crate::model::{CommandOutcome, DisconnectReason, Tagent, TagentId};
 use crate::registry::query::{self, Counts, Filter};
-use crate::registry::{ChangeError, DisconnectReason, Registry, Tagent, TagentId};
+use crate::registry::{ChangeError, Registry};
 
 /// The filters shared by listing, counting and batch commands.
 #[derive(Debug, Default, Clone, Deserialize, IntoParams, ToSchema)]
@@ -378,7 +379,8 @@ pub struct CommandResult {
     pub command: String,
     /// `delivered`, `connected`, `not-connected`, `session-closed`,
     /// `timeout`, `failed` or `not-found`.
-    pub result: &'static str,
+    #[schema(value_type = String)]
+    pub result: CommandOutcome,
     pub message: Option<String>,
 }
 
@@ -391,7 +393,7 @@ pub async fn run_command(s: &HttpState, id: TagentId, command: Command) -> Comma
         Command::StatusCheck if elsewhere => CommandResult {
             id,
             command: command.as_str().to_owned(),
-            result: "connected",
+            result: CommandOutcome::Connected,
             message: Some("on another hub of the runner group".into()),
         },
         Command::Reload | Command::Resetcred if elsewhere => {
@@ -410,29 +412,24 @@ pub async fn run_local(s: &HttpState, id: TagentId, command: Command) -> Command
         message,
     };
     if !s.registry.contains(id) {
-        return result("not-found", Some(format!("no tagent with id {id}")));
+        return result(
+            CommandOutcome::NotFound,
+            Some(format!("no tagent with id {id}")),
+        );
     }
     let kind = match command {
         Command::StatusCheck => {
             return match s.hub.session_of(id) {
-                Some(_) => result("connected", None),
-                None => result("not-connected", None),
+                Some(_) => result(CommandOutcome::Connected, None),
+                None => result(CommandOutcome::NotConnected, None),
             };
         }
         Command::Reload => CommandKind::Reload,
         Command::Resetcred => CommandKind::Resetcred,
     };
     match s.hub.command(id, kind).await {
-        Ok(()) => result("delivered", None),
-        Err(e) => {
-            let label = match &e {
-                CommandError::NotConnected(_) => "not-connected",
-                CommandError::SessionClosed => "session-closed",
-                CommandError::Timeout(_) => "timeout",
-                CommandError::Failed(_) => "failed",
-            };
-            result(label, Some(e.to_string()))
-        }
+        Ok(()) => result(CommandOutcome::Delivered, None),
+        Err(e) => result(e.outcome(), Some(e.to_string())),
     }
 }
 
@@ -458,14 +455,8 @@ impl Command {
 }
 
 fn command_reply(r: CommandResult) -> Response {
-    let status = match r.result {
-        "delivered" | "connected" => StatusCode::OK,
-        "not-found" => StatusCode::NOT_FOUND,
-        "timeout" => StatusCode::GATEWAY_TIMEOUT,
-        "failed" => StatusCode::BAD_GATEWAY,
-        // not-connected, session-closed
-        _ => StatusCode::CONFLICT,
-    };
+    let status = StatusCode::from_u16(r.result.http_status())
+        .expect("a command outcome's status is a valid HTTP status");
     (status, Json(r)).into_response()
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::model::TagentId;
+use crate::model::TagentId;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {

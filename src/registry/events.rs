@@ -15,8 +15,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::intern::{Interner, Sym};
-use super::model::{DisconnectReason, Tagent, TagentId, now_millis};
+use crate::model::intern::{Interner, Sym};
+use crate::model::{DisconnectReason, Tagent, TagentId, now_millis};
 
 /// Events kept for resuming watchers.
 pub const RING: usize = 65_536;
@@ -51,7 +51,7 @@ impl EventKind {
 pub struct Event {
     /// Unix milliseconds.
     pub at: u64,
-    /// Ids are at most [`super::model::MAX_TAGENT_ID`]: the index addresses
+    /// Ids are at most [`crate::model::MAX_TAGENT_ID`]: the index addresses
     /// records by `u32` too.
     pub tagent_id: u32,
     /// Resolved only when serialised; the interner never forgets a symbol,

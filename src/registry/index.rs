@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use hashbrown::{HashMap, HashTable};
 use smallvec::SmallVec;
 
-use super::intern::Sym;
-use super::model::{Tagent, TagentId};
+use crate::model::Sym;
+use crate::model::{Tagent, TagentId};
 
 /// The ids that answer for one (tenant, port, ip). Almost always one.
 pub type Ids = SmallVec<[TagentId; 2]>;

@@ -1,7 +1,6 @@
 //! The tagent registry: the registration rules over an in-memory index that
 //! always equals what the store holds.
 //!
-//! - [`model`]: tagents, status, runner groups.
 //! - [`request`]: a registration body, parsed and validated (rule 1).
 //! - [`rules`]: rules 2–8 as a pure function over an [`index::IndexView`].
 //! - [`index`]: lookups by id and by (tenant, port, ip).
@@ -13,8 +12,6 @@
 pub mod error;
 pub mod events;
 pub mod index;
-pub mod intern;
-pub mod model;
 pub mod query;
 pub mod request;
 pub mod rules;
@@ -29,10 +26,11 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::{ChangeError, RegisterError};
 pub use events::{Change, Event, EventKind, EventLog};
 pub use index::{Index, IndexView};
-pub use intern::{Interner, Sym};
-pub use model::{DisconnectReason, RunnerGroup, RunnerGroups, Status, Tagent, TagentId};
 pub use request::{Origin, RegisterRequest, Secret};
 
+use crate::model::{
+    self, DisconnectReason, Interner, RunnerGroup, RunnerGroups, Status, Tagent, TagentId,
+};
 use crate::store::{
     Changes, RegistryStore, ScanItem, StoreError, StoredGroup, StoredTagent, WriteBatch,
 };
@@ -42,6 +40,12 @@ use writer::Job;
 /// server implements it; the registry only asks.
 pub trait Liveness: Send + Sync {
     fn is_live(&self, id: TagentId) -> bool;
+
+    /// Why the tagent's session just closed, while the index may still show
+    /// its previous status (the disconnect is not committed yet).
+    fn closed(&self, _id: TagentId) -> Option<DisconnectReason> {
+        None
+    }
 }
 
 /// For a registry with no heartbeat server attached.
@@ -86,6 +90,10 @@ struct Sessions {
 impl Liveness for Sessions {
     fn is_live(&self, id: TagentId) -> bool {
         self.local.get().is_some_and(|l| l.is_live(id)) || self.elsewhere.contains_key(&id)
+    }
+
+    fn closed(&self, id: TagentId) -> Option<DisconnectReason> {
+        self.local.get().and_then(|l| l.closed(id))
     }
 }
 

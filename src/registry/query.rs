@@ -9,8 +9,8 @@ use ipnet::IpNet;
 
 use super::Liveness;
 use super::index::Index;
-use super::intern::{Interner, Sym};
-use super::model::{DisconnectReason, Tagent, TagentId};
+use crate::model::intern::{Interner, Sym};
+use crate::model::{DisconnectReason, Tagent, TagentId};
 
 /// Slots one listing call looks at before it returns what it has. A page
 /// that comes back short with a cursor means "keep going": this bounds how
@@ -22,8 +22,8 @@ pub const SCAN_BUDGET: usize = 100_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub connected: bool,
-    /// `None` while connected, or when the stored status still says
-    /// connected (the disconnect is not persisted yet).
+    /// `None` while connected. A session that just closed shows its
+    /// reason at once, before the disconnect is committed.
     pub reason: Option<DisconnectReason>,
 }
 
@@ -36,7 +36,7 @@ pub fn seen(t: &Tagent, live: &dyn Liveness) -> Seen {
     } else {
         Seen {
             connected: false,
-            reason: t.status.reason(),
+            reason: live.closed(t.id).or(t.status.reason()),
         }
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::RegisterError;
-use super::model::{MAX_TAGENT_ID, TagentId};
+use crate::model::{MAX_TAGENT_ID, TagentId, parse_digits, parse_ip};
 
 /// Longest accepted value of a host fact (name, user, version, ...).
 pub const MAX_FIELD_LEN: usize = 255;
@@ -98,16 +98,7 @@ fn integer(field: &str, v: Option<Value>) -> Result<Option<u64>, RegisterError> 
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.is_empty() {
-                Ok(None)
-            } else if s.bytes().all(|b| b.is_ascii_digit()) {
-                s.parse().map(Some).map_err(|_| bad())
-            } else {
-                Err(bad())
-            }
-        }
+        Some(Value::String(s)) => parse_digits(&s).map_err(|_| bad()),
         Some(_) => Err(bad()),
     }
 }
@@ -127,11 +118,6 @@ fn float(field: &str, v: Option<Value>) -> Result<Option<f32>, RegisterError> {
             .ok_or_else(bad),
         Some(_) => Err(bad()),
     }
-}
-
-/// Parse an ip, folding IPv4-mapped IPv6 (`::ffff:a.b.c.d`) into IPv4.
-pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
 /// A tenant name: 1 to 64 of `[A-Za-z0-9_.-]`.

@@ -8,9 +8,9 @@ use smallvec::SmallVec;
 use super::Liveness;
 use super::error::RegisterError;
 use super::index::IndexView;
-use super::intern::{Interner, Sym};
-use super::model::{DisconnectReason, MAX_TAGENT_ID, RunnerGroups, Status, Tagent, TagentId};
 use super::request::RegisterRequest;
+use crate::model::intern::{Interner, Sym};
+use crate::model::{DisconnectReason, MAX_TAGENT_ID, RunnerGroups, Status, Tagent, TagentId};
 
 /// What a registration does, once decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,8 +195,8 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use crate::model::{Runner, RunnerGroup};
     use crate::registry::index::Index;
-    use crate::registry::model::{Runner, RunnerGroup};
     use crate::registry::request::{Origin, parse_ip_list};
 
     const P: u16 = 3939;

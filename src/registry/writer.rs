@@ -18,12 +18,12 @@ use std::sync::Arc;
 use super::error::ChangeError;
 use super::events::{Change, Event};
 use super::index::{IndexView, Overlay};
-use super::model::{RunnerGroups, Status, Tagent, TagentId, now_millis};
 use super::rules::{self, Decision};
 use super::{
     Liveness, MAX_BATCH, Mine, RegisterError, RegisterRequest, Registered, Registry, StatusChange,
     apply_changes, to_stored,
 };
+use crate::model::{RunnerGroups, Status, Tagent, TagentId, now_millis};
 use crate::store::{AccountOp, AccountPut, StoredGroup, WriteBatch};
 
 pub(super) enum Job {

@@ -27,7 +27,7 @@ pub use self::redb::RedbStore;
 pub use crypto::CredentialCipher;
 pub use records::{StoredAccount, StoredGroup, StoredRunner, StoredTagent};
 
-use crate::registry::model::TagentId;
+use crate::model::TagentId;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -232,7 +232,7 @@ pub(crate) fn open_credential(
     let Some(sealed) = sealed else {
         return Ok(None);
     };
-    let name = crate::registry::model::account_name(ip, port);
+    let name = crate::model::account_name(ip, port);
     let plain = cipher.open(&account_aad(tenant, &name), &sealed)?;
     String::from_utf8(plain)
         .map(Some)

@@ -30,7 +30,7 @@ use super::{
     RegistryStore, ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch,
     WriteTxn, account_aad, open_credential, wrong_key,
 };
-use crate::registry::model::{Status, TagentId, account_name};
+use crate::model::{Status, TagentId, account_name};
 
 /// How to reach the shared database.
 #[derive(Debug, Clone)]

@@ -4,9 +4,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::model::{
-    Runner, RunnerGroup, RunnerGroups, Status, TagentId, parse_host_port,
-};
+use crate::model::{Runner, RunnerGroup, RunnerGroups, Status, TagentId, parse_host_port};
 
 /// A tagent as stored: plain strings, no interning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ use super::{
     StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn, account_aad,
     open_credential, wrong_key,
 };
-use crate::registry::model::{TagentId, account_name};
+use crate::model::{TagentId, account_name};
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(

@@ -1,0 +1,491 @@
+//! The hub: the session tables and heartbeat accounting.
+//!
+//! A session is in `by_key` once its first heartbeat named its (tenant, ip,
+//! port), and in `live` while it belongs to a registered tagent. A reconnect
+//! replaces the old session in both (SPEC §3.4): the old one's close only
+//! removes entries that still point at it, so it never touches its
+//! replacement.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+use super::credentials::CredentialReader;
+use super::groups::GroupLists;
+use super::lot::Lot;
+use super::metrics::HbMetrics;
+use super::reloader::reloader;
+use super::session::{ProtocolKind, Session, SessionKey, UNKNOWN_TENANT};
+use super::settings::Settings;
+use super::status::StatusReports;
+use super::sweeper::sweeper;
+use crate::model::now_millis;
+use crate::model::{DisconnectReason, TagentId};
+use crate::registry::{IndexView, Liveness, Registry};
+use crate::shutdown::Shutdown;
+
+/// A cheap-to-clone handle to the heartbeat server's shared state.
+#[derive(Clone)]
+pub struct Hub {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) registry: Registry,
+    pub(super) settings: Settings,
+    /// Identified sessions by (tenant, ip, port).
+    pub(super) by_key: DashMap<SessionKey, Arc<Session>>,
+    /// Sessions that belong to a registered tagent, by its id.
+    pub(super) live: DashMap<TagentId, Arc<Session>>,
+    /// Open connections, identified or not (what `max_sessions` bounds).
+    pub(super) open: AtomicUsize,
+    /// Where status transitions go, batched, to the registry's writer.
+    pub(super) status: StatusReports,
+    pub(super) reload_tx: mpsc::UnboundedSender<Weak<Session>>,
+    pub(super) groups: RwLock<GroupLists>,
+    pub(super) advertised: (String, u16),
+    pub(super) shutdown: Shutdown,
+    pub(super) metrics: HbMetrics,
+    /// Where parked sessions get their task back.
+    pub(super) runtime: tokio::runtime::Handle,
+    /// Where parked sessions' sockets wait.
+    pub(super) lot: Arc<Lot>,
+    /// Where native handshakes get their credentials (one thread, in batches).
+    pub(super) credentials: CredentialReader,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.lot.stop();
+    }
+}
+
+impl Liveness for Hub {
+    fn is_live(&self, id: TagentId) -> bool {
+        self.inner.live.contains_key(&id)
+    }
+
+    fn closed(&self, id: TagentId) -> Option<DisconnectReason> {
+        self.inner.status.closed(id)
+    }
+}
+
+/// What a heartbeat resolved to.
+#[derive(Debug, Clone, Copy)]
+pub struct Beat {
+    pub tagent: Option<TagentId>,
+    pub group: Option<u32>,
+}
+
+/// A heartbeat named another (tenant, ip, port) than the session's first one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityChanged;
+
+/// The facts a heartbeat brings.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Facts<'a> {
+    pub agent_id: u64,
+    pub pcpu: Option<f32>,
+    pub mem: Option<f32>,
+    pub version: Option<&'a str>,
+    pub ip_string: Option<&'a str>,
+}
+
+/// A session as operators see it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// `compat` (JSON lines) or `native` (framed).
+    #[schema(value_type = String)]
+    pub protocol: &'static str,
+    pub peer: String,
+    /// `None` for a tenant no tagent was ever registered in.
+    pub tenant: Option<String>,
+    pub ip: Option<String>,
+    pub port: Option<u16>,
+    pub tagent_id: Option<TagentId>,
+    pub registered: bool,
+    pub connected_at: u64,
+    pub last_heartbeat: u64,
+    pub heartbeats: u64,
+    pub pcpu: Option<f32>,
+    pub mem: Option<f32>,
+    pub version: Option<String>,
+    pub ip_string: Option<String>,
+}
+
+impl Hub {
+    /// Create the hub and start its background tasks (status batching, the
+    /// idle sweep, reloads). `advertised` is this hub's heartbeat address as
+    /// told to tagents: it names this hub's runner in each group.
+    pub fn start(
+        registry: Registry,
+        settings: Settings,
+        advertised: (String, u16),
+        shutdown: Shutdown,
+    ) -> std::io::Result<Hub> {
+        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+        let groups = registry.groups();
+        let lot = Lot::start()?;
+        let credentials = CredentialReader::start(registry.store())?;
+        let status = StatusReports::start(registry.clone(), settings.status_flush);
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                groups: RwLock::new(GroupLists::new(groups, &advertised)),
+                registry: registry.clone(),
+                settings,
+                by_key: DashMap::new(),
+                live: DashMap::new(),
+                open: AtomicUsize::new(0),
+                status,
+                reload_tx,
+                advertised,
+                shutdown,
+                metrics: HbMetrics::new(),
+                runtime: tokio::runtime::Handle::current(),
+                lot,
+                credentials,
+            }),
+        };
+        registry.set_liveness(Arc::new(hub.clone()));
+        tokio::spawn(sweeper(Arc::downgrade(&hub.inner)));
+        tokio::spawn(reloader(reload_rx, hub.inner.settings.reload_rate));
+        Ok(hub)
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
+    }
+
+    pub(crate) fn lot(&self) -> &Lot {
+        &self.inner.lot
+    }
+
+    pub(crate) fn credentials(&self) -> &CredentialReader {
+        &self.inner.credentials
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// This hub's heartbeat address as told to tagents.
+    pub fn advertised(&self) -> &(String, u16) {
+        &self.inner.advertised
+    }
+
+    pub fn metrics(&self) -> &HbMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn shutdown_signal(&self) -> &Shutdown {
+        &self.inner.shutdown
+    }
+
+    /// Open connections (identified or not).
+    pub fn open_connections(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// Identified sessions, registered or not.
+    pub fn sessions(&self) -> usize {
+        self.inner.by_key.len()
+    }
+
+    /// Sessions that belong to a registered tagent.
+    pub fn live_sessions(&self) -> usize {
+        self.inner.live.len()
+    }
+
+    /// Report every live session as connected again: after this hub's lease
+    /// lapsed, other hubs may have marked its tagents `runner-lost`.
+    pub fn reassert(&self) {
+        let held: Vec<(TagentId, Option<u32>)> = self
+            .inner
+            .live
+            .iter()
+            .map(|e| (*e.key(), e.value().state.lock().group))
+            .collect();
+        let groups = self.inner.groups.read();
+        let runners: Vec<(TagentId, Option<u32>)> = held
+            .into_iter()
+            .map(|(id, g)| (id, g.and_then(|g| groups.my_runner(g))))
+            .collect();
+        drop(groups);
+        for (id, runner) in runners {
+            self.inner.status.connected(id, runner);
+        }
+    }
+
+    /// Count a new connection; `None` when `max_sessions` are open.
+    pub(crate) fn admit(&self) -> Option<OpenGuard> {
+        let max = self.inner.settings.max_sessions;
+        let mut cur = self.inner.open.load(Ordering::Acquire);
+        loop {
+            if cur >= max {
+                return None;
+            }
+            match self.inner.open.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(OpenGuard(self.clone())),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    pub(crate) fn new_session(
+        &self,
+        peer: std::net::SocketAddr,
+        protocol: ProtocolKind,
+    ) -> Arc<Session> {
+        Arc::new(Session::new(peer, protocol, now_millis()))
+    }
+
+    /// Resolve the tagent registered under `key` whose id is `agent_id`.
+    pub fn resolve(&self, key: &SessionKey, agent_id: u64) -> Option<(TagentId, u32)> {
+        if key.tenant == UNKNOWN_TENANT || agent_id == 0 {
+            return None;
+        }
+        let index = self.inner.registry.index();
+        index
+            .lookup(key.tenant, key.port, key.ip)
+            .into_iter()
+            .find(|id| *id == agent_id)
+            .and_then(|id| index.get(id))
+            .map(|t| (t.id, t.runner_group))
+    }
+
+    /// The session key for a (tenant, ip, port) as a heartbeat names it.
+    pub fn key_for(&self, tenant: &str, ip: std::net::IpAddr, port: u16) -> SessionKey {
+        SessionKey {
+            tenant: self
+                .inner
+                .registry
+                .interner()
+                .get(tenant)
+                .unwrap_or(UNKNOWN_TENANT),
+            ip: ip.to_canonical(),
+            port,
+        }
+    }
+
+    /// Account a heartbeat to `session`: identify it on its first one, keep
+    /// its tagent resolved, move status on registration changes, and keep the
+    /// facts. `Err` when the heartbeat names another identity than the
+    /// session's first one.
+    pub fn heartbeat(
+        &self,
+        session: &Arc<Session>,
+        key: SessionKey,
+        facts: Facts<'_>,
+    ) -> Result<Beat, IdentityChanged> {
+        let now = now_millis();
+        session.touch(now);
+        let generation = self.inner.registry.generation();
+        // The tagent stays resolved until the registry changes or the
+        // heartbeat names another agentId.
+        let (first, cached) = {
+            let st = session.state.lock();
+            match st.key {
+                Some(k) if k != key => return Err(IdentityChanged),
+                Some(_) if st.generation == generation && st.agent_id == facts.agent_id => {
+                    (false, Some(st.tagent.map(|id| (id, st.group))))
+                }
+                Some(_) => (false, None),
+                None => (true, None),
+            }
+        };
+        if first {
+            self.claim(session, key);
+        }
+        let resolved = match cached {
+            Some(r) => r,
+            None => self
+                .resolve(&key, facts.agent_id)
+                .map(|(id, g)| (id, Some(g))),
+        };
+        let (previous, reload) = {
+            let mut st = session.state.lock();
+            let previous = st.tagent;
+            st.key = Some(key);
+            st.generation = generation;
+            st.agent_id = facts.agent_id;
+            st.tagent = resolved.map(|(id, _)| id);
+            st.group = resolved.and_then(|(_, g)| g);
+            st.heartbeats += 1;
+            st.reported
+                .update(facts.pcpu, facts.mem, facts.version, facts.ip_string);
+            let reload = resolved.is_none() && !st.reload_queued;
+            if reload {
+                st.reload_queued = true;
+            }
+            if resolved.is_some() {
+                st.reload_queued = false;
+            }
+            (previous, reload)
+        };
+        let tagent = resolved.map(|(id, _)| id);
+        if previous != tagent {
+            if let Some(old) = previous {
+                self.detach(session, old, DisconnectReason::Replaced);
+            }
+            if let Some((id, group)) = resolved {
+                self.attach(session, id, group);
+            }
+        }
+        if reload {
+            self.inner.metrics.unregistered_heartbeats.increment(1);
+            let _ = self.inner.reload_tx.send(Arc::downgrade(session));
+        }
+        Ok(Beat {
+            tagent,
+            group: resolved.and_then(|(_, g)| g),
+        })
+    }
+
+    /// Make `session` the one under `key`, closing any session it replaces.
+    fn claim(&self, session: &Arc<Session>, key: SessionKey) {
+        if let Some(old) = self.inner.by_key.insert(key, session.clone())
+            && !Arc::ptr_eq(&old, session)
+        {
+            old.close(DisconnectReason::Replaced);
+        }
+        self.inner.metrics.session_opened(session.protocol);
+    }
+
+    fn attach(&self, session: &Arc<Session>, id: TagentId, group: Option<u32>) {
+        let old = self.inner.live.insert(id, session.clone());
+        match old {
+            Some(old) if Arc::ptr_eq(&old, session) => return,
+            Some(old) => old.close(DisconnectReason::Replaced),
+            None => {}
+        }
+        let runner = group.and_then(|g| self.inner.groups.read().my_runner(g));
+        self.inner.status.connected(id, runner);
+    }
+
+    fn detach(&self, session: &Arc<Session>, id: TagentId, reason: DisconnectReason) {
+        self.inner.status.disconnected(id, reason, || {
+            self.inner
+                .live
+                .remove_if(&id, |_, s| Arc::ptr_eq(s, session))
+                .is_some()
+        });
+    }
+
+    /// The connection task ended: drop the session from the tables (only if
+    /// they still point at it: a replacement is never touched) and report.
+    /// Public for the session-table bench (`benches/session_table.rs`).
+    pub fn finish(&self, session: &Arc<Session>, reason: DisconnectReason) {
+        let (key, tagent) = {
+            let mut st = session.state.lock();
+            st.close.get_or_insert(reason);
+            (st.key, st.tagent)
+        };
+        if let Some(key) = key {
+            self.inner
+                .by_key
+                .remove_if(&key, |_, s| Arc::ptr_eq(s, session));
+            self.inner.metrics.session_closed(session.protocol, reason);
+        }
+        if let Some(id) = tagent {
+            self.detach(session, id, reason);
+        }
+        session.drain_commands();
+    }
+
+    /// The live session of a tagent, if any.
+    pub fn session_of(&self, id: TagentId) -> Option<Arc<Session>> {
+        self.inner.live.get(&id).map(|s| s.clone())
+    }
+
+    pub fn view(&self, session: &Session) -> SessionView {
+        let st = session.state.lock();
+        let tenant = st
+            .key
+            .filter(|k| k.tenant != UNKNOWN_TENANT)
+            .map(|k| self.inner.registry.interner().resolve(k.tenant).to_string());
+        SessionView {
+            protocol: session.protocol.as_str(),
+            peer: session.peer.to_string(),
+            tenant,
+            ip: st.key.map(|k| k.ip.to_string()),
+            port: st.key.map(|k| k.port),
+            tagent_id: st.tagent,
+            registered: st.tagent.is_some(),
+            connected_at: session.connected_at,
+            last_heartbeat: session.last_seen.load(Ordering::Relaxed),
+            heartbeats: st.heartbeats,
+            pcpu: st.reported.pcpu(),
+            mem: st.reported.mem(),
+            version: st.reported.version().map(str::to_owned),
+            ip_string: st.reported.ip_string().map(str::to_owned),
+        }
+    }
+
+    /// Unregistered sessions, as operators see them.
+    pub fn unregistered(&self) -> Vec<SessionView> {
+        let sessions: Vec<Arc<Session>> = self
+            .inner
+            .by_key
+            .iter()
+            .filter(|e| e.value().state.lock().tagent.is_none())
+            .map(|e| e.value().clone())
+            .collect();
+        sessions.iter().map(|s| self.view(s)).collect()
+    }
+
+    /// Close every session (reason: shutdown) and wait, bounded, for their
+    /// tasks to end; then make sure every status change reached the writer.
+    pub async fn drain(&self, within: Duration) {
+        let sessions: Vec<Arc<Session>> = self
+            .inner
+            .by_key
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        for s in sessions {
+            s.close(DisconnectReason::Shutdown);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        // Connections that never identified themselves are not waited for.
+        while self.sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.flush_status().await;
+    }
+
+    /// Wait until every status change reported so far is queued for the store.
+    pub async fn flush_status(&self) {
+        self.inner.status.flush().await;
+    }
+}
+
+/// A connection's handle on the hub, which counts it as open until dropped
+/// (what `max_sessions` bounds). A session's protocol half holds it.
+pub struct OpenGuard(Hub);
+
+impl std::ops::Deref for OpenGuard {
+    type Target = Hub;
+
+    fn deref(&self) -> &Hub {
+        &self.0
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.inner.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}

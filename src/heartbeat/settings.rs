@@ -1,0 +1,62 @@
+//! The heartbeat server's settings, resolved once from [`HeartbeatConfig`].
+
+use std::time::Duration;
+
+use super::conn::Framing;
+use super::session::ProtocolKind;
+use crate::config::HeartbeatConfig;
+
+/// Settings resolved from [`HeartbeatConfig`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_sessions: usize,
+    /// A session silent this long is closed (reason: idle-timeout); see `sweeper.rs`.
+    pub idle_timeout: Duration,
+    pub first_message_timeout: Duration,
+    pub max_line: usize,
+    pub max_frame: usize,
+    pub compat: bool,
+    pub compat_networks: Vec<ipnet::IpNet>,
+    pub native: bool,
+    pub reload_rate: u32,
+    pub command_quiet: Duration,
+    pub command_timeout: Duration,
+    pub status_flush: Duration,
+}
+
+/// File descriptors kept back from `max_sessions` for the store, HTTP,
+/// listeners and the runtime.
+const FD_RESERVE: usize = 100;
+
+impl Settings {
+    pub fn from_config(c: &HeartbeatConfig) -> Settings {
+        let max_sessions = c.max_sessions.unwrap_or_else(|| {
+            let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+            (soft as usize).saturating_sub(FD_RESERVE).max(16)
+        });
+        Settings {
+            max_sessions,
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+            first_message_timeout: Duration::from_secs(c.first_message_timeout_secs),
+            max_line: c.max_line_bytes,
+            max_frame: c.max_frame_bytes,
+            compat: c.compat,
+            compat_networks: c.compat_networks.clone(),
+            native: c.native,
+            reload_rate: c.reload_rate_per_sec,
+            command_quiet: Duration::from_millis(c.command_quiet_ms),
+            command_timeout: Duration::from_secs(c.command_timeout_secs),
+            status_flush: Duration::from_millis(c.status_flush_ms.max(1)),
+        }
+    }
+
+    /// How a protocol's units are cut, with their configured maximum.
+    pub fn framing(&self, kind: ProtocolKind) -> Framing {
+        match kind {
+            ProtocolKind::Compat => Framing::Lines { max: self.max_line },
+            ProtocolKind::Native => Framing::Frames {
+                max: self.max_frame,
+            },
+        }
+    }
+}

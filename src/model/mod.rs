@@ -1,0 +1,31 @@
+//! The vocabulary every layer speaks: tagents, their status, runner groups,
+//! and how tagents write numbers and addresses. Depends on nothing else in
+//! the crate; `store/`, `config.rs`, `registry/`, `heartbeat/` and `http/`
+//! import it.
+//!
+//! - [`tagent`]: a registered tagent as the index holds it; account names.
+//! - [`status`]: connected or disconnected, and why.
+//! - [`command`]: what became of a command sent to a tagent.
+//! - [`group`]: runner groups, their ordered networks and rule 4's match.
+//! - [`intern`]: the interner behind a tagent's repeated strings.
+//! - [`number`]: the one reading of "a number or a string of digits".
+//! - [`addr`]: ip and `host:port` parsing.
+//! - [`clock`]: Unix milliseconds.
+
+pub mod addr;
+pub mod clock;
+pub mod command;
+pub mod group;
+pub mod intern;
+pub mod number;
+pub mod status;
+pub mod tagent;
+
+pub use addr::{host_port, parse_host_port, parse_ip};
+pub use clock::now_millis;
+pub use command::CommandOutcome;
+pub use group::{Runner, RunnerGroup, RunnerGroups};
+pub use intern::{Interner, Sym};
+pub use number::{NotDigits, parse_digits};
+pub use status::{DisconnectReason, Status};
+pub use tagent::{MAX_TAGENT_ID, Tagent, TagentId, account_name};
