@@ -379,7 +379,7 @@ pub fn combinations(labels: &[Label]) -> Vec<Vec<metrics::Label>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::DisconnectReason;
+    use crate::model::DisconnectReason;
 
     fn values(family: &str, label: &str) -> &'static [&'static str] {
         let f = FAMILIES.iter().find(|f| f.name == family).unwrap();
