@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 
 use crate::model::TagentId;
+use crate::store::StoreError;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegisterError {
     /// Rule 1: the request itself is unusable.
     #[error("invalid registration: {0}")]
@@ -43,7 +44,7 @@ pub enum RegisterError {
     IdsExhausted,
     /// The store could not make the registration durable; nothing was stored.
     #[error("registration not stored: {0}")]
-    Store(String),
+    Store(#[source] StoreError),
     #[error("the hub is shutting down")]
     ShuttingDown,
 }
@@ -66,7 +67,7 @@ impl RegisterError {
 }
 
 /// Why an operator's change (delete, runner groups) was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ChangeError {
     #[error("no tagent with id {0}")]
     NotFound(TagentId),
@@ -81,7 +82,7 @@ pub enum ChangeError {
     #[error("invalid runner groups: {0}")]
     Invalid(String),
     #[error("not stored: {0}")]
-    Store(String),
+    Store(#[source] StoreError),
     #[error("the hub is shutting down")]
     ShuttingDown,
 }

@@ -4,7 +4,10 @@
 //! - [`request`]: a registration body, parsed and validated (rule 1).
 //! - [`rules`]: rules 2–8 as a pure function over an [`index::IndexView`].
 //! - [`index`]: lookups by id and by (tenant, port, ip).
-//! - [`writer`]: the one thread that decides and group-commits changes.
+//! - [`liveness`]: rule 3 across the hubs of a runner group.
+//! - [`writer`]: the one thread that decides and group-commits changes, in
+//!   named stages.
+//! - [`events`]: what watchers hear after each commit; [`query`]: filters.
 //!
 //! Readers take the index's read lock briefly and never across `.await`
 //! (`parking_lot` guards are not `Send`, so the compiler enforces it).
@@ -12,13 +15,14 @@
 pub mod error;
 pub mod events;
 pub mod index;
+mod liveness;
 pub mod query;
 pub mod request;
 pub mod rules;
 mod writer;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::{ChangeError, RegisterError};
 pub use events::{Change, Event, EventKind, EventLog};
 pub use index::{Index, IndexView};
+pub use liveness::{Liveness, Mine, NoSessions};
 pub use request::{Origin, RegisterRequest, Secret};
 
 use crate::model::{
@@ -34,28 +39,8 @@ use crate::model::{
 use crate::store::{
     Changes, RegistryStore, ScanItem, StoreError, StoredGroup, StoredTagent, WriteBatch,
 };
+use liveness::Sessions;
 use writer::Job;
-
-/// Whether a tagent holds a live heartbeat session (rule 3). The heartbeat
-/// server implements it; the registry only asks.
-pub trait Liveness: Send + Sync {
-    fn is_live(&self, id: TagentId) -> bool;
-
-    /// Why the tagent's session just closed, while the index may still show
-    /// its previous status (the disconnect is not committed yet).
-    fn closed(&self, _id: TagentId) -> Option<DisconnectReason> {
-        None
-    }
-}
-
-/// For a registry with no heartbeat server attached.
-pub struct NoSessions;
-
-impl Liveness for NoSessions {
-    fn is_live(&self, _: TagentId) -> bool {
-        false
-    }
-}
 
 /// A status transition reported by the heartbeat server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,86 +59,6 @@ pub struct Registered {
     pub id: TagentId,
     pub created: bool,
     pub group: RunnerGroup,
-}
-
-/// Rule 3 and the status views in a runner group: a tagent is live when
-/// this hub holds its session, or when the store shows it connected through
-/// another hub's runner. The writer keeps `elsewhere` in step with the
-/// index, so that views never take the index lock twice.
-#[derive(Default)]
-struct Sessions {
-    local: OnceLock<Arc<dyn Liveness>>,
-    /// Tagents connected through other hubs' runners, with the runner.
-    elsewhere: dashmap::DashMap<TagentId, u32>,
-}
-
-impl Liveness for Sessions {
-    fn is_live(&self, id: TagentId) -> bool {
-        self.local.get().is_some_and(|l| l.is_live(id)) || self.elsewhere.contains_key(&id)
-    }
-
-    fn closed(&self, id: TagentId) -> Option<DisconnectReason> {
-        self.local.get().and_then(|l| l.closed(id))
-    }
-}
-
-impl Sessions {
-    /// Record where tagent `id` (`None`: deleted) is connected now.
-    fn track(&self, mine: &Mine, id: TagentId, t: Option<&Tagent>) {
-        match t.and_then(|t| t.runner.filter(|_| t.status == Status::Connected)) {
-            Some(r) if !mine.holds(Some(r)) => {
-                self.elsewhere.insert(id, r);
-            }
-            _ => {
-                self.elsewhere.remove(&id);
-            }
-        }
-    }
-
-    fn track_all(&self, mine: &Mine, index: &Index) {
-        self.elsewhere.clear();
-        if *mine == Mine::All {
-            return;
-        }
-        for t in index.iter() {
-            self.track(mine, t.id, Some(t));
-        }
-    }
-}
-
-/// The runners whose sessions this hub holds: a tagent connected through
-/// another runner of a shared store is held by another hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mine {
-    /// A single hub: every session is this hub's.
-    All,
-    /// This hub's runner ids (one per address; the same id in every group).
-    Runners(Vec<u32>),
-}
-
-impl Mine {
-    /// The runners of `groups` at this hub's heartbeat address.
-    pub fn at(groups: &RunnerGroups, advertised: &(String, u16)) -> Mine {
-        let mut ids: Vec<u32> = groups
-            .groups
-            .iter()
-            .flat_map(|g| &g.runners)
-            .filter(|r| r.host == advertised.0 && r.port == advertised.1)
-            .map(|r| r.id)
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Mine::Runners(ids)
-    }
-
-    /// Whether a session through `runner` is this hub's (a record without
-    /// a runner cannot be given to another hub).
-    pub fn holds(&self, runner: Option<u32>) -> bool {
-        match (self, runner) {
-            (Mine::All, _) | (_, None) => true,
-            (Mine::Runners(ids), Some(r)) => ids.contains(&r),
-        }
-    }
 }
 
 /// Most jobs decided and committed in one transaction.
@@ -360,26 +265,30 @@ impl Registry {
         &self.shared.sessions
     }
 
-    /// Whether this hub holds a tagent's session.
-    fn local_liveness(&self) -> &dyn Liveness {
-        match self.shared.sessions.local.get() {
-            Some(l) => l.as_ref(),
-            None => &NoSessions,
-        }
-    }
-
     /// Decide and durably store a registration. Resolves once it is on disk.
     pub async fn register(&self, req: RegisterRequest) -> Result<Registered, RegisterError> {
+        let req = Box::new(req);
+        self.ask(
+            |reply| Job::Register { req, reply },
+            || RegisterError::ShuttingDown,
+        )
+        .await
+    }
+
+    /// Queue the job `job` makes of a reply channel and wait for the
+    /// writer's answer; `stopped` when the writer is gone.
+    async fn ask<T, E>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Job,
+        stopped: impl Fn() -> E,
+    ) -> Result<T, E> {
         let (reply, rx) = oneshot::channel();
         self.shared
             .jobs
-            .send(Job::Register {
-                req: Box::new(req),
-                reply,
-            })
+            .send(job(reply))
             .await
-            .map_err(|_| RegisterError::ShuttingDown)?;
-        rx.await.map_err(|_| RegisterError::ShuttingDown)?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Bring the index up to date with what other hubs committed; returns
@@ -497,13 +406,11 @@ impl Registry {
     /// Delete a tagent and the accounts no other tagent answers for.
     /// Refused while it has a live session, as the original does.
     pub async fn delete(&self, id: TagentId) -> Result<(), ChangeError> {
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .jobs
-            .send(Job::Delete { id, reply })
-            .await
-            .map_err(|_| ChangeError::ShuttingDown)?;
-        rx.await.map_err(|_| ChangeError::ShuttingDown)?
+        self.ask(
+            |reply| Job::Delete { id, reply },
+            || ChangeError::ShuttingDown,
+        )
+        .await
     }
 
     /// Change the runner groups: `edit` gets the current ones and returns
@@ -516,16 +423,12 @@ impl Registry {
         &self,
         edit: impl FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send + 'static,
     ) -> Result<Arc<RunnerGroups>, ChangeError> {
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .jobs
-            .send(Job::Groups {
-                edit: Box::new(edit),
-                reply,
-            })
-            .await
-            .map_err(|_| ChangeError::ShuttingDown)?;
-        rx.await.map_err(|_| ChangeError::ShuttingDown)?
+        let edit = Box::new(edit);
+        self.ask(
+            |reply| Job::Groups { edit, reply },
+            || ChangeError::ShuttingDown,
+        )
+        .await
     }
 
     /// Let queued work finish and stop the writer thread.

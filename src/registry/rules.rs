@@ -188,7 +188,7 @@ pub fn decide(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! One table per rule of SPEC §2.3. Each row starts from the tagents its
     //! `given` registrations create (ids 1, 2, ... in order of creation).
 
@@ -213,7 +213,7 @@ mod tests {
     }
 
     /// A registration of `tenant` from `primary` on `port` listing `contained` ("a,b").
-    fn reg(
+    pub(crate) fn reg(
         tenant: &str,
         id: Option<TagentId>,
         primary: &str,

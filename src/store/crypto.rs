@@ -55,10 +55,7 @@ impl CredentialCipher {
         match fs::read_to_string(&path) {
             Ok(s) => return Self::from_hex(&s),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(StoreError::Key(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )));
+                return Err(StoreError::file("read the credential key file", path, e));
             }
             Err(_) => {}
         }
@@ -79,10 +76,7 @@ impl CredentialCipher {
             Ok(()) => Self::from_hex(&hex_key),
             // Another process won the race to create it: use theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::from_key_file(dir),
-            Err(e) => Err(StoreError::Key(format!(
-                "cannot create {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(StoreError::file("create the credential key file", path, e)),
         }
     }
 

@@ -14,6 +14,9 @@
 //! async task.
 
 pub mod crypto;
+mod error;
+#[cfg(test)]
+pub(crate) mod faulty_disk;
 pub mod postgres;
 mod records;
 pub mod redb;
@@ -25,19 +28,10 @@ use std::time::Duration;
 pub use self::postgres::{PgOptions, PgStore};
 pub use self::redb::RedbStore;
 pub use crypto::CredentialCipher;
+pub use error::StoreError;
 pub use records::{StoredAccount, StoredGroup, StoredRunner, StoredTagent};
 
 use crate::model::TagentId;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("storage error: {0}")]
-    Io(String),
-    #[error("credential key: {0}")]
-    Key(String),
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-}
 
 /// An account write: `credential` `None` keeps what the account holds
 /// (or creates it without one).
@@ -236,7 +230,7 @@ pub(crate) fn open_credential(
     let plain = cipher.open(&account_aad(tenant, &name), &sealed)?;
     String::from_utf8(plain)
         .map(Some)
-        .map_err(|_| StoreError::Corrupt(format!("account {name}: credential is not UTF-8")))
+        .map_err(|e| StoreError::Corrupt(format!("account {name}: credential: {e}")))
 }
 
 /// The associated data a credential is sealed with: the account's key.

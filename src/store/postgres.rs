@@ -25,6 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::error::{pg_err, pool_err};
 use super::{
     AccountKey, AccountOp, Changes, CredentialCipher, HubInfo, HubLease, KEY_CHECK_TEXT,
     RegistryStore, ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch,
@@ -102,25 +103,6 @@ impl Drop for PgStore {
     }
 }
 
-fn pg_err(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Io(format!("postgres: {}", db.message())),
-        None => {
-            let source = std::error::Error::source(&e)
-                .map(|s| format!(": {s}"))
-                .unwrap_or_default();
-            StoreError::Io(format!("postgres: {e}{source}"))
-        }
-    }
-}
-
-fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
-        e => StoreError::Io(format!("postgres connection pool: {e}")),
-    }
-}
-
 /// Schema names go into SQL and a channel name: letters, digits, `_` only.
 fn valid_schema(s: &str) -> bool {
     !s.is_empty()
@@ -138,17 +120,17 @@ fn status_text(s: Status) -> String {
 }
 
 fn decode(id: i64, record: &[u8]) -> Result<StoredTagent, StoreError> {
-    rmp_serde::from_slice(record).map_err(|e| StoreError::Corrupt(format!("tagent {id}: {e}")))
+    rmp_serde::from_slice(record).map_err(|e| StoreError::decode(format!("tagent {id}"), e))
 }
 
 fn decode_groups(record: &[u8]) -> Result<Vec<StoredGroup>, StoreError> {
-    rmp_serde::from_slice(record).map_err(|e| StoreError::Corrupt(format!("runner groups: {e}")))
+    rmp_serde::from_slice(record).map_err(|e| StoreError::decode("the runner groups", e))
 }
 
 fn encode(t: &StoredTagent) -> Result<Vec<u8>, StoreError> {
     let mut buf = Vec::with_capacity(256);
     rmp_serde::encode::write_named(&mut buf, t)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode tagent {}: {e}", t.id)))?;
+        .map_err(|e| StoreError::encode(format!("tagent {}", t.id), e))?;
     Ok(buf)
 }
 
@@ -156,7 +138,7 @@ impl PgStore {
     /// Connect, run the migrations, and check the credential key.
     pub fn open(opts: &PgOptions, cipher: CredentialCipher) -> Result<PgStore, StoreError> {
         if !valid_schema(&opts.schema) {
-            return Err(StoreError::Io(format!(
+            return Err(StoreError::Config(format!(
                 "postgres schema '{}' must be 1-40 lowercase letters, digits or _, not starting with a digit",
                 opts.schema
             )));
@@ -164,7 +146,7 @@ impl PgStore {
         let mut pg: tokio_postgres::Config = opts
             .url
             .parse()
-            .map_err(|_| StoreError::Io("the postgres url cannot be parsed".into()))?;
+            .map_err(|_| StoreError::Config("the postgres url cannot be parsed".into()))?;
         pg.connect_timeout(Duration::from_secs(5));
         // A hub that stops while it holds the registry lock (or waits for it
         // for ever) must not stop the others.
@@ -178,7 +160,7 @@ impl PgStore {
             .thread_name("pg-store")
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Io(format!("cannot start the postgres runtime: {e}")))?;
+            .map_err(|e| StoreError::Runtime(Arc::new(e)))?;
         let mgr = Manager::from_config(
             pg.clone(),
             NoTls,
@@ -194,7 +176,7 @@ impl PgStore {
                 .create_timeout(Some(Duration::from_secs(5)))
                 .wait_timeout(Some(Duration::from_secs(20)))
                 .build()
-                .map_err(|e| StoreError::Io(format!("postgres connection pool: {e}")))?
+                .map_err(|e| StoreError::Config(format!("postgres connection pool: {e}")))?
         };
         let store = PgStore {
             rt: Some(rt),
@@ -247,9 +229,11 @@ impl PgStore {
             .get(0);
         let newest = MIGRATIONS.last().map_or(0, |m| m.0);
         if have > newest {
-            return Err(StoreError::Corrupt(format!(
-                "the database schema is at version {have}, newer than this hub knows ({newest}): upgrade the hub"
-            )));
+            return Err(StoreError::Version {
+                found: have.into(),
+                known: newest.into(),
+                hint: "upgrade the hub",
+            });
         }
         for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
             tx.batch_execute(sql).await.map_err(pg_err)?;
@@ -504,9 +488,8 @@ impl WriteTxn for PgTxn<'_> {
         let groups = match &batch.groups {
             Some(g) => {
                 let mut buf = Vec::new();
-                rmp_serde::encode::write_named(&mut buf, g).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot encode the runner groups: {e}"))
-                })?;
+                rmp_serde::encode::write_named(&mut buf, g)
+                    .map_err(|e| StoreError::encode("the runner groups", e))?;
                 Some(buf)
             }
             None => None,

@@ -24,24 +24,6 @@ use super::{
 };
 use crate::model::{TagentId, account_name};
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Io(e.to_string())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
 /// Tagent records by id (MessagePack, named fields so the schema can grow).
 const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
 /// Accounts by (tenant, `<ip>_<port>_tagent`), with the sealed credential.
@@ -57,13 +39,6 @@ const SCHEMA_VERSION: u64 = 1;
 /// Persist the allocator state with every commit, so that opening after a
 /// crash does not walk the whole store (about 13% of commit throughput).
 const QUICK_REPAIR: bool = true;
-
-/// What the store holds, read at start.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub tagents: Vec<StoredTagent>,
-    pub next_id: TagentId,
-}
 
 /// The stored tagents, read in id order by [`TagentScan::for_each`].
 pub struct TagentScan {
@@ -82,7 +57,7 @@ impl TagentScan {
         for row in self.table.iter()? {
             let (k, v) = row?;
             let t: StoredTagent = rmp_serde::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(format!("tagent {}: {e}", k.value())))?;
+                .map_err(|e| StoreError::decode(format!("tagent {}", k.value()), e))?;
             each(t)?;
         }
         Ok(())
@@ -103,9 +78,18 @@ pub struct RedbStore {
     failed: AtomicBool,
     /// When the last reopen was tried: at most one attempt a second.
     last_reopen: Mutex<Option<Instant>>,
+    reopen_every: Duration,
+    disk: Disk,
 }
 
-const UNAVAILABLE: &str = "the store is unavailable after an I/O error (disk full or read-only?); it is retried at the next write";
+/// What the database file is opened through.
+enum Disk {
+    /// The file system.
+    File,
+    /// The file behind a disk that fills up on demand (tests).
+    #[cfg(test)]
+    Faulty(std::sync::Arc<super::faulty_disk::Faults>),
+}
 
 impl RedbStore {
     /// Open (or create) `dir/registry.redb`. `cache_bytes` bounds redb's page cache.
@@ -114,22 +98,56 @@ impl RedbStore {
         cipher: CredentialCipher,
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
+        Self::open_on(dir, cipher, cache_bytes, Disk::File)
+    }
+
+    /// As [`RedbStore::open`], on a disk that fills up when `faults` says
+    /// so, and reopened after an I/O error without waiting.
+    #[cfg(test)]
+    pub(crate) fn open_faulty(
+        dir: &Path,
+        cipher: CredentialCipher,
+        faults: std::sync::Arc<super::faulty_disk::Faults>,
+    ) -> Result<RedbStore, StoreError> {
+        let mut store = Self::open_on(dir, cipher, 1 << 20, Disk::Faulty(faults))?;
+        store.reopen_every = Duration::ZERO;
+        Ok(store)
+    }
+
+    fn open_on(
+        dir: &Path,
+        cipher: CredentialCipher,
+        cache_bytes: usize,
+        disk: Disk,
+    ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let path = dir.join("registry.redb");
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(&path)?;
-        let store = RedbStore {
-            db: RwLock::new(Some(db)),
-            path,
+            .map_err(|e| StoreError::file("create the data directory", dir.into(), e))?;
+        let mut store = RedbStore {
+            db: RwLock::new(None),
+            path: dir.join("registry.redb"),
             cache_bytes,
             cipher,
             failed: AtomicBool::new(false),
             last_reopen: Mutex::new(None),
+            reopen_every: Duration::from_secs(1),
+            disk,
         };
+        *store.db.get_mut() = Some(store.create_db()?);
         store.init()?;
         Ok(store)
+    }
+
+    /// Open (or create) the database file.
+    fn create_db(&self) -> Result<Database, StoreError> {
+        let mut builder = Database::builder();
+        builder.set_cache_size(self.cache_bytes);
+        Ok(match &self.disk {
+            Disk::File => builder.create(&self.path)?,
+            #[cfg(test)]
+            Disk::Faulty(faults) => builder.create_with_backend(
+                super::faulty_disk::FaultyDisk::open(&self.path, faults.clone())?,
+            )?,
+        })
     }
 
     /// Run `f` on the open database.
@@ -140,7 +158,7 @@ impl RedbStore {
         let guard = self.db.read();
         match guard.as_ref() {
             Some(db) => f(db),
-            None => Err(StoreError::Io(UNAVAILABLE.into())),
+            None => Err(StoreError::Unavailable),
         }
     }
 
@@ -148,19 +166,15 @@ impl RedbStore {
     fn reopen(&self) -> Result<(), StoreError> {
         {
             let mut last = self.last_reopen.lock();
-            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                return Err(StoreError::Io(UNAVAILABLE.into()));
+            if last.is_some_and(|t| t.elapsed() < self.reopen_every) {
+                return Err(StoreError::Unavailable);
             }
             *last = Some(Instant::now());
         }
         let mut guard = self.db.write();
         // The old handle holds the file lock: close it first.
         drop(guard.take());
-        let db = Database::builder()
-            .set_cache_size(self.cache_bytes)
-            .create(&self.path)
-            .map_err(|e| StoreError::Io(format!("cannot reopen the store: {e}")))?;
-        *guard = Some(db);
+        *guard = Some(self.create_db()?);
         self.failed.store(false, Ordering::Release);
         tracing::info!("store reopened after an I/O error");
         Ok(())
@@ -186,9 +200,11 @@ impl RedbStore {
                 }
                 Some(SCHEMA_VERSION) => {}
                 Some(v) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "store schema version {v} is not supported (expected {SCHEMA_VERSION})"
-                    )));
+                    return Err(StoreError::Version {
+                        found: v as i64,
+                        known: SCHEMA_VERSION as i64,
+                        hint: "open it with the hub version that wrote it",
+                    });
                 }
             }
             let mut check = tx.open_table(KEY_CHECK)?;
@@ -209,23 +225,11 @@ impl RedbStore {
         Ok(())
     }
 
-    /// Everything the index is rebuilt from, all in memory at once.
-    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let scan = self.scan_tagents()?;
-        let next_id = scan.next_id;
-        let mut tagents = Vec::with_capacity(scan.len as usize);
-        scan.for_each(|t| {
-            tagents.push(t);
-            Ok(())
-        })?;
-        Ok(Snapshot { tagents, next_id })
-    }
-
     fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
         let guard = self.db.read();
         Ok(guard
             .as_ref()
-            .ok_or_else(|| StoreError::Io(UNAVAILABLE.into()))?
+            .ok_or(StoreError::Unavailable)?
             .begin_read()?)
     }
 
@@ -257,7 +261,9 @@ impl RedbStore {
             self.reopen()?;
         }
         let result = self.with_db(|db| self.write(db, batch));
-        if let Err(StoreError::Io(_)) = &result {
+        // Only a failure of the storage leaves redb refusing work; a
+        // corrupt record or a bug does not call for a reopen.
+        if result.as_ref().is_err_and(StoreError::is_io) {
             self.failed.store(true, Ordering::Release);
         }
         result
@@ -274,9 +280,8 @@ impl RedbStore {
             let mut buf = Vec::with_capacity(256);
             for t in &batch.tagents_put {
                 buf.clear();
-                rmp_serde::encode::write_named(&mut buf, t).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot encode tagent {}: {e}", t.id))
-                })?;
+                rmp_serde::encode::write_named(&mut buf, t)
+                    .map_err(|e| StoreError::encode(format!("tagent {}", t.id), e))?;
                 tagents.insert(t.id, buf.as_slice())?;
             }
             let mut accounts = tx.open_table(ACCOUNTS)?;
@@ -304,9 +309,8 @@ impl RedbStore {
                     credential: sealed,
                 };
                 buf.clear();
-                rmp_serde::encode::write_named(&mut buf, &rec).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot encode account {name}: {e}"))
-                })?;
+                rmp_serde::encode::write_named(&mut buf, &rec)
+                    .map_err(|e| StoreError::encode(format!("account {name}"), e))?;
                 accounts.insert(key, buf.as_slice())?;
             }
             if let Some(next) = batch.next_id {
@@ -314,9 +318,8 @@ impl RedbStore {
             }
             if let Some(groups) = &batch.groups {
                 buf.clear();
-                rmp_serde::encode::write_named(&mut buf, groups).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot encode the runner groups: {e}"))
-                })?;
+                rmp_serde::encode::write_named(&mut buf, groups)
+                    .map_err(|e| StoreError::encode("the runner groups", e))?;
                 tx.open_table(GROUPS)?.insert("all", buf.as_slice())?;
             }
         }
@@ -337,7 +340,7 @@ fn read_account(
         return Ok(None);
     };
     let rec = rmp_serde::from_slice(v.value())
-        .map_err(|e| StoreError::Corrupt(format!("account {name}: {e}")))?;
+        .map_err(|e| StoreError::decode(format!("account {name}"), e))?;
     Ok(Some(rec))
 }
 
@@ -396,7 +399,7 @@ impl RegistryStore for RedbStore {
         };
         rmp_serde::from_slice(v.value())
             .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("runner groups: {e}")))
+            .map_err(|e| StoreError::decode("the runner groups", e))
     }
 
     fn account(

@@ -1,0 +1,185 @@
+//! Stage 1: decide every job of a batch against the index overlaid with the
+//! batch's earlier decisions. Nothing is written or answered yet, except a
+//! job refused by the rules (it needs no commit to be told).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::Job;
+use crate::model::{Interner, RunnerGroups, Status, Tagent, TagentId};
+use crate::registry::error::ChangeError;
+use crate::registry::index::{Index, IndexView, Overlay};
+use crate::registry::liveness::{InView, Liveness, Mine};
+use crate::registry::rules::{self, Decision};
+use crate::registry::{RegisterError, RegisterRequest, Registered, StatusChange};
+
+/// What a batch is decided with.
+pub(super) struct Context<'a> {
+    pub interner: &'a Interner,
+    pub groups: &'a RunnerGroups,
+    /// Whether this hub holds a tagent's session.
+    pub local: &'a dyn Liveness,
+    pub mine: &'a Mine,
+    /// Unix milliseconds.
+    pub now: u64,
+}
+
+/// A registration decided in this batch, waiting for the commit.
+pub(super) struct Accepted {
+    pub decision: Decision,
+    pub req: Box<RegisterRequest>,
+    pub reply: oneshot::Sender<Result<Registered, RegisterError>>,
+}
+
+/// A deletion decided in this batch, waiting for the commit.
+pub(super) struct Deleted {
+    pub tagent: Tagent,
+    pub tenant: Arc<str>,
+    /// Accounts no other tagent answers for.
+    pub accounts: Vec<IpAddr>,
+    pub reply: oneshot::Sender<Result<(), ChangeError>>,
+}
+
+/// A status change that changed a record: (tagent, new status, at).
+pub(super) type Transition = (TagentId, Status, u64);
+
+/// Everything a batch decided.
+#[derive(Default)]
+pub(super) struct Decided {
+    pub accepted: Vec<Accepted>,
+    pub deleted: Vec<Deleted>,
+    pub transitions: Vec<Transition>,
+    /// Every status change the batch was given, applied or not: what goes
+    /// again with the next batch when this one's commit fails.
+    pub status_seen: Vec<StatusChange>,
+    /// The records the batch changes (`None`: deleted), in id order.
+    pub changes: Vec<(TagentId, Option<Tagent>)>,
+    /// The next id to hand out after the batch.
+    pub next_id: TagentId,
+    /// Whether `next_id` moved (and so is written).
+    pub next_id_changed: bool,
+}
+
+/// Decide `jobs` in order against `index`.
+pub(super) fn decide(index: &Index, cx: &Context<'_>, jobs: Vec<Job>) -> Decided {
+    let mut overlay = Overlay::new(index);
+    let mut d = Decided::default();
+    for job in jobs {
+        match job {
+            Job::Register { req, reply } => register(&mut overlay, cx, &mut d, req, reply),
+            Job::Status(changes) => status(&mut overlay, cx.mine, &mut d, changes),
+            Job::Delete { id, reply } => delete(&mut overlay, cx, &mut d, id, reply),
+            Job::Groups { reply, .. } => {
+                // `run` splits batches at group changes; never reached.
+                let _ = reply.send(Err(ChangeError::ShuttingDown));
+            }
+            Job::Sync(_) | Job::Stop => {}
+        }
+    }
+    d.next_id = overlay.next_id();
+    d.next_id_changed = d.next_id > index.next_id();
+    d.changes = overlay.into_changes();
+    d
+}
+
+/// Rules 2–8 (see [`rules::decide`]), rule 3 across hubs.
+fn register(
+    overlay: &mut Overlay<'_>,
+    cx: &Context<'_>,
+    d: &mut Decided,
+    req: Box<RegisterRequest>,
+    reply: oneshot::Sender<Result<Registered, RegisterError>>,
+) {
+    let live = InView {
+        local: cx.local,
+        view: &*overlay,
+        mine: cx.mine,
+    };
+    match rules::decide(&*overlay, cx.interner, cx.groups, &live, &req, cx.now) {
+        Ok(decision) => {
+            overlay.set(decision.tagent.id, Some(decision.tagent.clone()));
+            d.accepted.push(Accepted {
+                decision,
+                req,
+                reply,
+            });
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
+/// Status transitions reported by the heartbeat server (or, for a lapsed
+/// hub, by the group watcher).
+fn status(overlay: &mut Overlay<'_>, mine: &Mine, d: &mut Decided, changes: Vec<StatusChange>) {
+    for c in changes {
+        d.status_seen.push(c);
+        let Some(t) = overlay.get(c.id) else { continue };
+        if t.status == c.status && (c.runner.is_none() || t.runner == c.runner) {
+            continue;
+        }
+        // A disconnect applies only to the session that held the tagent:
+        // the runner it names, else one of this hub's. The tagent may be
+        // connected through another hub since.
+        if t.status == Status::Connected
+            && c.status != Status::Connected
+            && !match c.runner {
+                Some(r) => t.runner == Some(r),
+                None => mine.holds(t.runner),
+            }
+        {
+            continue;
+        }
+        let mut t = t.clone();
+        t.status = c.status;
+        t.last_status_change = c.at;
+        if c.status == Status::Connected && c.runner.is_some() {
+            t.runner = c.runner;
+        }
+        d.transitions.push((c.id, c.status, c.at));
+        overlay.set(c.id, Some(t));
+    }
+}
+
+/// An operator's deletion: refused while the tagent is live (rule 3).
+fn delete(
+    overlay: &mut Overlay<'_>,
+    cx: &Context<'_>,
+    d: &mut Decided,
+    id: TagentId,
+    reply: oneshot::Sender<Result<(), ChangeError>>,
+) {
+    let Some(t) = overlay.get(id).cloned() else {
+        let _ = reply.send(Err(ChangeError::NotFound(id)));
+        return;
+    };
+    let live = InView {
+        local: cx.local,
+        view: &*overlay,
+        mine: cx.mine,
+    };
+    if live.is_live(id) {
+        let _ = reply.send(Err(ChangeError::Connected(id)));
+        return;
+    }
+    let accounts = t
+        .all_ips()
+        .map(|(_, ip)| ip)
+        .filter(|ip| {
+            overlay
+                .lookup(t.tenant, t.port, *ip)
+                .iter()
+                .all(|other| *other == id)
+        })
+        .collect();
+    overlay.set(id, None);
+    d.deleted.push(Deleted {
+        tenant: cx.interner.resolve(t.tenant),
+        tagent: t,
+        accounts,
+        reply,
+    });
+}
