@@ -171,10 +171,5 @@ fn main() -> anyhow::Result<()> {
     })?;
     // Clients still blocked on a dead connection are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    if run.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
+    report.print(run.json)
 }

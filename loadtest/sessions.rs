@@ -96,13 +96,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     args.validate()?;
     let runtime = crate::runtime(1)?;
     let json = args.json;
-    let out = runtime.block_on(run(args))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&out.report.to_json())?);
-    } else {
-        print!("{}", out.report.table());
-    }
-    Ok(())
+    runtime.block_on(run(args))?.report.print(json)
 }
 
 /// The figures `compare` puts side by side.
