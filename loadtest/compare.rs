@@ -26,7 +26,8 @@ use serde_json::{Value, json};
 
 use crate::report::machine_cores;
 use crate::server::{Kind, Server, find_program};
-use crate::sessions::{self, Figures, Mode, Proto};
+use crate::session_args::{self, Mode, Proto};
+use crate::sessions::{self, Figures};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -106,9 +107,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         );
     }
     let (mosquitto, nats) = peers(args.no_install)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime(1)?;
     let started = Instant::now();
     let load_before = loadavg();
     let rows = runtime.block_on(async {
@@ -199,7 +198,7 @@ async fn run_all(
             Kind::Nats => Server::nats(nats, dir.path()),
         }
         .with_context(|| format!("cannot start {}", t.kind.name()))?;
-        let idle = sessions::Args {
+        let idle = session_args::Args {
             url: server
                 .url
                 .clone()
@@ -224,7 +223,7 @@ async fn run_all(
             quiet: args.quiet,
             worker: None,
         };
-        let saturate = sessions::Args {
+        let saturate = session_args::Args {
             mode: Mode::Saturate,
             sessions: args.saturate_sessions,
             hold: args.saturate_secs,

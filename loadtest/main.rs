@@ -12,7 +12,9 @@
 //! - [`register`]: the `register` scenario (`POST /register`, SPEC §2).
 //! - [`sessions`]: sessions over worker processes ([`worker`]) in tagent-hub's
 //!   protocols (SPEC §3) or the peers' keepalive ([`peers`]: MQTT, NATS):
-//!   steady, saturate, connect storm, churn, hub restart.
+//!   steady, saturate, connect storm, churn, hub restart. Its settings are
+//!   [`session_args`]; the parent holds each worker as a [`worker_process`],
+//!   and the two speak the messages of [`wire`].
 //! - [`server`]: servers it starts itself (tagent-hub, mosquitto, nats-server).
 //! - [`compare`]: tagent-hub side by side with mosquitto and nats-server.
 //! - [`progress`]: the live progress line (indicatif).
@@ -31,8 +33,11 @@ mod register;
 mod report;
 mod scrape;
 mod server;
+mod session_args;
 mod sessions;
+mod wire;
 mod worker;
+mod worker_process;
 
 use std::time::Duration;
 
@@ -53,7 +58,7 @@ enum Scenario {
     Register(register::Args),
     /// Simulated tagents holding sessions: tagent-hub's protocols, or MQTT /
     /// NATS keepalive against a peer.
-    Sessions(sessions::Args),
+    Sessions(session_args::Args),
     /// tagent-hub, mosquitto and nats-server under the same load, one table.
     Compare(compare::Args),
 }
@@ -121,25 +126,35 @@ impl RunArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let run = match cli.scenario {
-        Scenario::Register(ref a) => a.run.clone(),
-        Scenario::Sessions(args) => return sessions::main(args),
-        Scenario::Compare(args) => return compare::main(args),
-    };
-    run.validate()?;
-    let runtime = if run.threads == 1 {
+/// A runtime of `threads` worker threads; 1 is a single-threaded runtime.
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(run.threads)
+            .worker_threads(threads)
             .enable_all()
             .build()
     }
-    .context("cannot start the async runtime")?;
+    .context("cannot start the async runtime")
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let run = match cli.scenario {
+        Scenario::Register(ref a) => a.run.clone(),
+        Scenario::Sessions(args) => {
+            return match args.worker {
+                Some(range) => worker::main(args, range),
+                None => sessions::main(args),
+            };
+        }
+        Scenario::Compare(args) => return compare::main(args),
+    };
+    run.validate()?;
+    let runtime = runtime(run.threads)?;
     // A hard stop past every bound the scenario keeps itself.
     let hard_stop = run.duration_max() + run.timeout() + Duration::from_secs(10);
     let report = runtime.block_on(async {
@@ -156,10 +171,5 @@ fn main() -> anyhow::Result<()> {
     })?;
     // Clients still blocked on a dead connection are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    if run.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
+    report.print(run.json)
 }

@@ -174,6 +174,16 @@ impl Report {
         s
     }
 
+    /// On stdout: as JSON, or as the table.
+    pub fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&self.to_json())?);
+        } else {
+            print!("{}", self.table());
+        }
+        Ok(())
+    }
+
     pub fn to_json(&self) -> Value {
         let o = &self.outcomes;
         let params: Map<String, Value> = self

@@ -2,7 +2,8 @@
 //! holding sessions, driven from worker processes.
 //!
 //! The parent splits the sessions over `--workers` child processes
-//! ([`crate::worker`], each far below the 20,000-file limit), which register
+//! ([`crate::worker`], each far below the 20,000-file limit; the parent
+//! holds each as a [`WorkerProcess`] and they speak [`crate::wire`]), which register
 //! their tagents (tagent-hub only), connect them all at once (the connect
 //! storm: time until every session is established and acknowledged), then
 //! run the mode for `--hold` seconds:
@@ -22,15 +23,10 @@
 //! session and with every session held idle: the difference per session is
 //! the memory figure.
 
-use std::io::{BufRead, BufReader as StdBufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::Value;
 
 use crate::client::{Target, get, get_authorized};
@@ -39,307 +35,14 @@ use crate::procstat::{Watcher, sample};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::server::Server;
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
-    /// tagent-hub: JSON lines, as real tagents send them.
-    Compat,
-    /// tagent-hub: framed MessagePack with challenge-response authentication.
-    Native,
-    /// An MQTT 3.1.1 broker: CONNECT, then PINGREQ as the heartbeat.
-    Mqtt,
-    /// A NATS server: CONNECT, then PING as the heartbeat.
-    Nats,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Compat => "compat",
-            Proto::Native => "native",
-            Proto::Mqtt => "mqtt",
-            Proto::Nats => "nats",
-        }
-    }
-
-    /// tagent-hub's protocols need registered tagents; the peers do not.
-    pub fn registers(self) -> bool {
-        matches!(self, Proto::Compat | Proto::Native)
-    }
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Steady,
-    Saturate,
-    Storm,
-    Churn,
-    Restart,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Steady => "steady",
-            Mode::Saturate => "saturate",
-            Mode::Storm => "storm",
-            Mode::Churn => "churn",
-            Mode::Restart => "restart",
-        }
-    }
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct Args {
-    /// tagent-hub's HTTP base URL (registration, metrics, admin; loopback only).
-    #[arg(long, default_value = "http://127.0.0.1:8084")]
-    pub url: String,
-    /// Where sessions connect: the hub's heartbeat address, or the MQTT /
-    /// NATS port (loopback only).
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub heartbeat: SocketAddr,
-    #[arg(long, value_enum, default_value = "native")]
-    pub protocol: Proto,
-    #[arg(long, value_enum, default_value = "steady")]
-    pub mode: Mode,
-    /// Simulated tagents, one session each.
-    #[arg(long)]
-    pub sessions: usize,
-    /// Seconds between one session's heartbeats (steady, churn, restart).
-    #[arg(long, default_value_t = 180.0)]
-    pub interval: f64,
-    /// Seconds to run the mode once every session is up (at most; restart
-    /// ends when the hub has every session back).
-    #[arg(long, default_value_t = 10.0)]
-    pub hold: f64,
-    /// Seconds to let the server settle before the storm and to hold every
-    /// session idle after it (its RSS is sampled at the end of each).
-    #[arg(long, default_value_t = 3.0)]
-    pub settle: f64,
-    /// Churn: percent of the sessions that drop and reconnect each second.
-    #[arg(long, default_value_t = 1.0)]
-    pub churn: f64,
-    /// Worker processes (default: one per 9,000 sessions).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Index of the first tagent (to run several generators side by side).
-    #[arg(long, default_value_t = 0)]
-    pub first: usize,
-    #[arg(long, default_value = "load")]
-    pub tenant: String,
-    /// Reconnect dropped sessions at once (always on in churn and restart).
-    #[arg(long)]
-    pub reconnect: bool,
-    /// Start this tagent-hub binary on free loopback ports in a temporary
-    /// directory and drive it (overrides --url, --heartbeat, --server-pid).
-    /// Needed by `--mode restart`, which stops and starts it.
-    #[arg(long)]
-    pub spawn_hub: Option<PathBuf>,
-    /// Bearer token for the hub's admin API (a spawned hub gets its own).
-    #[arg(long, env = "TAGENT_HUB_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// Other runners of the group (repeatable): with --reconnect, a dropped
-    /// session tries the next runner in turn, as a tagent walks its
-    /// `proxy.group` (loopback only).
-    #[arg(long)]
-    pub failover: Vec<SocketAddr>,
-    /// The server's pid: report its CPU and memory.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long)]
-    pub quiet: bool,
-    /// Internal: run as a worker over tagents [a, b).
-    #[arg(long, hide = true, value_parser = parse_range)]
-    pub worker: Option<(usize, usize)>,
-}
-
-fn parse_range(s: &str) -> Result<(usize, usize), String> {
-    let (a, b) = s.split_once("..").ok_or("expected A..B")?;
-    let a = a.parse().map_err(|_| "bad start")?;
-    let b = b.parse().map_err(|_| "bad end")?;
-    if a < b {
-        Ok((a, b))
-    } else {
-        Err("empty range".into())
-    }
-}
+use crate::session_args::{Args, Mode};
+use crate::wire::ToWorker;
+use crate::worker_process::WorkerProcess;
 
 /// Most sessions one worker process holds (each is a file descriptor).
 const PER_WORKER: usize = 9_000;
-/// Loopback source addresses used: 127.1.0.1 ..= 127.1.239.250.
-const SOURCES: usize = 240 * 250;
 /// Longest any phase may take before the run gives up.
 const PHASE_MAX: Duration = Duration::from_secs(600);
-
-/// The loopback address tagent `n` connects from and registers as its ip.
-pub fn source_ip(n: usize) -> Ipv4Addr {
-    let k = n % SOURCES;
-    Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250 + 1) as u8)
-}
-
-pub fn credential(n: usize) -> String {
-    format!("load-credential-{n}")
-}
-
-impl Args {
-    /// Seconds between heartbeats; 0 is back to back.
-    pub fn interval(&self) -> f64 {
-        if self.mode == Mode::Saturate {
-            0.0
-        } else {
-            self.interval
-        }
-    }
-
-    /// Seconds of the mode after the storm.
-    pub fn hold(&self) -> f64 {
-        if self.mode == Mode::Storm {
-            0.0
-        } else {
-            self.hold
-        }
-    }
-
-    pub fn reconnects(&self) -> bool {
-        self.reconnect || matches!(self.mode, Mode::Churn | Mode::Restart)
-    }
-
-    fn validate(&self) -> anyhow::Result<()> {
-        if self.sessions == 0 || self.sessions > 200_000 {
-            bail!("--sessions must be between 1 and 200000");
-        }
-        if !((0.0..=3600.0).contains(&self.hold) && (0.0..=600.0).contains(&self.settle)) {
-            bail!("--hold must be 0..=3600 s and --settle 0..=600 s");
-        }
-        if !(0.0..=3600.0).contains(&self.interval) {
-            bail!("--interval must be 0..=3600 s");
-        }
-        if self.mode == Mode::Churn && !(self.interval > 0.0 && self.churn > 0.0) {
-            bail!("--mode churn needs --interval above 0 and --churn above 0");
-        }
-        if !(0.0..=100.0).contains(&self.churn) {
-            bail!("--churn is a percentage, 0..=100");
-        }
-        // (A worker is told the mode; the parent does the restarting.)
-        if self.mode == Mode::Restart
-            && self.worker.is_none()
-            && (self.spawn_hub.is_none() || !self.protocol.registers())
-        {
-            bail!(
-                "--mode restart needs --spawn-hub (it stops and starts the hub) and --protocol compat or native"
-            );
-        }
-        if !self.heartbeat.ip().is_loopback() || self.failover.iter().any(|a| !a.ip().is_loopback())
-        {
-            bail!("--heartbeat and --failover must be loopback addresses");
-        }
-        Target::parse(&self.url)?;
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------- parent
-
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Worker {
-    /// Start a worker over sessions `range`; its `tick` lines feed `live`.
-    fn spawn(args: &Args, range: (usize, usize), live: Arc<Live>) -> anyhow::Result<Worker> {
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("sessions")
-            .args(["--url", &args.url])
-            .args(["--heartbeat", &args.heartbeat.to_string()])
-            .args(["--protocol", args.protocol.name()])
-            .args(["--mode", args.mode.name()])
-            .args(["--sessions", &args.sessions.to_string()])
-            .args(["--interval", &args.interval.to_string()])
-            .args(["--hold", &args.hold.to_string()])
-            .args(["--churn", &args.churn.to_string()])
-            .args(["--tenant", &args.tenant])
-            .args(["--worker", &format!("{}..{}", range.0, range.1)]);
-        if args.reconnect {
-            cmd.arg("--reconnect");
-        }
-        for a in &args.failover {
-            cmd.arg("--failover").arg(a.to_string());
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start a worker process")?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // The worker's running totals; what changed goes into `live`.
-            let mut last = [0u64; 3];
-            for line in StdBufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("tick ") {
-                    let now: Vec<u64> = rest
-                        .split_whitespace()
-                        .filter_map(|v| v.parse().ok())
-                        .collect();
-                    if let [ok, errors, up] = now[..] {
-                        let counters = [&live.ok, &live.errors, &live.up];
-                        for (i, v) in [ok, errors, up].into_iter().enumerate() {
-                            // Wrapping: `up` may go down.
-                            counters[i].fetch_add(v.wrapping_sub(last[i]), Ordering::Relaxed);
-                            last[i] = v;
-                        }
-                    }
-                } else if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Worker {
-            child,
-            stdin,
-            lines: rx,
-        })
-    }
-
-    /// Wait for a line starting with `word`; returns the rest. Polls, so
-    /// the runtime (and the progress line) keeps going meanwhile.
-    async fn expect(&self, word: &str, within: Duration) -> anyhow::Result<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            match self.lines.try_recv() {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(word) {
-                        return Ok(rest.trim().to_owned());
-                    }
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => bail!("a worker did not say '{word}' in time ({e})"),
-            }
-        }
-    }
-
-    fn say(&mut self, word: &str) -> anyhow::Result<()> {
-        writeln!(self.stdin, "{word}")?;
-        Ok(self.stdin.flush()?)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
     pid.and_then(|p| sample(Some(p)).ok()).map(|s| s.rss_kib)
@@ -387,25 +90,13 @@ async fn until_connected(
     None
 }
 
-/// Run the scenario: as the parent (a report on stdout) or, with
-/// `--worker`, as one of its workers (on a single-threaded runtime each).
+/// Run the scenario as the parent, on a single-threaded runtime: a report
+/// on stdout.
 pub fn main(args: Args) -> anyhow::Result<()> {
     args.validate()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    if let Some(range) = args.worker {
-        return runtime.block_on(crate::worker::run(args, range));
-    }
+    let runtime = crate::runtime(1)?;
     let json = args.json;
-    let out = runtime.block_on(run(args))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&out.report.to_json())?);
-    } else {
-        print!("{}", out.report.table());
-    }
-    Ok(())
+    runtime.block_on(run(args))?.report.print(json)
 }
 
 /// The figures `compare` puts side by side.
@@ -475,10 +166,10 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
         if a >= args.first + n {
             break;
         }
-        procs.push(Worker::spawn(&args, (a, b), live.clone())?);
+        procs.push(WorkerProcess::spawn(&args, (a, b), live.clone())?);
     }
     for p in &procs {
-        p.expect("registered", PHASE_MAX).await?;
+        p.registered(PHASE_MAX).await?;
     }
     // The "before" figure gets the same quiet time as the "held" one: right
     // after the registrations the allocator is still returning their
@@ -490,15 +181,14 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
     progress.phase("connect");
     let storm_started = Instant::now();
     for p in &mut procs {
-        p.say("connect")?;
+        p.tell(ToWorker::Connect)?;
     }
     let mut established = 0usize;
     let mut storm_cpu = Vec::new();
     for p in &procs {
-        let ready = p.expect("ready", PHASE_MAX).await?;
-        let mut words = ready.split_whitespace();
-        established += words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        storm_cpu.push(words.next().and_then(|v| v.parse().ok()).unwrap_or(0.0));
+        let (up, cpu) = p.ready(PHASE_MAX).await?;
+        established += up;
+        storm_cpu.push(cpu);
     }
     let storm_secs = storm_started.elapsed().as_secs_f64();
     let storm_busiest = storm_cpu.iter().fold(0.0f64, |m, c| m.max(c / storm_secs));
@@ -517,7 +207,7 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
     let watcher = Watcher::start(args.server_pid, live.clone(), true)?;
     let started = Instant::now();
     for p in &mut procs {
-        p.say("go")?;
+        p.tell(ToWorker::Go)?;
     }
     let mut restart_params = Vec::new();
     if args.mode == Mode::Restart
@@ -530,15 +220,15 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
         restart_params = params;
         for p in &mut procs {
             // A worker whose hold is over has gone already.
-            let _ = p.say("stop");
+            let _ = p.tell(ToWorker::Stop);
         }
     }
 
-    let mut results = Vec::new();
+    let mut tallies = Vec::new();
     let hold_end = started + Duration::from_secs_f64(args.hold()) + Duration::from_secs(120);
     for p in &procs {
         let left = hold_end.saturating_duration_since(Instant::now());
-        results.push(p.expect("result", left).await?);
+        tallies.push(p.done(left).await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (server, generator_self) = watcher.finish();
@@ -547,12 +237,10 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
     let mut outcomes = Outcomes::default();
     let mut generator_cpu = generator_self.cpu_secs;
     let mut busiest = 0.0f64;
-    for r in &results {
-        let v: Value = serde_json::from_str(r).context("a worker's result is not JSON")?;
-        outcomes.merge(outcomes_from_json(&v));
-        let cpu = v["cpu_secs"].as_f64().unwrap_or(0.0);
-        generator_cpu += cpu;
-        busiest = busiest.max(cpu / v["wall_secs"].as_f64().unwrap_or(elapsed).max(1e-3));
+    for t in &tallies {
+        outcomes.merge(t.outcomes());
+        generator_cpu += t.cpu_secs;
+        busiest = busiest.max(t.cpu_secs / t.wall_secs.max(1e-3));
     }
     let mut generator = generator_self;
     generator.cpu_secs = generator_cpu;
@@ -694,29 +382,4 @@ async fn restart(
         )),
     }
     Ok((server, params))
-}
-
-fn outcomes_from_json(v: &Value) -> Outcomes {
-    let mut o = Outcomes {
-        ok: v["ok"].as_u64().unwrap_or(0),
-        ..Default::default()
-    };
-    for (field, into) in [("errors", &mut o.errors), ("extra", &mut o.extra)] {
-        if let Some(map) = v[field].as_object() {
-            for (k, n) in map {
-                let k: &'static str = Box::leak(k.clone().into_boxed_str());
-                into.insert(k, n.as_u64().unwrap_or(0));
-            }
-        }
-    }
-    for (field, into) in [("latency", &mut o.latency), ("connect", &mut o.connect)] {
-        if let Some(h) = v[field].as_array() {
-            for pair in h {
-                if let (Some(value), Some(count)) = (pair[0].as_u64(), pair[1].as_u64()) {
-                    let _ = into.record_n(value, count);
-                }
-            }
-        }
-    }
-    o
 }

@@ -1,12 +1,10 @@
 //! One worker process of the `sessions` scenario: it holds the sessions of
 //! simulated tagents [a, b) on a single-threaded runtime.
 //!
-//! It talks to the parent in lines. Out (stdout): `registered N`, then
-//! `ready UP CPU_SECS` once its connect storm is over, `tick OK ERRORS UP`
-//! twice a second, and `result {json}` at the end. In (stdin): `connect`,
-//! `go` (start heartbeating), and optionally `stop` (end before `--hold`).
+//! It hears the parent on stdin and answers on stdout, in [`crate::wire`]
+//! messages.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +22,21 @@ use crate::client::{Conn, Target};
 use crate::outcomes::{Live, Outcomes};
 use crate::peers::{Mqtt, Nats};
 use crate::procstat::sample;
-use crate::sessions::{Args, Mode, Proto, credential, source_ip};
+use crate::session_args::{Args, Mode, Proto};
+use crate::wire::{self, FromWorker, Tally, ToWorker};
+
+/// Loopback source addresses used: 127.1.0.1 ..= 127.1.239.250.
+const SOURCES: usize = 240 * 250;
+
+/// The loopback address tagent `n` connects from and registers as its ip.
+fn source_ip(n: usize) -> Ipv4Addr {
+    let k = n % SOURCES;
+    Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250 + 1) as u8)
+}
+
+fn credential(n: usize) -> String {
+    format!("load-credential-{n}")
+}
 
 /// What every session of the worker shares.
 struct Ctx {
@@ -36,17 +48,25 @@ struct Ctx {
     stop: watch::Receiver<bool>,
 }
 
-/// Run as a worker over tagents [a, b); exits the process when done.
-pub async fn run(args: Args, (a, b): (usize, usize)) -> anyhow::Result<()> {
+/// Run as a worker over tagents [a, b), on a single-threaded runtime; exits
+/// the process when done.
+pub fn main(args: Args, range: (usize, usize)) -> anyhow::Result<()> {
+    args.validate()?;
+    crate::runtime(1)?.block_on(run(args, range))
+}
+
+async fn run(args: Args, (a, b): (usize, usize)) -> anyhow::Result<()> {
     let ids = if args.protocol.registers() {
         let target = Arc::new(Target::parse(&args.url)?);
         register_all(&target, &args.tenant, a, b).await?
     } else {
         vec![0; b - a]
     };
-    println!("registered {}", ids.len());
+    tell_parent(&FromWorker::Registered {
+        sessions: ids.len(),
+    });
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    wait_for(&mut stdin, "connect").await?;
+    wait_for(&mut stdin, ToWorker::Connect).await?;
 
     let (go_tx, go) = watch::channel(false);
     let (stop_tx, stop) = watch::channel(false);
@@ -71,13 +91,16 @@ pub async fn run(args: Args, (a, b): (usize, usize)) -> anyhow::Result<()> {
     while let Some(ok) = ready_rx.recv().await {
         up += ok as usize;
     }
-    println!("ready {up} {:.3}", cpu_secs() - storm_cpu);
-    wait_for(&mut stdin, "go").await?;
+    tell_parent(&FromWorker::Ready {
+        up,
+        storm_cpu_secs: cpu_secs() - storm_cpu,
+    });
+    wait_for(&mut stdin, ToWorker::Go).await?;
     let cpu_start = cpu_secs();
     let started = Instant::now();
     let _ = go_tx.send(true);
     tokio::spawn(async move {
-        if wait_for(&mut stdin, "stop").await.is_ok() {
+        if wait_for(&mut stdin, ToWorker::Stop).await.is_ok() {
             let _ = stop_tx.send(true);
         }
     });
@@ -89,22 +112,14 @@ pub async fn run(args: Args, (a, b): (usize, usize)) -> anyhow::Result<()> {
     }
     ticker.abort();
     let cpu = cpu_secs() - cpu_start;
-    let pairs = |h: &hdrhistogram::Histogram<u64>| -> Vec<[u64; 2]> {
-        h.iter_recorded()
-            .map(|v| [v.value_iterated_to(), v.count_at_value()])
-            .collect()
-    };
-    let result = json!({
-        "ok": outcomes.ok,
-        "errors": outcomes.errors,
-        "extra": outcomes.extra,
-        "latency": pairs(&outcomes.latency),
-        "connect": pairs(&outcomes.connect),
-        "cpu_secs": cpu,
-        "wall_secs": started.elapsed().as_secs_f64(),
-    });
-    println!("result {result}");
+    let tally = Tally::new(&outcomes, cpu, started.elapsed().as_secs_f64());
+    tell_parent(&FromWorker::Done(tally));
     std::process::exit(0);
+}
+
+/// One message on stdout, where the parent reads them.
+fn tell_parent(message: &FromWorker) {
+    println!("{}", wire::encode(message));
 }
 
 fn cpu_secs() -> f64 {
@@ -117,25 +132,26 @@ async fn tick(ctx: Arc<Ctx>) {
     loop {
         every.tick().await;
         let l = &ctx.live;
-        println!(
-            "tick {} {} {}",
-            l.ok.load(Ordering::Relaxed),
-            l.errors.load(Ordering::Relaxed),
-            l.up.load(Ordering::Relaxed)
-        );
+        tell_parent(&FromWorker::Tick {
+            ok: l.ok.load(Ordering::Relaxed),
+            errors: l.errors.load(Ordering::Relaxed),
+            up: l.up.load(Ordering::Relaxed),
+        });
     }
 }
 
+/// Wait until the parent says `awaited`.
 async fn wait_for(
     lines: &mut tokio::io::Lines<BufReader<tokio::io::Stdin>>,
-    word: &str,
+    awaited: ToWorker,
 ) -> anyhow::Result<()> {
-    while let Some(line) = lines.next_line().await? {
-        if line.trim() == word {
-            return Ok(());
-        }
+    match lines.next_line().await? {
+        Some(line) => match wire::decode::<ToWorker>(&line)? {
+            said if said == awaited => Ok(()),
+            said => bail!("the parent said {said:?} where {awaited:?} was due"),
+        },
+        None => bail!("the parent went away before {awaited:?}"),
     }
-    bail!("the parent went away before '{word}'")
 }
 
 /// Register tagents [a, b) over 64 connections; their ids in order.
@@ -210,7 +226,6 @@ impl Drop for Up<'_> {
     }
 }
 
-/// Connect, recording how long it took.
 /// Open tagent `n`'s session to its `attempt`-th runner: its own first, then
 /// each `--failover` runner in turn, as a tagent walks its `proxy.group`.
 async fn open(

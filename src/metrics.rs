@@ -25,7 +25,7 @@ pub fn install() -> PrometheusHandle {
                 .expect("bucket lists are not empty")
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
-            describe();
+            register_all();
             spawn_upkeep(handle.clone());
             handle
         })
@@ -51,44 +51,361 @@ fn spawn_upkeep(handle: PrometheusHandle) {
         .expect("a thread for metrics upkeep");
 }
 
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
+/// What a family is, as Prometheus' `# TYPE` line says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    /// The `# TYPE` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One label of a family and every value it takes (a closed set).
+pub struct Label {
+    pub name: &'static str,
+    pub values: &'static [&'static str],
+}
+
+/// One metric family the hub exports.
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// Every series is exported from start, at zero: one per combination.
+    pub labels: &'static [Label],
+}
+
+const fn family(
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    labels: &'static [Label],
+) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        labels,
+    }
+}
+
+const PROTOCOL: Label = Label {
+    name: "protocol",
+    values: &["compat", "native"],
+};
+
+/// Every metric family the hub emits, with its HELP text and label values.
+/// [`install`] describes them all and creates every series at zero, so a
+/// dashboard or an alert sees them from the first scrape;
+/// `tests/metrics_start.rs` holds this table to the `counter!`, `gauge!` and
+/// `histogram!` calls in `src/` and to what `/metrics` serves.
+pub const FAMILIES: &[Family] = &[
+    // Registration (http/register.rs)
+    family(
         "tagent_hub_registrations_total",
-        "Registrations answered, by outcome (created, updated, or the error kind)."
-    );
-    describe_histogram!(
+        Kind::Counter,
+        "Registrations answered, by outcome (created, updated, or the error kind).",
+        &[Label {
+            name: "outcome",
+            values: &[
+                "created",
+                "updated",
+                "too_large",
+                "bad_body",
+                "bad_content_type",
+                "invalid",
+                "multiple_tagents",
+                "ip_conflict",
+                "no_runner_group",
+                "contains_other_primary",
+                "primary_taken",
+                "ids_exhausted",
+                "store_error",
+                "shutting_down",
+            ],
+        }],
+    ),
+    family(
         "tagent_hub_registration_duration_seconds",
-        "Time from a registration request to its reply, including the durable commit."
-    );
-    describe_gauge!("tagent_hub_tagents", "Registered tagents.");
-    describe_histogram!(
+        Kind::Histogram,
+        "Time from a registration request to its reply, including the durable commit.",
+        &[],
+    ),
+    // The registry and its store (registry/)
+    family(
+        "tagent_hub_tagents",
+        Kind::Gauge,
+        "Registered tagents.",
+        &[],
+    ),
+    family(
         "tagent_hub_store_commit_duration_seconds",
-        "Duration of one durable store transaction."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "Duration of one durable store transaction.",
+        &[],
+    ),
+    family(
         "tagent_hub_store_batch_size",
-        "Registrations committed per store transaction."
-    );
-    describe_counter!(
+        Kind::Histogram,
+        "Registrations committed per store transaction.",
+        &[],
+    ),
+    family(
         "tagent_hub_store_errors_total",
-        "Store transactions that failed; their registrations were refused."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Store transactions that failed; their registrations were refused.",
+        &[],
+    ),
+    family(
         "tagent_hub_status_transitions_total",
-        "Status transitions persisted, by reason (connected, or the disconnect reason)."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Status transitions persisted, by reason (connected, or the disconnect reason).",
+        &[Label {
+            name: "reason",
+            values: &[
+                "connected",
+                "eof",
+                "reset",
+                "idle-timeout",
+                "protocol-error",
+                "auth-failed",
+                "replaced",
+                "shutdown",
+                "restart",
+                "runner-lost",
+            ],
+        }],
+    ),
+    // The admin API and the HTTP server (http/)
+    family(
         "tagent_hub_admin_auth_failures_total",
-        "Admin API requests refused: no token (missing), unknown token (invalid), read token for a change (scope)."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Admin API requests refused: no token (missing), unknown token (invalid), \
+         read token for a change (scope).",
+        &[Label {
+            name: "reason",
+            values: &["missing", "invalid", "scope"],
+        }],
+    ),
+    family(
         "tagent_hub_event_stream_gaps_total",
-        "Event-stream watchers told to reload their view: unknown resume id, or fell behind the ring."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Event-stream watchers told to reload their view: unknown resume id, \
+         or fell behind the ring.",
+        &[],
+    ),
+    family(
         "tagent_hub_http_rejected_total",
+        Kind::Counter,
         "HTTP connections and requests refused by the server's limits, by reason \
-         (header_too_large, header_timeout, malformed, slow_body)."
-    );
+         (header_too_large, header_timeout, malformed, slow_body).",
+        &[Label {
+            name: "reason",
+            values: &[
+                "header_too_large",
+                "header_timeout",
+                "malformed",
+                "slow_body",
+            ],
+        }],
+    ),
+    // Both accept loops (net.rs)
+    family(
+        "tagent_hub_accept_errors_total",
+        Kind::Counter,
+        "Errors of an accept loop (heartbeat or http), by kind; out of descriptors it backs off.",
+        &[
+            Label {
+                name: "listener",
+                values: &["heartbeat", "http"],
+            },
+            Label {
+                name: "kind",
+                values: &["emfile", "enfile", "enomem", "other"],
+            },
+        ],
+    ),
+    // The heartbeat server (heartbeat/)
+    family(
+        "tagent_hub_heartbeats_total",
+        Kind::Counter,
+        "Heartbeats handled, by protocol.",
+        &[PROTOCOL],
+    ),
+    family(
+        "tagent_hub_heartbeat_duration_seconds",
+        Kind::Histogram,
+        "Time to handle a heartbeat, from its bytes read to its reply written (sampled).",
+        &[],
+    ),
+    family(
+        "tagent_hub_sessions",
+        Kind::Gauge,
+        "Identified heartbeat sessions, by protocol.",
+        &[PROTOCOL],
+    ),
+    family(
+        "tagent_hub_parked_sessions",
+        Kind::Gauge,
+        "Idle sessions parked: no task, their socket watched by the hub's lot.",
+        &[],
+    ),
+    family(
+        "tagent_hub_sessions_closed_total",
+        Kind::Counter,
+        "Identified sessions closed, by reason.",
+        &[Label {
+            name: "reason",
+            values: &[
+                "eof",
+                "reset",
+                "idle-timeout",
+                "protocol-error",
+                "auth-failed",
+                "replaced",
+                "shutdown",
+            ],
+        }],
+    ),
+    family(
+        "tagent_hub_unregistered_sessions_total",
+        Kind::Counter,
+        "Sessions whose heartbeat matched no registered tagent (each is sent a rate-limited reload).",
+        &[],
+    ),
+    family(
+        "tagent_hub_ignored_lines_total",
+        Kind::Counter,
+        "JSON-line messages answered OK but not processed (not JSON, or not a monitor).",
+        &[],
+    ),
+    family(
+        "tagent_hub_reloads_sent_total",
+        Kind::Counter,
+        "Reloads sent to unregistered sessions so their tagents register again.",
+        &[],
+    ),
+    family(
+        "tagent_hub_commands_total",
+        Kind::Counter,
+        "Commands sent down sessions, by command and result.",
+        &[
+            Label {
+                name: "command",
+                values: &["reload", "resetcred"],
+            },
+            Label {
+                name: "result",
+                values: &["delivered", "failed", "session_closed", "timeout"],
+            },
+        ],
+    ),
+    family(
+        "tagent_hub_connection_errors_total",
+        Kind::Counter,
+        "Connections refused or closed for what they sent or when they came, by kind.",
+        &[Label {
+            name: "kind",
+            values: &[
+                "max_sessions",
+                "first_message_timeout",
+                "compat_refused",
+                "native_refused",
+                "unknown_protocol",
+                "too_long",
+                "bad_message",
+                "out_of_order",
+            ],
+        }],
+    ),
+    family(
+        "tagent_hub_auth_failures_total",
+        Kind::Counter,
+        "Native handshakes refused, by reason.",
+        &[Label {
+            name: "reason",
+            values: &["unknown_tagent", "bad_proof", "no_credential"],
+        }],
+    ),
+];
+
+/// Describe every family and create each of its series at zero.
+fn register_all() {
+    for f in FAMILIES {
+        match f.kind {
+            Kind::Counter => metrics::describe_counter!(f.name, f.help),
+            Kind::Gauge => metrics::describe_gauge!(f.name, f.help),
+            Kind::Histogram => metrics::describe_histogram!(f.name, f.help),
+        }
+        for labels in combinations(f.labels) {
+            // Creating the handle is what makes the series appear.
+            match f.kind {
+                Kind::Counter => drop(metrics::counter!(f.name, labels)),
+                Kind::Gauge => drop(metrics::gauge!(f.name, labels)),
+                Kind::Histogram => drop(metrics::histogram!(f.name, labels)),
+            }
+        }
+    }
+}
+
+/// Every combination of the labels' values (one empty set without labels).
+pub fn combinations(labels: &[Label]) -> Vec<Vec<metrics::Label>> {
+    let mut all = vec![Vec::new()];
+    for label in labels {
+        all = all
+            .into_iter()
+            .flat_map(|set: Vec<metrics::Label>| {
+                label.values.iter().map(move |v| {
+                    let mut set = set.clone();
+                    set.push(metrics::Label::new(label.name, *v));
+                    set
+                })
+            })
+            .collect();
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DisconnectReason;
+
+    fn values(family: &str, label: &str) -> &'static [&'static str] {
+        let f = FAMILIES.iter().find(|f| f.name == family).unwrap();
+        f.labels.iter().find(|l| l.name == label).unwrap().values
+    }
+
+    #[test]
+    fn every_disconnect_reason_is_a_transition_label() {
+        let table = values("tagent_hub_status_transitions_total", "reason");
+        for r in DisconnectReason::ALL {
+            if r != DisconnectReason::NeverConnected {
+                assert!(table.contains(&r.as_str()), "{} missing", r.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_combinations_complete() {
+        for (i, f) in FAMILIES.iter().enumerate() {
+            assert!(FAMILIES[..i].iter().all(|g| g.name != f.name), "{}", f.name);
+        }
+        let accept = FAMILIES
+            .iter()
+            .find(|f| f.name == "tagent_hub_accept_errors_total")
+            .unwrap();
+        assert_eq!(combinations(accept.labels).len(), 8);
+        assert_eq!(combinations(&[]).len(), 1);
+    }
 }

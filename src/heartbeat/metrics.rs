@@ -1,5 +1,6 @@
 //! Heartbeat metrics, with handles resolved once so the per-heartbeat path
-//! does no registry lookup.
+//! does no registry lookup. Their names and HELP texts are in
+//! `crate::metrics::FAMILIES`.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
@@ -31,7 +32,6 @@ impl Default for HbMetrics {
 
 impl HbMetrics {
     pub fn new() -> Self {
-        describe();
         HbMetrics {
             heartbeats_compat: counter!("tagent_hub_heartbeats_total", "protocol" => "compat"),
             heartbeats_native: counter!("tagent_hub_heartbeats_total", "protocol" => "native"),
@@ -84,52 +84,4 @@ impl HbMetrics {
     pub fn auth_failure(reason: &'static str) {
         counter!("tagent_hub_auth_failures_total", "reason" => reason).increment(1);
     }
-}
-
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "tagent_hub_heartbeats_total",
-        "Heartbeats handled, by protocol."
-    );
-    describe_histogram!(
-        "tagent_hub_heartbeat_duration_seconds",
-        "Time to handle a heartbeat, from its bytes read to its reply written (sampled)."
-    );
-    describe_gauge!(
-        "tagent_hub_sessions",
-        "Identified heartbeat sessions, by protocol."
-    );
-    describe_counter!(
-        "tagent_hub_sessions_closed_total",
-        "Identified sessions closed, by reason."
-    );
-    describe_counter!(
-        "tagent_hub_unregistered_sessions_total",
-        "Sessions whose heartbeat matched no registered tagent (each is sent a rate-limited reload)."
-    );
-    describe_counter!(
-        "tagent_hub_ignored_lines_total",
-        "JSON-line messages answered OK but not processed (not JSON, or not a monitor)."
-    );
-    describe_counter!(
-        "tagent_hub_reloads_sent_total",
-        "Reloads sent to unregistered sessions so their tagents register again."
-    );
-    describe_counter!(
-        "tagent_hub_commands_total",
-        "Commands sent down sessions, by result."
-    );
-    describe_counter!(
-        "tagent_hub_connection_errors_total",
-        "Connections refused or closed for what they sent or when they came, by kind."
-    );
-    describe_counter!(
-        "tagent_hub_accept_errors_total",
-        "Errors of an accept loop (heartbeat or http), by kind; out of descriptors it backs off."
-    );
-    describe_counter!(
-        "tagent_hub_auth_failures_total",
-        "Native handshakes refused, by reason."
-    );
 }

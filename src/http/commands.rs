@@ -49,7 +49,8 @@ pub struct BatchReply {
 /// Send a command to many tagents at once.
 #[utoipa::path(post, path = "/api/v1/commands", tag = "commands",
     request_body = BatchRequest,
-    responses((status = 200, body = BatchReply), (status = 400, body = super::ErrorBody),
+    responses((status = 200, body = BatchReply, description = "a result per tagent"),
+        (status = 400, body = super::ErrorBody, description = "not a valid batch request"),
         (status = 413, body = super::ErrorBody, description = "the batch names too many tagents")),
     security(("bearer" = [])))]
 pub(super) async fn batch(

@@ -185,8 +185,8 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 /// Every runner group, in scan order.
-#[utoipa::path(get, path = "/api/v1/runner-groups", tag = "runner-groups",
-    responses((status = 200, body = Vec<GroupView>)),
+#[utoipa::path(get, path = "/api/v1/runner-groups", tag = "runner-groups", operation_id = "list_runner_groups",
+    responses((status = 200, body = Vec<GroupView>, description = "every runner group")),
     security(("bearer" = [])))]
 pub(super) async fn list(State(s): State<HttpState>) -> Result<Json<Vec<GroupView>>, ApiError> {
     let registry = s.registry.clone();
@@ -196,9 +196,10 @@ pub(super) async fn list(State(s): State<HttpState>) -> Result<Json<Vec<GroupVie
 }
 
 /// One runner group.
-#[utoipa::path(get, path = "/api/v1/runner-groups/{id}", tag = "runner-groups",
+#[utoipa::path(get, path = "/api/v1/runner-groups/{id}", tag = "runner-groups", operation_id = "get_runner_group",
     params(("id" = u32, Path, description = "runner group id")),
-    responses((status = 200, body = GroupView), (status = 404, body = super::ErrorBody)),
+    responses((status = 200, body = GroupView, description = "the runner group"),
+        (status = 404, body = super::ErrorBody, description = "no runner group with this id")),
     security(("bearer" = [])))]
 pub(super) async fn get(
     State(s): State<HttpState>,
@@ -208,9 +209,10 @@ pub(super) async fn get(
 }
 
 /// Create a runner group; it is scanned after the existing ones.
-#[utoipa::path(post, path = "/api/v1/runner-groups", tag = "runner-groups",
+#[utoipa::path(post, path = "/api/v1/runner-groups", tag = "runner-groups", operation_id = "create_runner_group",
     request_body = GroupBody,
-    responses((status = 201, body = GroupView), (status = 400, body = super::ErrorBody)),
+    responses((status = 201, body = GroupView, description = "created"),
+        (status = 400, body = super::ErrorBody, description = "not a valid runner group")),
     security(("bearer" = [])))]
 pub(super) async fn create(
     State(s): State<HttpState>,
@@ -244,11 +246,12 @@ pub(super) async fn create(
 /// Replace a runner group's name, networks and runners; its place in the
 /// scan order stays. A changed runner list reaches its live tagents with
 /// their next heartbeat (`updategroup`).
-#[utoipa::path(put, path = "/api/v1/runner-groups/{id}", tag = "runner-groups",
+#[utoipa::path(put, path = "/api/v1/runner-groups/{id}", tag = "runner-groups", operation_id = "update_runner_group",
     params(("id" = u32, Path, description = "runner group id")),
     request_body = GroupBody,
-    responses((status = 200, body = GroupView), (status = 400, body = super::ErrorBody),
-        (status = 404, body = super::ErrorBody)),
+    responses((status = 200, body = GroupView, description = "updated"),
+        (status = 400, body = super::ErrorBody, description = "not a valid runner group"),
+        (status = 404, body = super::ErrorBody, description = "no runner group with this id")),
     security(("bearer" = [])))]
 pub(super) async fn update(
     State(s): State<HttpState>,
@@ -278,10 +281,11 @@ pub(super) async fn update(
 }
 
 /// Delete a runner group. Refused while registered tagents belong to it.
-#[utoipa::path(delete, path = "/api/v1/runner-groups/{id}", tag = "runner-groups",
+#[utoipa::path(delete, path = "/api/v1/runner-groups/{id}", tag = "runner-groups", operation_id = "delete_runner_group",
     params(("id" = u32, Path, description = "runner group id")),
-    responses((status = 204, description = "deleted"), (status = 404, body = super::ErrorBody),
-        (status = 409, body = super::ErrorBody)),
+    responses((status = 204, description = "deleted"),
+        (status = 404, body = super::ErrorBody, description = "no runner group with this id"),
+        (status = 409, body = super::ErrorBody, description = "tagents belong to the group")),
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<HttpState>,

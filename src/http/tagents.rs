@@ -156,9 +156,10 @@ fn parse_cursor(cursor: Option<&str>) -> Result<TagentId, ApiError> {
 }
 
 /// List tagents, filtered, in id order.
-#[utoipa::path(get, path = "/api/v1/tagents", tag = "tagents",
+#[utoipa::path(get, path = "/api/v1/tagents", tag = "tagents", operation_id = "list_tagents",
     params(FilterParams, PageParams),
-    responses((status = 200, body = TagentPage), (status = 400, body = super::ErrorBody)),
+    responses((status = 200, body = TagentPage, description = "one page of tagents, in id order"),
+        (status = 400, body = super::ErrorBody, description = "a bad filter or cursor")),
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<HttpState>,
@@ -205,7 +206,8 @@ pub(super) async fn list(
 /// tagents matching the filter.
 #[utoipa::path(get, path = "/api/v1/tagents/counts", tag = "tagents",
     params(FilterParams),
-    responses((status = 200, body = Counts), (status = 400, body = super::ErrorBody)),
+    responses((status = 200, body = Counts, description = "totals of the matching tagents"),
+        (status = 400, body = super::ErrorBody, description = "a bad filter")),
     security(("bearer" = [])))]
 pub(super) async fn counts(
     State(s): State<HttpState>,
@@ -225,9 +227,10 @@ pub(super) async fn counts(
 }
 
 /// One tagent with its accounts and live session.
-#[utoipa::path(get, path = "/api/v1/tagents/{id}", tag = "tagents",
+#[utoipa::path(get, path = "/api/v1/tagents/{id}", tag = "tagents", operation_id = "get_tagent",
     params(("id" = u64, Path, description = "tagent id")),
-    responses((status = 200, body = TagentDetail), (status = 404, body = super::ErrorBody)),
+    responses((status = 200, body = TagentDetail, description = "the tagent"),
+        (status = 404, body = super::ErrorBody, description = "no tagent with this id")),
     security(("bearer" = [])))]
 pub(super) async fn get(
     State(s): State<HttpState>,
@@ -256,10 +259,11 @@ pub(super) async fn get(
 }
 
 /// Delete a tagent and its accounts. Refused while it is connected.
-#[utoipa::path(delete, path = "/api/v1/tagents/{id}", tag = "tagents",
+#[utoipa::path(delete, path = "/api/v1/tagents/{id}", tag = "tagents", operation_id = "delete_tagent",
     params(("id" = u64, Path, description = "tagent id")),
     responses((status = 204, description = "deleted"),
-        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)),
+        (status = 404, body = super::ErrorBody, description = "no tagent with this id"),
+        (status = 409, body = super::ErrorBody, description = "the tagent is connected")),
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<HttpState>,
@@ -290,7 +294,8 @@ fn command_reply(r: CommandResult) -> Response {
 /// Whether the tagent holds a live session here (the original's statusCheck).
 #[utoipa::path(post, path = "/api/v1/tagents/{id}/status-check", tag = "commands",
     params(("id" = u64, Path, description = "tagent id")),
-    responses((status = 200, body = CommandResult), (status = 404, body = CommandResult),
+    responses((status = 200, body = CommandResult, description = "connected"),
+        (status = 404, body = CommandResult, description = "no tagent with this id"),
         (status = 409, body = CommandResult, description = "not connected")),
     security(("bearer" = [])))]
 pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
@@ -300,9 +305,11 @@ pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<Tage
 /// Tell the tagent to restart and register again.
 #[utoipa::path(post, path = "/api/v1/tagents/{id}/reload", tag = "commands",
     params(("id" = u64, Path, description = "tagent id")),
-    responses((status = 200, body = CommandResult), (status = 404, body = CommandResult),
-        (status = 409, body = CommandResult), (status = 502, body = CommandResult),
-        (status = 504, body = CommandResult)),
+    responses((status = 200, body = CommandResult, description = "delivered"),
+        (status = 404, body = CommandResult, description = "no tagent with this id"),
+        (status = 409, body = CommandResult, description = "not connected, or its session closed"),
+        (status = 502, body = CommandResult, description = "the tagent answered with a failure"),
+        (status = 504, body = CommandResult, description = "no answer in time")),
     security(("bearer" = [])))]
 pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
     command_reply(s.dispatch().run(id, Command::Reload).await)
@@ -311,9 +318,11 @@ pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>)
 /// Tell the tagent to pick a new credential, restart and register again.
 #[utoipa::path(post, path = "/api/v1/tagents/{id}/resetcred", tag = "commands",
     params(("id" = u64, Path, description = "tagent id")),
-    responses((status = 200, body = CommandResult), (status = 404, body = CommandResult),
-        (status = 409, body = CommandResult), (status = 502, body = CommandResult),
-        (status = 504, body = CommandResult)),
+    responses((status = 200, body = CommandResult, description = "delivered"),
+        (status = 404, body = CommandResult, description = "no tagent with this id"),
+        (status = 409, body = CommandResult, description = "not connected, or its session closed"),
+        (status = 502, body = CommandResult, description = "the tagent answered with a failure"),
+        (status = 504, body = CommandResult, description = "no answer in time")),
     security(("bearer" = [])))]
 pub(super) async fn resetcred(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
     command_reply(s.dispatch().run(id, Command::Resetcred).await)
@@ -328,7 +337,7 @@ pub struct UnregisteredSessions {
 /// Sessions whose heartbeats match no registered tagent (SPEC §3.1): each
 /// has been answered OK and sent a reload, so it should register soon.
 #[utoipa::path(get, path = "/api/v1/sessions/unregistered", tag = "sessions",
-    responses((status = 200, body = UnregisteredSessions)),
+    responses((status = 200, body = UnregisteredSessions, description = "the unregistered sessions")),
     security(("bearer" = [])))]
 pub(super) async fn unregistered(State(s): State<HttpState>) -> Json<UnregisteredSessions> {
     let sessions = s.hub.unregistered();

@@ -562,11 +562,17 @@ impl Metrics {
             .unwrap_or(0.0)
     }
 
-    /// Whether any sample's series starts with `prefix`.
+    /// Whether any sample whose series starts with `prefix` has counted
+    /// something. Every series is exported from start at zero, so a series
+    /// that is there but zero counts as not had.
     pub fn has(&self, prefix: &str) -> bool {
-        self.text
-            .lines()
-            .any(|l| !l.starts_with('#') && l.starts_with(prefix))
+        self.text.lines().any(|l| {
+            !l.starts_with('#')
+                && l.starts_with(prefix)
+                && l.rsplit_once(' ')
+                    .and_then(|(_, v)| v.parse::<f64>().ok())
+                    .is_some_and(|v| v != 0.0)
+        })
     }
 }
 
