@@ -15,30 +15,19 @@
 //! Run: `cargo bench --bench rules` (env `RULES_BENCH_TAGENTS` overrides the size).
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tagent_hub::model::{DisconnectReason, Runner, RunnerGroup, RunnerGroups, Status};
+use tagent_hub::model::{DisconnectReason, Status};
 use tagent_hub::model::{HostFacts, Interner, Tagent};
 use tagent_hub::registry::rules;
 use tagent_hub::registry::{Index, NoSessions, RegisterRequest, Secret};
 
-const PORT: u16 = 3939;
+#[path = "common/fixtures.rs"]
+mod fixtures;
+use fixtures::{PORT, host, one_group, primary, secondary};
+
 const POOL: usize = 4096;
-const FIRST_IP: u32 = u32::from_be_bytes([10, 0, 0, 1]);
-
-/// Tagent `i` (from 1) has primary ip `10.0.0.1 + i - 1` and contains that
-/// and the same address one /8 up (`11.…`).
-fn primary(i: u64) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(FIRST_IP.wrapping_add(i as u32 - 1)))
-}
-
-fn secondary(i: u64) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(
-        FIRST_IP.wrapping_add(i as u32 - 1).wrapping_add(1 << 24),
-    ))
-}
-
 fn tagents() -> u64 {
     std::env::var("RULES_BENCH_TAGENTS")
         .ok()
@@ -90,33 +79,8 @@ fn request(tagent_id: Option<u64>, ip: IpAddr, ips: Vec<IpAddr>, i: u64) -> Regi
         port: PORT,
         ips,
         name: format!("host-{i}"),
-        host: HostFacts {
-            user: "root".into(),
-            version: "1.5.4".into(),
-            os_type: "linux".into(),
-            os_version: "CentOS Linux 7.9.2009_3.10.0-1160.el7.x86_64".into(),
-            osbit: "x86_64".into(),
-            pcpu: Some(4.0),
-            mem: Some(7.6),
-        },
+        host: host(),
         credential: Some(Secret("{ENCRYPTED}0af3c1d2e4b5a69788".into())),
-    }
-}
-
-fn groups() -> RunnerGroups {
-    RunnerGroups {
-        groups: vec![RunnerGroup {
-            id: 1,
-            name: "default".into(),
-            networks: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
-            runners: vec![Runner {
-                id: 1,
-                name: "this-hub".into(),
-                host: "127.0.0.1".into(),
-                port: 8888,
-                this_hub: false,
-            }],
-        }],
     }
 }
 
@@ -142,7 +106,7 @@ fn bench_decide(c: &mut Criterion) {
         index.ip_entries(),
         started.elapsed()
     );
-    let groups = groups();
+    let groups = one_group(&["0.0.0.0/0", "::/0"]);
     let live = NoSessions;
     let now = 1_800_000_000_000;
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);

@@ -24,12 +24,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagent_hub::config::HeartbeatConfig;
 use tagent_hub::heartbeat::{Facts, Hub, ProtocolKind, Session, SessionKey, Settings};
 use tagent_hub::model::DisconnectReason;
-use tagent_hub::model::{HostFacts, Runner, RunnerGroup, RunnerGroups};
 use tagent_hub::registry::{RegisterRequest, Registry, Secret};
 use tagent_hub::shutdown::Shutdown;
 use tagent_hub::store::{CredentialCipher, RedbStore};
 
-const PORT: u16 = 3939;
+#[path = "common/fixtures.rs"]
+mod fixtures;
+use fixtures::{PORT, host, one_group};
 
 fn tagents() -> usize {
     std::env::var("SESSION_BENCH_TAGENTS")
@@ -44,23 +45,6 @@ fn ip(i: usize) -> IpAddr {
     ))
 }
 
-fn groups() -> RunnerGroups {
-    RunnerGroups {
-        groups: vec![RunnerGroup {
-            id: 1,
-            name: "default".into(),
-            networks: vec!["0.0.0.0/0".parse().unwrap()],
-            runners: vec![Runner {
-                id: 1,
-                name: "this-hub".into(),
-                host: "127.0.0.1".into(),
-                port: 8888,
-                this_hub: false,
-            }],
-        }],
-    }
-}
-
 fn request(i: usize) -> RegisterRequest {
     RegisterRequest {
         tenant: "t".into(),
@@ -69,15 +53,7 @@ fn request(i: usize) -> RegisterRequest {
         port: PORT,
         ips: vec![ip(i)],
         name: format!("host-{i}"),
-        host: HostFacts {
-            user: "root".into(),
-            version: "1.5.4".into(),
-            os_type: "linux".into(),
-            os_version: "bench".into(),
-            osbit: "x86_64".into(),
-            pcpu: None,
-            mem: None,
-        },
+        host: host(),
         credential: Some(Secret(format!("cred-{i}"))),
     }
 }
@@ -121,7 +97,7 @@ impl Fixture {
 fn fixture(rt: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) -> Fixture {
     let cipher = CredentialCipher::from_hex(&"11".repeat(32)).unwrap();
     let store = RedbStore::open(dir, cipher, 16 << 20).unwrap();
-    let registry = Registry::open(Arc::new(store), groups()).unwrap();
+    let registry = Registry::open(Arc::new(store), one_group(&["0.0.0.0/0"])).unwrap();
     let ids: Vec<u64> = rt.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..n {

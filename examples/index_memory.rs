@@ -11,7 +11,6 @@
 //!    RSS after `RedbStore::open`, then `Registry::open` timed, RSS after it, and
 //!    the peak RSS. Prints a table, or JSON with `--json`.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -20,17 +19,21 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tagent_hub::config::Config;
-use tagent_hub::model::{DisconnectReason, HostFacts, Status};
+use tagent_hub::model::{DisconnectReason, Status};
 use tagent_hub::registry::Registry;
 use tagent_hub::store::{
     AccountOp, AccountPut, CredentialCipher, RedbStore, StoredTagent, WriteBatch,
 };
 
+#[path = "../benches/common/fixtures.rs"]
+mod fixtures;
 /// A fixed key: the store is a throwaway.
+#[path = "../loadtest/proc_status.rs"]
+mod proc_status;
+use fixtures::{PORT, host, primary, secondary};
+
 const KEY: &str = "6b6579206f6620746865206d656173757265206f6620696e646578206d656d21";
-const PORT: u16 = 3939;
 const BATCH: u64 = 50_000;
-const FIRST_IP: u32 = u32::from_be_bytes([10, 0, 0, 1]);
 
 #[derive(Parser)]
 struct Cli {
@@ -91,16 +94,6 @@ fn open_store(dir: &Path, cache_mib: Option<usize>) -> anyhow::Result<RedbStore>
     )?)
 }
 
-fn primary(i: u64) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(FIRST_IP.wrapping_add(i as u32 - 1)))
-}
-
-fn secondary(i: u64) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(
-        FIRST_IP.wrapping_add(i as u32 - 1).wrapping_add(1 << 24),
-    ))
-}
-
 fn tagent(i: u64, now: u64) -> StoredTagent {
     StoredTagent {
         id: i,
@@ -109,15 +102,7 @@ fn tagent(i: u64, now: u64) -> StoredTagent {
         ip: primary(i),
         ips: vec![primary(i), secondary(i)],
         name: format!("host-{i}"),
-        host: HostFacts {
-            user: "root".into(),
-            version: "1.5.4".into(),
-            os_type: "linux".into(),
-            os_version: "CentOS Linux 7.9.2009_3.10.0-1160.el7.x86_64".into(),
-            osbit: "x86_64".into(),
-            pcpu: Some(4.0),
-            mem: Some(7.6),
-        },
+        host: host(),
         status: Status::Disconnected(DisconnectReason::NeverConnected),
         runner_group: 1,
         runner: None,
@@ -188,13 +173,7 @@ fn build(dir: &Path, n: u64) -> anyhow::Result<()> {
 /// VmRSS and VmHWM of this process, in bytes.
 fn rss() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |key: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let kib = |key: &str| proc_status::kib(&status, key);
     (kib("VmRSS:") * 1024, kib("VmHWM:") * 1024)
 }
 

@@ -27,6 +27,7 @@ mod client;
 mod compare;
 mod outcomes;
 mod peers;
+mod proc_status;
 mod procstat;
 mod progress;
 mod register;

@@ -41,13 +41,7 @@ pub fn sample(pid: Option<u32>) -> std::io::Result<Sample> {
     let cpu_secs = (field(14) + field(15)) as f64 / USER_HZ;
     let threads = field(20);
     let status = std::fs::read_to_string(format!("{dir}/status"))?;
-    let kib = |key: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let kib = |key: &str| crate::proc_status::kib(&status, key);
     Ok(Sample {
         at,
         cpu_secs,

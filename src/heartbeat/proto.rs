@@ -211,40 +211,152 @@ mod tests {
             .join(" ")
     }
 
-    /// The bytes shown in docs/PROTOCOL.md.
+    /// Every frame the "Bytes" block of docs/PROTOCOL.md shows, as the code
+    /// encodes it: credential `secret`, nonce `11` × 32, tenant `demo`,
+    /// agent 1, port 3939.
+    fn documented_frames() -> Vec<(&'static str, Vec<u8>)> {
+        let p = proof(b"secret", &[0x11; 32], "demo", 1, 3939);
+        let client = |m: ClientMsg| {
+            let mut out = Vec::new();
+            encode_frame(&m, &mut out);
+            out
+        };
+        let server = |m: ServerMsg| {
+            let mut out = Vec::new();
+            encode_frame(&m, &mut out);
+            out
+        };
+        vec![
+            (
+                "hello",
+                client(ClientMsg::Hello {
+                    v: 1,
+                    tenant: "demo".into(),
+                    agent_id: 1,
+                    ip: Some("10.0.0.25".into()),
+                    port: 3939,
+                    version: None,
+                }),
+            ),
+            (
+                "challenge",
+                server(ServerMsg::Challenge {
+                    nonce: (&[0x11u8; 32][..]).into(),
+                }),
+            ),
+            ("proof", p.to_vec()),
+            (
+                "auth",
+                client(ClientMsg::Auth {
+                    proof: (&p[..]).into(),
+                }),
+            ),
+            (
+                "welcome",
+                server(ServerMsg::Welcome {
+                    tagent_id: 1,
+                    proxy_group: "10.0.0.21:8888".into(),
+                    idle_timeout_secs: 300,
+                }),
+            ),
+            (
+                "heartbeat",
+                client(ClientMsg::Heartbeat {
+                    seq: 1,
+                    pcpu: Some(0.5),
+                    mem: None,
+                }),
+            ),
+            (
+                "ack",
+                server(ServerMsg::Ack {
+                    seq: 1,
+                    update_group: None,
+                }),
+            ),
+            (
+                "command",
+                server(ServerMsg::Command {
+                    id: 1,
+                    kind: CommandKind::Reload,
+                }),
+            ),
+            (
+                "result",
+                client(ClientMsg::CommandResult {
+                    id: 1,
+                    ok: true,
+                    message: None,
+                }),
+            ),
+            (
+                "error",
+                server(ServerMsg::Error {
+                    code: "auth-failed".into(),
+                    message: "x".into(),
+                }),
+            ),
+            (
+                "goodbye",
+                server(ServerMsg::Goodbye {
+                    reason: "shutdown".into(),
+                }),
+            ),
+            ("bye", client(ClientMsg::Bye)),
+        ]
+    }
+
+    /// The "Bytes" block of docs/PROTOCOL.md: each frame's name and its hex
+    /// bytes (continuation lines included, `= …` decodings left out).
+    fn documented_hex() -> Vec<(String, String)> {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let block = doc
+            .split("### Bytes")
+            .nth(1)
+            .and_then(|b| b.split("```").nth(1))
+            .expect("docs/PROTOCOL.md has a Bytes block");
+        let mut frames: Vec<(String, String)> = Vec::new();
+        for line in block.lines().filter(|l| !l.trim().is_empty()) {
+            let continued = line.starts_with(' ');
+            let text = line.trim();
+            if text.starts_with('=') {
+                continue;
+            }
+            match frames.last_mut() {
+                Some((_, hex)) if continued => {
+                    hex.push(' ');
+                    hex.push_str(text);
+                }
+                _ => {
+                    let (name, hex) = text.split_once(' ').expect("name, then bytes");
+                    frames.push((name.to_owned(), hex.trim().to_owned()));
+                }
+            }
+        }
+        frames
+    }
+
+    /// docs/PROTOCOL.md cannot drift from the code: every frame it shows is
+    /// what the code sends (a `…` there elides the middle of a long run).
+    /// `cargo test documented_bytes -- --nocapture` prints them all.
     #[test]
     fn documented_bytes_are_what_the_code_sends() {
-        let p = proof(b"secret", &[0x11; 32], "demo", 1, 3939);
-        assert_eq!(
-            hex(&p),
-            "fc 68 d0 f9 2c 0b 39 b4 f2 b9 d7 d7 67 67 9a 91 27 41 1b 9b 87 d8 b3 63 d5 09 4b 2a 24 f1 2e f8"
-        );
-        let mut out = Vec::new();
-        encode_frame(
-            &ClientMsg::Heartbeat {
-                seq: 1,
-                pcpu: Some(0.5),
-                mem: None,
-            },
-            &mut out,
-        );
-        assert_eq!(
-            hex(&out),
-            "00 00 00 20 81 a9 68 65 61 72 74 62 65 61 74 83 a3 73 65 71 01 a4 70 63 70 75 ca \
-             3f 00 00 00 a3 6d 65 6d c0"
-        );
-        out.clear();
-        encode_frame(
-            &ServerMsg::Ack {
-                seq: 1,
-                update_group: None,
-            },
-            &mut out,
-        );
-        assert_eq!(
-            hex(&out),
-            "00 00 00 19 81 a3 61 63 6b 82 a3 73 65 71 01 ac 75 70 64 61 74 65 5f 67 72 6f 75 70 c0"
-        );
+        let documented = documented_hex();
+        let frames = documented_frames();
+        let doc_names: Vec<&str> = documented.iter().map(|(n, _)| n.as_str()).collect();
+        let code_names: Vec<&str> = frames.iter().map(|(n, _)| *n).collect();
+        assert_eq!(doc_names, code_names, "the frames docs/PROTOCOL.md shows");
+        for ((name, doc_hex), (_, bytes)) in documented.iter().zip(&frames) {
+            let code_hex = hex(bytes);
+            println!("{name:<10} {code_hex}");
+            match doc_hex.split_once(" … ") {
+                Some((head, tail)) => assert!(
+                    code_hex.starts_with(head) && code_hex.ends_with(tail),
+                    "{name}: documented {doc_hex}, sent {code_hex}"
+                ),
+                None => assert_eq!(&code_hex, doc_hex, "{name}"),
+            }
+        }
     }
 
     #[test]

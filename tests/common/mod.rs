@@ -199,22 +199,36 @@ impl Server {
         self.reader = Some(reader);
         self.child = Some(child);
 
-        let deadline = Instant::now() + START_TIMEOUT;
+        match self.wait_log(START_TIMEOUT, parse_listening) {
+            Ok(addrs) => {
+                self.addrs = addrs;
+                Ok(())
+            }
+            Err(log) => {
+                self.kill_child();
+                Err(format!(
+                    "tagent-hub did not report `listening` within {START_TIMEOUT:?}; its log:\n{log}"
+                ))
+            }
+        }
+    }
+
+    /// Wait (bounded) until `found` finds something in what the current
+    /// process logged; on timeout, or if its stderr closes first, the log.
+    fn wait_log<T>(
+        &self,
+        timeout: Duration,
+        found: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, String> {
+        let deadline = Instant::now() + timeout;
         let mut state = self.logs.text.lock().unwrap();
         loop {
-            if let Some(addrs) = parse_listening(&state.text[self.log_start..]) {
-                drop(state);
-                self.addrs = addrs;
-                return Ok(());
+            if let Some(v) = found(&state.text[self.log_start..]) {
+                return Ok(v);
             }
             let now = Instant::now();
-            if state.eofs > self.eofs_at_start || now >= deadline {
-                let log = state.text[self.log_start..].to_owned();
-                drop(state);
-                self.kill_child();
-                return Err(format!(
-                    "tagent-hub did not report `listening` within {START_TIMEOUT:?}; its log:\n{log}"
-                ));
+            if now >= deadline || state.eofs > self.eofs_at_start {
+                return Err(state.text[self.log_start..].to_owned());
             }
             state = self
                 .logs
@@ -280,23 +294,8 @@ impl Server {
     /// Wait (bounded) until the current process logs a line containing
     /// `needle`; false on timeout or if its stderr closes first.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.logs.text.lock().unwrap();
-        loop {
-            if state.text[self.log_start..].contains(needle) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline || state.eofs > self.eofs_at_start {
-                return false;
-            }
-            state = self
-                .logs
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap()
-                .0;
-        }
+        self.wait_log(timeout, |log| log.contains(needle).then_some(()))
+            .is_ok()
     }
 
     /// Whether the process is still running.
