@@ -51,7 +51,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             )
         }
     };
-    tracing::info!(engine = store.engine(), "store open");
+    tracing::info!(engine = store.engine().as_str(), "store open");
 
     let heartbeat = heartbeat::listener::bind(config.heartbeat_addr)
         .with_context(|| format!("cannot listen for heartbeats on {}", config.heartbeat_addr))?;

@@ -85,6 +85,10 @@ pub struct Family {
     pub labels: &'static [Label],
 }
 
+const fn label(name: &'static str, values: &'static [&'static str]) -> Label {
+    Label { name, values }
+}
+
 const fn family(
     name: &'static str,
     kind: Kind,
@@ -99,10 +103,7 @@ const fn family(
     }
 }
 
-const PROTOCOL: Label = Label {
-    name: "protocol",
-    values: &["compat", "native"],
-};
+const PROTOCOL: Label = label("protocol", &["compat", "native"]);
 
 /// Every metric family the hub emits, with its HELP text and label values.
 /// [`install`] describes them all and creates every series at zero, so a
@@ -115,9 +116,9 @@ pub const FAMILIES: &[Family] = &[
         "tagent_hub_registrations_total",
         Kind::Counter,
         "Registrations answered, by outcome (created, updated, or the error kind).",
-        &[Label {
-            name: "outcome",
-            values: &[
+        &[label(
+            "outcome",
+            &[
                 "created",
                 "updated",
                 "too_large",
@@ -133,7 +134,7 @@ pub const FAMILIES: &[Family] = &[
                 "store_error",
                 "shutting_down",
             ],
-        }],
+        )],
     ),
     family(
         "tagent_hub_registration_duration_seconds",
@@ -170,9 +171,9 @@ pub const FAMILIES: &[Family] = &[
         "tagent_hub_status_transitions_total",
         Kind::Counter,
         "Status transitions persisted, by reason (connected, or the disconnect reason).",
-        &[Label {
-            name: "reason",
-            values: &[
+        &[label(
+            "reason",
+            &[
                 "connected",
                 "eof",
                 "reset",
@@ -184,7 +185,7 @@ pub const FAMILIES: &[Family] = &[
                 "restart",
                 "runner-lost",
             ],
-        }],
+        )],
     ),
     // The admin API and the HTTP server (http/)
     family(
@@ -192,10 +193,7 @@ pub const FAMILIES: &[Family] = &[
         Kind::Counter,
         "Admin API requests refused: no token (missing), unknown token (invalid), \
          read token for a change (scope).",
-        &[Label {
-            name: "reason",
-            values: &["missing", "invalid", "scope"],
-        }],
+        &[label("reason", &["missing", "invalid", "scope"])],
     ),
     family(
         "tagent_hub_event_stream_gaps_total",
@@ -209,15 +207,15 @@ pub const FAMILIES: &[Family] = &[
         Kind::Counter,
         "HTTP connections and requests refused by the server's limits, by reason \
          (header_too_large, header_timeout, malformed, slow_body).",
-        &[Label {
-            name: "reason",
-            values: &[
+        &[label(
+            "reason",
+            &[
                 "header_too_large",
                 "header_timeout",
                 "malformed",
                 "slow_body",
             ],
-        }],
+        )],
     ),
     // Both accept loops (net.rs)
     family(
@@ -225,14 +223,8 @@ pub const FAMILIES: &[Family] = &[
         Kind::Counter,
         "Errors of an accept loop (heartbeat or http), by kind; out of descriptors it backs off.",
         &[
-            Label {
-                name: "listener",
-                values: &["heartbeat", "http"],
-            },
-            Label {
-                name: "kind",
-                values: &["emfile", "enfile", "enomem", "other"],
-            },
+            label("listener", &["heartbeat", "http"]),
+            label("kind", &["emfile", "enfile", "enomem", "other"]),
         ],
     ),
     // The heartbeat server (heartbeat/)
@@ -264,9 +256,9 @@ pub const FAMILIES: &[Family] = &[
         "tagent_hub_sessions_closed_total",
         Kind::Counter,
         "Identified sessions closed, by reason.",
-        &[Label {
-            name: "reason",
-            values: &[
+        &[label(
+            "reason",
+            &[
                 "eof",
                 "reset",
                 "idle-timeout",
@@ -275,7 +267,7 @@ pub const FAMILIES: &[Family] = &[
                 "replaced",
                 "shutdown",
             ],
-        }],
+        )],
     ),
     family(
         "tagent_hub_unregistered_sessions_total",
@@ -300,23 +292,20 @@ pub const FAMILIES: &[Family] = &[
         Kind::Counter,
         "Commands sent down sessions, by command and result.",
         &[
-            Label {
-                name: "command",
-                values: &["reload", "resetcred"],
-            },
-            Label {
-                name: "result",
-                values: &["delivered", "failed", "session_closed", "timeout"],
-            },
+            label("command", &["reload", "resetcred"]),
+            label(
+                "result",
+                &["delivered", "failed", "session_closed", "timeout"],
+            ),
         ],
     ),
     family(
         "tagent_hub_connection_errors_total",
         Kind::Counter,
         "Connections refused or closed for what they sent or when they came, by kind.",
-        &[Label {
-            name: "kind",
-            values: &[
+        &[label(
+            "kind",
+            &[
                 "max_sessions",
                 "first_message_timeout",
                 "compat_refused",
@@ -326,16 +315,16 @@ pub const FAMILIES: &[Family] = &[
                 "bad_message",
                 "out_of_order",
             ],
-        }],
+        )],
     ),
     family(
         "tagent_hub_auth_failures_total",
         Kind::Counter,
         "Native handshakes refused, by reason.",
-        &[Label {
-            name: "reason",
-            values: &["unknown_tagent", "bad_proof", "no_credential"],
-        }],
+        &[label(
+            "reason",
+            &["unknown_tagent", "bad_proof", "no_credential"],
+        )],
     ),
 ];
 

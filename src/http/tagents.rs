@@ -291,6 +291,28 @@ fn command_reply(r: CommandResult) -> Response {
     (status, Json(r)).into_response()
 }
 
+/// The answers to a command sent down a session (reload, resetcred), for
+/// the OpenAPI document: the handlers answer through [`command_reply`].
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes the responses
+enum Delivery {
+    /// delivered
+    #[response(status = 200)]
+    Delivered(CommandResult),
+    /// no tagent with this id
+    #[response(status = 404)]
+    NoSuchTagent(CommandResult),
+    /// not connected, or its session closed
+    #[response(status = 409)]
+    NotConnected(CommandResult),
+    /// the tagent answered with a failure
+    #[response(status = 502)]
+    Failed(CommandResult),
+    /// no answer in time
+    #[response(status = 504)]
+    Timeout(CommandResult),
+}
+
 /// Whether the tagent holds a live session here (the original's statusCheck).
 #[utoipa::path(post, path = "/api/v1/tagents/{id}/status-check", tag = "commands",
     params(("id" = u64, Path, description = "tagent id")),
@@ -305,11 +327,7 @@ pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<Tage
 /// Tell the tagent to restart and register again.
 #[utoipa::path(post, path = "/api/v1/tagents/{id}/reload", tag = "commands",
     params(("id" = u64, Path, description = "tagent id")),
-    responses((status = 200, body = CommandResult, description = "delivered"),
-        (status = 404, body = CommandResult, description = "no tagent with this id"),
-        (status = 409, body = CommandResult, description = "not connected, or its session closed"),
-        (status = 502, body = CommandResult, description = "the tagent answered with a failure"),
-        (status = 504, body = CommandResult, description = "no answer in time")),
+    responses(Delivery),
     security(("bearer" = [])))]
 pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
     command_reply(s.dispatch().run(id, Command::Reload).await)
@@ -318,11 +336,7 @@ pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>)
 /// Tell the tagent to pick a new credential, restart and register again.
 #[utoipa::path(post, path = "/api/v1/tagents/{id}/resetcred", tag = "commands",
     params(("id" = u64, Path, description = "tagent id")),
-    responses((status = 200, body = CommandResult, description = "delivered"),
-        (status = 404, body = CommandResult, description = "no tagent with this id"),
-        (status = 409, body = CommandResult, description = "not connected, or its session closed"),
-        (status = 502, body = CommandResult, description = "the tagent answered with a failure"),
-        (status = 504, body = CommandResult, description = "no answer in time")),
+    responses(Delivery),
     security(("bearer" = [])))]
 pub(super) async fn resetcred(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
     command_reply(s.dispatch().run(id, Command::Resetcred).await)

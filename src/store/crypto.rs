@@ -5,6 +5,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -126,6 +127,44 @@ impl CredentialCipher {
                 StoreError::Key("a credential does not decrypt with the configured key".into())
             })
     }
+}
+
+/// Open the credential `sealed` of (tenant, ip, port); `None` stays `None`.
+pub(crate) fn open_credential(
+    cipher: &CredentialCipher,
+    tenant: &str,
+    ip: IpAddr,
+    port: u16,
+    sealed: Option<Vec<u8>>,
+) -> Result<Option<String>, StoreError> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let name = crate::model::account_name(ip, port);
+    let plain = cipher.open(&account_aad(tenant, &name), &sealed)?;
+    String::from_utf8(plain)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("account {name}: credential: {e}")))
+}
+
+/// The associated data a credential is sealed with: the account's key.
+pub(crate) fn account_aad(tenant: &str, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(tenant.len() + name.len() + 1);
+    aad.extend_from_slice(tenant.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+/// Text sealed with the credential key, to refuse a wrong key at start.
+pub(crate) const KEY_CHECK_TEXT: &[u8] = b"tagent-hub credential key check";
+
+pub(crate) fn wrong_key() -> StoreError {
+    StoreError::Key(
+        "this store was written with another credential key; \
+         configure that key (credential_key) or restore its key file"
+            .into(),
+    )
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::error::{pg_err, pool_err};
 use super::{
-    AccountKey, AccountOp, Changes, CredentialCipher, HubInfo, HubLease, KEY_CHECK_TEXT,
+    AccountKey, AccountOp, Changes, CredentialCipher, Engine, HubInfo, HubLease, KEY_CHECK_TEXT,
     RegistryStore, ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch,
     WriteTxn, account_aad, open_credential, wrong_key,
 };
@@ -615,14 +615,6 @@ struct AccountRows<'a> {
 }
 
 impl RegistryStore for PgStore {
-    fn engine(&self) -> &'static str {
-        "postgres"
-    }
-
-    fn shared(&self) -> bool {
-        true
-    }
-
     fn scan(
         &self,
         each: &mut dyn FnMut(ScanItem) -> Result<(), StoreError>,
@@ -818,6 +810,10 @@ impl RegistryStore for PgStore {
                 alive: r.get(2),
             })
             .collect())
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Postgres
     }
 }
 

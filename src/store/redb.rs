@@ -18,9 +18,9 @@ use redb::{
 };
 
 use super::{
-    AccountKey, AccountOp, Changes, CredentialCipher, KEY_CHECK_TEXT, RegistryStore, ScanItem,
-    StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn, account_aad,
-    open_credential, wrong_key,
+    AccountKey, AccountOp, Changes, CredentialCipher, Engine, KEY_CHECK_TEXT, RegistryStore,
+    ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn,
+    account_aad, open_credential, wrong_key,
 };
 use crate::model::{TagentId, account_name};
 
@@ -358,14 +358,6 @@ impl WriteTxn for RedbTxn<'_> {
 }
 
 impl RegistryStore for RedbStore {
-    fn engine(&self) -> &'static str {
-        "redb"
-    }
-
-    fn shared(&self) -> bool {
-        false
-    }
-
     fn scan(
         &self,
         each: &mut dyn FnMut(ScanItem) -> Result<(), StoreError>,
@@ -445,6 +437,10 @@ impl RegistryStore for RedbStore {
             out.push((tenant.to_owned(), name.to_owned()));
         }
         Ok(out)
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Redb
     }
 }
 

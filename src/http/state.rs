@@ -1,0 +1,29 @@
+//! What every handler gets: the registry, the heartbeat hub, the metrics
+//! handle and the proxies trusted to name a client.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::dispatch::Dispatch;
+use crate::heartbeat::Hub;
+use crate::registry::Registry;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub registry: Registry,
+    pub hub: Hub,
+    pub metrics: PrometheusHandle,
+    pub trusted_proxies: Arc<[IpNet]>,
+}
+
+impl HttpState {
+    /// Where the handlers send commands for tagents.
+    pub fn dispatch(&self) -> Dispatch<'_> {
+        Dispatch {
+            registry: &self.registry,
+            hub: &self.hub,
+        }
+    }
+}

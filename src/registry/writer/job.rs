@@ -1,0 +1,35 @@
+//! What the writer is asked to do: one job per registration, status batch,
+//! sync, delete or runner-group change.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::model::{RunnerGroups, TagentId};
+use crate::registry::error::ChangeError;
+use crate::registry::{RegisterError, RegisterRequest, Registered, StatusChange};
+
+pub(in crate::registry) enum Job {
+    Register {
+        req: Box<RegisterRequest>,
+        reply: oneshot::Sender<Result<Registered, RegisterError>>,
+    },
+    Status(Vec<StatusChange>),
+    /// Another hub committed: bring the index up to date (and say when).
+    Sync(Option<oneshot::Sender<()>>),
+
+    /// Delete a tagent that has no live session.
+    Delete {
+        id: TagentId,
+        reply: oneshot::Sender<Result<(), ChangeError>>,
+    },
+    /// Change the runner groups: the edit sees the current ones.
+    Groups {
+        edit: GroupEdit,
+        reply: oneshot::Sender<Result<Arc<RunnerGroups>, ChangeError>>,
+    },
+    Stop,
+}
+
+pub(in crate::registry) type GroupEdit =
+    Box<dyn FnOnce(&RunnerGroups) -> Result<RunnerGroups, ChangeError> + Send>;

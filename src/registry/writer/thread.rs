@@ -1,0 +1,156 @@
+//! The writer thread's loop: take every job waiting (up to a batch), run
+//! it through the stages, and stop when asked.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{Job, answer, apply, commit, decide, groups, publish, sync};
+use crate::model::now_millis;
+use crate::registry::{MAX_BATCH, Registry, StatusChange};
+
+pub(in crate::registry) fn spawn(
+    registry: Registry,
+    rx: mpsc::Receiver<Job>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("registry-writer".into())
+        .spawn(move || run(registry, rx))
+        .expect("spawn the registry writer thread")
+}
+
+fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
+    let mut stop = false;
+    let mut retry: Vec<StatusChange> = Vec::new();
+    while !stop {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut jobs = Vec::with_capacity(64);
+        if !retry.is_empty() {
+            jobs.push(Job::Status(std::mem::take(&mut retry)));
+        }
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Some(pos) = jobs.iter().position(|j| matches!(j, Job::Stop)) {
+            stop = true;
+            jobs.truncate(pos);
+            // Jobs that raced the stop still get decided.
+            while let Ok(job) = rx.try_recv() {
+                if !matches!(job, Job::Stop) {
+                    jobs.push(job);
+                }
+            }
+        }
+        // A change of runner groups is applied alone, between the jobs
+        // queued before it and after it, so every registration is decided
+        // against one version of the groups.
+        let mut rest = jobs.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut run = Vec::new();
+            let mut groups = None;
+            for job in rest.by_ref() {
+                match job {
+                    Job::Groups { edit, reply } => {
+                        groups = Some((edit, reply));
+                        break;
+                    }
+                    job => run.push(job),
+                }
+            }
+            if !run.is_empty() || !retry.is_empty() {
+                if !retry.is_empty() {
+                    run.insert(0, Job::Status(std::mem::take(&mut retry)));
+                }
+                retry = process(&registry, run);
+            }
+            if let Some((edit, reply)) = groups {
+                let _ = reply.send(groups::change_groups(&registry, edit));
+            }
+        }
+    }
+}
+
+/// Run one batch through the stages. Returns the status changes to try
+/// again when it could not be committed.
+fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
+    let shared = &registry.shared;
+    let started = Instant::now();
+
+    // Those waiting for a sync are answered when this function returns: by
+    // then the batch's transaction has read every change committed before it.
+    let _synced = sync::take_syncs(&mut jobs).map(|synced| {
+        shared.sync_pending.store(false, Ordering::Release);
+        sync::Answer(synced)
+    });
+    if _synced.is_some() && jobs.is_empty() {
+        sync::sync(registry);
+        return Vec::new();
+    }
+
+    let mut txn = match shared.store.begin() {
+        Ok(txn) => txn,
+        Err(e) => return answer::unreachable(jobs, &e),
+    };
+    match txn.changes() {
+        Ok(changes) if changes.is_empty() => {}
+        Ok(changes) => sync::apply(registry, changes),
+        Err(e) => return answer::unreachable(jobs, &e),
+    }
+
+    let groups = registry.groups();
+    let mine = registry.mine();
+    let cx = decide::Context {
+        interner: &shared.interner,
+        groups: &groups,
+        local: shared.sessions.local(),
+        mine: &mine,
+        now: now_millis(),
+    };
+    let decided = decide::decide(&shared.index.read(), &cx, jobs);
+
+    let batch = commit::batch(&decided, &shared.interner);
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let result = commit::commit(txn, &batch);
+    drop(batch);
+    if let Err(e) = result {
+        return answer::commit_failed(decided, &e);
+    }
+
+    let decide::Decided {
+        accepted,
+        deleted,
+        transitions,
+        changes,
+        next_id,
+        ..
+    } = decided;
+    apply::apply(
+        &mut shared.index.write(),
+        &shared.sessions,
+        &mine,
+        changes,
+        next_id,
+    );
+    shared.generation.fetch_add(1, Ordering::AcqRel);
+    metrics::histogram!("tagent_hub_store_batch_size").record(accepted.len() as f64);
+    publish::publish(
+        &shared.events,
+        &shared.index.read(),
+        &accepted,
+        &transitions,
+        &deleted,
+        cx.now,
+    );
+    answer::committed(accepted, deleted, &groups);
+    tracing::trace!(elapsed = ?started.elapsed(), "batch applied");
+    Vec::new()
+}

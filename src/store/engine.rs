@@ -1,0 +1,146 @@
+//! The interface both engines implement: [`RegistryStore`] and its
+//! [`WriteTxn`], and the hub leases of a runner group.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::crypto::open_credential;
+use super::{
+    Changes, CredentialCipher, ScanItem, StoreError, StoredAccount, StoredGroup, WriteBatch,
+};
+
+/// One write transaction, opened by [`RegistryStore::begin`]. Dropping it
+/// without `commit` rolls it back.
+pub trait WriteTxn {
+    /// What other hubs committed since this hub last read the store. The
+    /// caller applies it to its index before deciding anything.
+    fn changes(&mut self) -> Result<Changes, StoreError>;
+    /// Write `batch`; returns once it is durable.
+    fn commit(self: Box<Self>, batch: &WriteBatch<'_>) -> Result<(), StoreError>;
+}
+
+/// The storage engines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// One file of this hub's own (the default).
+    Redb,
+    /// One database shared by a runner group's hubs.
+    Postgres,
+}
+
+impl Engine {
+    /// `"redb"` or `"postgres"`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Redb => "redb",
+            Engine::Postgres => "postgres",
+        }
+    }
+
+    /// Whether other hubs share a store of this engine.
+    pub fn shared(self) -> bool {
+        self == Engine::Postgres
+    }
+}
+
+/// The registry's storage engine.
+pub trait RegistryStore: Send + Sync {
+    /// Which engine this is.
+    fn engine(&self) -> Engine;
+    /// Whether other hubs share this store (a runner group).
+    fn shared(&self) -> bool {
+        self.engine().shared()
+    }
+    /// Read everything the index is rebuilt from, one item at a time.
+    fn scan(
+        &self,
+        each: &mut dyn FnMut(ScanItem) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// Open a write transaction; with a shared store this takes the
+    /// registry's lock, held until commit or drop.
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError>;
+    /// What other hubs committed since this hub last read the store, read
+    /// without taking the lock (for index freshness between batches).
+    fn changes(&self) -> Result<Changes, StoreError>;
+    /// The account of (tenant, ip, port), if it exists.
+    fn account(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<Option<StoredAccount>, StoreError>;
+    /// Every account as (tenant, name): for checks that the store and index agree.
+    fn account_names(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// The runner groups, or `None` before they were first stored.
+    fn groups(&self) -> Result<Option<Vec<StoredGroup>>, StoreError>;
+    /// The cipher credentials are sealed with.
+    fn cipher(&self) -> &CredentialCipher;
+
+    /// The plaintext credential of (tenant, ip, port). Never log it.
+    fn credential(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<Option<String>, StoreError> {
+        let rec = self.account(tenant, ip, port)?;
+        open_credential(
+            self.cipher(),
+            tenant,
+            ip,
+            port,
+            rec.and_then(|r| r.credential),
+        )
+    }
+
+    /// The plaintext credentials of several accounts, one answer per key in
+    /// order: what [`RegistryStore::credential`] answers for each. The
+    /// handshakes' credential reader asks for a batch at a time, so an
+    /// engine that can read them together (one transaction, one query)
+    /// should. Never log them.
+    fn credentials(&self, keys: &[AccountKey<'_>]) -> Vec<Result<Option<String>, StoreError>> {
+        keys.iter()
+            .map(|&(tenant, ip, port)| self.credential(tenant, ip, port))
+            .collect()
+    }
+
+    /// Call `notify` (from any thread, quickly) whenever another hub may
+    /// have committed changes. A store no other hub shares never calls it.
+    fn subscribe(&self, notify: Arc<dyn Fn() + Send + Sync>) {
+        let _ = notify;
+    }
+
+    /// Hub leases (shared stores only): renew this hub's lease for `ttl`.
+    /// Returns true when the lease had lapsed (other hubs may have marked
+    /// this hub's tagents `runner-lost`).
+    fn renew_lease(&self, hub: &HubInfo, ttl: Duration) -> Result<bool, StoreError> {
+        let _ = (hub, ttl);
+        Ok(false)
+    }
+
+    /// The hubs whose lease has lapsed, and every hub alive, by heartbeat address.
+    fn hubs(&self) -> Result<Vec<HubLease>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A hub as it announces itself in a runner group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubInfo {
+    /// The heartbeat address told to tagents, `host:port`: the hub's name.
+    pub heartbeat: String,
+    /// Where its HTTP API answers, for commands forwarded by other hubs.
+    pub http: String,
+}
+
+/// A hub's lease as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubLease {
+    pub hub: HubInfo,
+    /// Whether the lease is still running.
+    pub alive: bool,
+}
+
+/// An account's key: (tenant, ip, port).
+pub type AccountKey<'a> = (&'a str, IpAddr, u16);
