@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::model::DisconnectReason;
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Install the recorder (once per process) and return the handle that renders it.
@@ -105,6 +107,30 @@ const fn family(
 
 const PROTOCOL: Label = label("protocol", &["compat", "native"]);
 
+/// What a status transition is labelled with: `connected`, or the reason
+/// (every one but `never-connected`, which is where a record starts, not a
+/// transition).
+const TRANSITION_REASONS: [&str; DisconnectReason::ALL.len()] = {
+    let mut out = ["connected"; DisconnectReason::ALL.len()];
+    let mut i = 1;
+    while i < out.len() {
+        out[i] = DisconnectReason::ALL[i].as_str();
+        i += 1;
+    }
+    out
+};
+
+/// What a closed session is labelled with: the reasons a session's end reports.
+const SESSION_END_REASONS: [&str; DisconnectReason::SESSION_ENDS.len()] = {
+    let mut out = [""; DisconnectReason::SESSION_ENDS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = DisconnectReason::SESSION_ENDS[i].as_str();
+        i += 1;
+    }
+    out
+};
+
 /// Every metric family the hub emits, with its HELP text and label values.
 /// [`install`] describes them all and creates every series at zero, so a
 /// dashboard or an alert sees them from the first scrape;
@@ -171,21 +197,7 @@ pub const FAMILIES: &[Family] = &[
         "tagent_hub_status_transitions_total",
         Kind::Counter,
         "Status transitions persisted, by reason (connected, or the disconnect reason).",
-        &[label(
-            "reason",
-            &[
-                "connected",
-                "eof",
-                "reset",
-                "idle-timeout",
-                "protocol-error",
-                "auth-failed",
-                "replaced",
-                "shutdown",
-                "restart",
-                "runner-lost",
-            ],
-        )],
+        &[label("reason", &TRANSITION_REASONS)],
     ),
     // The admin API and the HTTP server (http/)
     family(
@@ -256,18 +268,7 @@ pub const FAMILIES: &[Family] = &[
         "tagent_hub_sessions_closed_total",
         Kind::Counter,
         "Identified sessions closed, by reason.",
-        &[label(
-            "reason",
-            &[
-                "eof",
-                "reset",
-                "idle-timeout",
-                "protocol-error",
-                "auth-failed",
-                "replaced",
-                "shutdown",
-            ],
-        )],
+        &[label("reason", &SESSION_END_REASONS)],
     ),
     family(
         "tagent_hub_unregistered_sessions_total",
@@ -368,11 +369,29 @@ pub fn combinations(labels: &[Label]) -> Vec<Vec<metrics::Label>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::DisconnectReason;
 
     fn values(family: &str, label: &str) -> &'static [&'static str] {
         let f = FAMILIES.iter().find(|f| f.name == family).unwrap();
         f.labels.iter().find(|l| l.name == label).unwrap().values
+    }
+
+    #[test]
+    fn transitions_start_at_connected_and_skip_never_connected() {
+        let table = values("tagent_hub_status_transitions_total", "reason");
+        assert_eq!(table[0], "connected");
+        assert!(!table.contains(&"never-connected"));
+        assert_eq!(
+            values("tagent_hub_sessions_closed_total", "reason"),
+            [
+                "eof",
+                "reset",
+                "idle-timeout",
+                "protocol-error",
+                "auth-failed",
+                "replaced",
+                "shutdown"
+            ]
+        );
     }
 
     #[test]

@@ -34,7 +34,20 @@ impl DisconnectReason {
         Self::RunnerLost,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The reasons a session's own end reports (the others the hub writes for
+    /// tagents that have no live session: never connected, a hub's restart,
+    /// its runner lost).
+    pub const SESSION_ENDS: [DisconnectReason; 7] = [
+        Self::Eof,
+        Self::Reset,
+        Self::IdleTimeout,
+        Self::ProtocolError,
+        Self::AuthFailed,
+        Self::Replaced,
+        Self::Shutdown,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::NeverConnected => "never-connected",
             Self::Eof => "eof",

@@ -13,19 +13,25 @@ pub type TagentId = u64;
 /// The largest id the hub hands out (the index addresses records by `u32`).
 pub const MAX_TAGENT_ID: TagentId = u32::MAX as TagentId;
 
-/// One registered tagent as the index holds it. Repeated strings are interned
-/// ([`Sym`]); the credential is not here at all (it lives encrypted in the store).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tagent {
+/// One registered tagent. `S` is the type of the strings that repeat across
+/// tagents, as in [`HostFacts`]: the index holds `Tagent<Sym>` (interned), the
+/// store `Tagent<String>`; [`Tagent::map`] converts. The credential is not
+/// here at all (it lives encrypted in the store, with the accounts).
+///
+/// Serialized (the stored form) as a named map, the host facts among its own
+/// fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Tagent<S = Sym> {
     pub id: TagentId,
-    pub tenant: Sym,
+    pub tenant: S,
     pub port: u16,
     /// The primary ip: `mgmtIp`, or the peer address of the registration.
     pub ip: IpAddr,
     /// The contained ips (the host's NICs, from `ipString`), deduplicated, in order.
     pub ips: Box<[IpAddr]>,
     pub name: Box<str>,
-    pub host: HostFacts<Sym>,
+    #[serde(flatten)]
+    pub host: HostFacts<S>,
     pub status: Status,
     pub runner_group: u32,
     /// The runner that last held its heartbeat session; none until the first one.
@@ -36,7 +42,26 @@ pub struct Tagent {
     pub last_status_change: u64,
 }
 
-impl Tagent {
+impl<S> Tagent<S> {
+    /// The same tagent with its repeated strings converted by `f`.
+    pub fn map<T>(&self, mut f: impl FnMut(&S) -> T) -> Tagent<T> {
+        Tagent {
+            id: self.id,
+            tenant: f(&self.tenant),
+            port: self.port,
+            ip: self.ip,
+            ips: self.ips.clone(),
+            name: self.name.clone(),
+            host: self.host.map(f),
+            status: self.status,
+            runner_group: self.runner_group,
+            runner: self.runner,
+            first_registered: self.first_registered,
+            last_registered: self.last_registered,
+            last_status_change: self.last_status_change,
+        }
+    }
+
     /// The distinct ips this tagent answers for: the primary first, then the
     /// contained ones that differ from it. `pos` 0 is the primary, `i + 1` is `ips[i]`.
     pub fn all_ips(&self) -> impl Iterator<Item = (u16, IpAddr)> + '_ {

@@ -20,38 +20,9 @@ pub(super) fn apply_changes(index: &mut Index, interner: &Interner, changes: Cha
 }
 
 pub fn from_stored(s: &StoredTagent, interner: &Interner) -> Tagent {
-    Tagent {
-        id: s.id,
-        tenant: interner.intern(&s.tenant),
-        port: s.port,
-        ip: s.ip,
-        ips: s.ips.clone().into_boxed_slice(),
-        name: s.name.as_str().into(),
-        host: s.host.map(|v| interner.intern(v)),
-        status: s.status,
-        runner_group: s.runner_group,
-        runner: s.runner,
-        first_registered: s.first_registered,
-        last_registered: s.last_registered,
-        last_status_change: s.last_status_change,
-    }
+    s.map(|v| interner.intern(v))
 }
 
 pub fn to_stored(t: &Tagent, interner: &Interner) -> StoredTagent {
-    let s = |sym| interner.resolve(sym).to_string();
-    StoredTagent {
-        id: t.id,
-        tenant: s(t.tenant),
-        port: t.port,
-        ip: t.ip,
-        ips: t.ips.to_vec(),
-        name: t.name.to_string(),
-        host: t.host.map(|&v| s(v)),
-        status: t.status,
-        runner_group: t.runner_group,
-        runner: t.runner,
-        first_registered: t.first_registered,
-        last_registered: t.last_registered,
-        last_status_change: t.last_status_change,
-    }
+    t.map(|&v| interner.resolve(v).to_string())
 }

@@ -7,30 +7,12 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::model::host::HostFactsReader;
-use crate::model::{
-    HostFacts, Runner, RunnerGroup, RunnerGroups, Status, TagentId, parse_host_port,
-};
+use crate::model::{Runner, RunnerGroup, RunnerGroups, Tagent, parse_host_port};
 
 /// A tagent as stored: plain strings, no interning. Encoded as a named
 /// MessagePack map, the host facts among its own fields (the layout from
 /// before they were one struct, so every stored record still decodes).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StoredTagent {
-    pub id: TagentId,
-    pub tenant: String,
-    pub port: u16,
-    pub ip: IpAddr,
-    pub ips: Vec<IpAddr>,
-    pub name: String,
-    #[serde(flatten)]
-    pub host: HostFacts<String>,
-    pub status: Status,
-    pub runner_group: u32,
-    pub runner: Option<u32>,
-    pub first_registered: u64,
-    pub last_registered: u64,
-    pub last_status_change: u64,
-}
+pub type StoredTagent = Tagent<String>;
 
 /// By hand, for `#[serde(flatten)]`'s decoder buffers every entry of the
 /// map first: at a million records on every start, that is 40% more time
@@ -55,8 +37,8 @@ impl<'de> Visitor<'de> for StoredTagentVisitor {
         let mut tenant = None;
         let mut port = None;
         let mut ip = None;
-        let mut ips = None;
-        let mut name = None;
+        let mut ips: Option<Vec<IpAddr>> = None;
+        let mut name: Option<String> = None;
         let mut host = HostFactsReader::default();
         let mut status = None;
         let mut runner_group = None;
@@ -106,8 +88,8 @@ impl<'de> Visitor<'de> for StoredTagentVisitor {
             tenant: need(tenant, "tenant")?,
             port: need(port, "port")?,
             ip: need(ip, "ip")?,
-            ips: need(ips, "ips")?,
-            name: need(name, "name")?,
+            ips: need(ips, "ips")?.into(),
+            name: need(name, "name")?.into(),
             host: host.finish()?,
             status: need(status, "status")?,
             runner_group: need(runner_group, "runner_group")?,
@@ -242,7 +224,7 @@ impl StoredGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::DisconnectReason;
+    use crate::model::{DisconnectReason, HostFacts, Status};
 
     /// Records as `write_named` encoded them before the host facts were one
     /// struct (a flat `StoredTagent`, captured from that code): connected
@@ -258,7 +240,7 @@ mod tests {
             tenant: "demo".into(),
             port: 3939,
             ip: "10.0.0.7".parse().unwrap(),
-            ips: vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
+            ips: ["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()].into(),
             name: "host-7".into(),
             host: HostFacts {
                 user: "root".into(),
