@@ -37,15 +37,16 @@ impl DisconnectReason {
     /// The reasons a session's own end reports (the others the hub writes for
     /// tagents that have no live session: never connected, a hub's restart,
     /// its runner lost).
-    pub const SESSION_ENDS: [DisconnectReason; 7] = [
-        Self::Eof,
-        Self::Reset,
-        Self::IdleTimeout,
-        Self::ProtocolError,
-        Self::AuthFailed,
-        Self::Replaced,
-        Self::Shutdown,
-    ];
+    /// `ALL` lists them first after `NeverConnected`, so they are `ALL[1..8]`.
+    pub const SESSION_ENDS: [DisconnectReason; 7] = {
+        let mut out = [Self::Eof; 7];
+        let mut i = 0;
+        while i < out.len() {
+            out[i] = Self::ALL[i + 1];
+            i += 1;
+        }
+        out
+    };
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -90,5 +91,17 @@ impl Status {
             Status::Connected => None,
             Status::Disconnected(r) => Some(r),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DisconnectReason as R;
+
+    #[test]
+    fn session_ends_are_every_reason_but_the_hubs_own() {
+        let hubs_own = |r: &&R| matches!(r, R::NeverConnected | R::Restart | R::RunnerLost);
+        let ends: Vec<R> = R::ALL.iter().filter(|r| !hubs_own(r)).copied().collect();
+        assert_eq!(ends, R::SESSION_ENDS);
     }
 }
