@@ -107,29 +107,29 @@ const fn family(
 
 const PROTOCOL: Label = label("protocol", &["compat", "native"]);
 
-/// What a status transition is labelled with: `connected`, or the reason
-/// (every one but `never-connected`, which is where a record starts, not a
-/// transition).
-const TRANSITION_REASONS: [&str; DisconnectReason::ALL.len()] = {
-    let mut out = ["connected"; DisconnectReason::ALL.len()];
-    let mut i = 1;
-    while i < out.len() {
-        out[i] = DisconnectReason::ALL[i].as_str();
+/// The label values of `reasons`, in their order.
+const fn reason_names<const N: usize>(reasons: [DisconnectReason; N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = reasons[i].as_str();
         i += 1;
     }
+    out
+}
+
+/// What a status transition is labelled with: `connected`, or the reason
+/// (every one but `never-connected`, `ALL[0]`, which is where a record
+/// starts, not a transition).
+const TRANSITION_REASONS: [&str; DisconnectReason::ALL.len()] = {
+    let mut out = reason_names(DisconnectReason::ALL);
+    out[0] = "connected";
     out
 };
 
 /// What a closed session is labelled with: the reasons a session's end reports.
-const SESSION_END_REASONS: [&str; DisconnectReason::SESSION_ENDS.len()] = {
-    let mut out = [""; DisconnectReason::SESSION_ENDS.len()];
-    let mut i = 0;
-    while i < out.len() {
-        out[i] = DisconnectReason::SESSION_ENDS[i].as_str();
-        i += 1;
-    }
-    out
-};
+const SESSION_END_REASONS: [&str; DisconnectReason::SESSION_ENDS.len()] =
+    reason_names(DisconnectReason::SESSION_ENDS);
 
 /// Every metric family the hub emits, with its HELP text and label values.
 /// [`install`] describes them all and creates every series at zero, so a
