@@ -113,7 +113,7 @@ fn fixture(rt: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) -> Fix
         ids
     });
     let _guard = rt.enter();
-    let settings = Settings::from_config(&HeartbeatConfig::default());
+    let settings = Settings::from_config(&HeartbeatConfig::default(), 0);
     let hub = Hub::start(
         registry,
         settings,

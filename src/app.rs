@@ -102,7 +102,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "listening"
     );
 
-    let settings = Settings::from_config(&config.heartbeat);
+    let settings = Settings::from_config(&config.heartbeat, config.http.max_connections);
     tracing::info!(
         max_sessions = settings.max_sessions,
         "heartbeat sessions bounded"
@@ -136,7 +136,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         hub: hub.clone(),
         metrics,
         trusted_proxies: config.trusted_proxies.clone().into(),
+        register_rate: http::RegisterRate::from_config(&config.http),
     };
+    {
+        let (rate, shutdown) = (state.register_rate.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = every.tick() => rate.tidy(),
+                }
+            }
+        });
+    }
     let router = http::router(state, config.max_body_bytes, tokens);
     let limits = http::Limits::from_config(&config.http);
     let http = tokio::spawn(http::serve(http_listener, router, limits, shutdown.clone()));

@@ -60,6 +60,26 @@ pub struct HttpConfig {
     /// A request's whole body must arrive within this time, else it is
     /// refused.
     pub body_timeout_secs: u64,
+    /// Most HTTP connections open at once; beyond it a new one is closed at
+    /// once. The heartbeat listener's default `max_sessions` leaves these
+    /// descriptors free, so idle HTTP clients cannot starve sessions or the
+    /// store.
+    pub max_connections: usize,
+    /// Most HTTP connections from one source (an IPv4 address, an IPv6 /64)
+    /// outside `unlimited_networks`.
+    pub max_connections_per_ip: usize,
+    /// Registrations per second one source may make (0: no limit), and how
+    /// many it may make at once; beyond, 429.
+    pub register_rate_per_ip: u32,
+    pub register_burst_per_ip: u32,
+    /// Registrations per second the hub takes from all limited sources
+    /// together (0: no limit), and its burst.
+    pub register_rate: u32,
+    pub register_burst: u32,
+    /// Sources neither the per-source connection cap nor the registration
+    /// rates apply to: loopback by default (the host itself); add a NAT
+    /// that many tagents share.
+    pub unlimited_networks: Vec<IpNet>,
 }
 
 impl Default for HttpConfig {
@@ -69,6 +89,16 @@ impl Default for HttpConfig {
             max_headers: 64,
             header_timeout_secs: 10,
             body_timeout_secs: 30,
+            max_connections: 512,
+            max_connections_per_ip: 64,
+            register_rate_per_ip: 50,
+            register_burst_per_ip: 500,
+            register_rate: 5_000,
+            register_burst: 20_000,
+            unlimited_networks: vec![
+                "127.0.0.0/8".parse().expect("a network"),
+                "::1/128".parse().expect("a network"),
+            ],
         }
     }
 }
@@ -301,6 +331,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "http max_header_bytes must be 1024..=1048576, max_headers 8..=1024, \
                  header_timeout_secs and body_timeout_secs at least 1"
+                    .into(),
+            ));
+        }
+        if http.max_connections < 8 || http.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "http max_connections must be at least 8 and max_connections_per_ip at least 1"
                     .into(),
             ));
         }

@@ -159,6 +159,8 @@ pub const FAMILIES: &[Family] = &[
                 "ids_exhausted",
                 "store_error",
                 "shutting_down",
+                "rate_limited_source",
+                "rate_limited",
             ],
         )],
     ),
@@ -218,7 +220,8 @@ pub const FAMILIES: &[Family] = &[
         "tagent_hub_http_rejected_total",
         Kind::Counter,
         "HTTP connections and requests refused by the server's limits, by reason \
-         (header_too_large, header_timeout, malformed, slow_body).",
+         (header_too_large, header_timeout, malformed, slow_body, max_connections, \
+         max_connections_per_ip).",
         &[label(
             "reason",
             &[
@@ -226,6 +229,8 @@ pub const FAMILIES: &[Family] = &[
                 "header_timeout",
                 "malformed",
                 "slow_body",
+                "max_connections",
+                "max_connections_per_ip",
             ],
         )],
     ),

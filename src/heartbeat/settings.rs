@@ -24,15 +24,19 @@ pub struct Settings {
     pub status_flush: Duration,
 }
 
-/// File descriptors kept back from `max_sessions` for the store, HTTP,
-/// listeners and the runtime.
+/// File descriptors kept back from `max_sessions` for the store, the
+/// listeners and the runtime (the HTTP server's are kept besides).
 const FD_RESERVE: usize = 100;
 
 impl Settings {
-    pub fn from_config(c: &HeartbeatConfig) -> Settings {
+    /// `http_connections`: the HTTP server's cap, whose descriptors the
+    /// default `max_sessions` leaves free.
+    pub fn from_config(c: &HeartbeatConfig, http_connections: usize) -> Settings {
         let max_sessions = c.max_sessions.unwrap_or_else(|| {
             let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-            (soft as usize).saturating_sub(FD_RESERVE).max(16)
+            (soft as usize)
+                .saturating_sub(FD_RESERVE + http_connections)
+                .max(16)
         });
         Settings {
             max_sessions,

@@ -9,6 +9,7 @@ mod error;
 pub mod events;
 pub mod groups;
 mod peer;
+mod rate;
 mod register;
 mod router;
 mod server;
@@ -17,6 +18,7 @@ pub mod tagents;
 
 pub use client_ip::client_ip;
 pub use error::{ApiError, ErrorBody, api_error, error_reply};
+pub use rate::RegisterRate;
 pub use router::{REGISTER_PATH, openapi_json, router};
 pub use server::{Limits, serve};
 pub use state::HttpState;

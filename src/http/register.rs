@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::rate::Limited;
 use super::{HttpState, client_ip, error_reply};
 use crate::registry::{Origin, RegisterError, RegisterRequest, Registered};
 
@@ -84,6 +85,20 @@ pub(super) async fn register(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    let client = client_ip(peer.ip(), &headers, &s.trusted_proxies);
+    if let Err(limited) = s.register_rate.check(client) {
+        metrics::counter!("tagent_hub_registrations_total", "outcome" => limited.outcome())
+            .increment(1);
+        let message = match limited {
+            Limited::Source => format!("too many registrations from {client}; retry later"),
+            Limited::Overall => "too many registrations; retry later".to_owned(),
+        };
+        let mut reply = error_reply(StatusCode::TOO_MANY_REQUESTS, &message);
+        reply
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return reply;
+    }
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -120,7 +135,7 @@ pub(super) async fn register(
     let origin = Origin {
         tenant_header: headers.get("tenant").and_then(|v| v.to_str().ok()),
         tenant_query: query.get("tenant").map(String::as_str),
-        client_ip: client_ip(peer.ip(), &headers, &s.trusted_proxies),
+        client_ip: client,
     };
     let result = match RegisterRequest::parse(&body, origin) {
         Ok(req) => s.registry.register(req).await,
@@ -140,7 +155,13 @@ pub(super) async fn register(
             ok_reply(&r)
         }
         Err(e) => {
-            tracing::info!(client = %origin.client_ip, error = %e, "registration refused");
+            // Counted every time; logged at INFO only a few times a second,
+            // so a flood of refusals cannot flood the log.
+            if s.register_rate.may_log_refusal() {
+                tracing::info!(client = %origin.client_ip, error = %e, "registration refused");
+            } else {
+                tracing::debug!(client = %origin.client_ip, error = %e, "registration refused");
+            }
             error_reply(status_of(&e), &e.to_string())
         }
     }

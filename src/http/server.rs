@@ -4,9 +4,12 @@
 //! Every connection is hostile until proven otherwise: its request head is
 //! bounded in bytes and headers (431 beyond), must arrive within
 //! `header_timeout` (slowloris; this also closes idle keep-alive
-//! connections), and its body within `body_timeout`. The loop backs off on
-//! `EMFILE` like the heartbeat listener. Each refusal is counted in
-//! `tagent_hub_http_rejected_total{reason}`.
+//! connections), and its body within `body_timeout`. At most
+//! `max_connections` are open, at most `max_connections_per_ip` from one
+//! source: beyond, a new connection is closed at once, so idle clients
+//! cannot take the descriptors heartbeat sessions and the store need. The
+//! loop backs off on `EMFILE` like the heartbeat listener. Each refusal is
+//! counted in `tagent_hub_http_rejected_total{reason}`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,12 +21,13 @@ use axum::extract::{ConnectInfo, Request};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::config::HttpConfig;
-use crate::net::AcceptBackoff;
+use crate::net::{AcceptBackoff, ConnLimit};
 use crate::shutdown::Shutdown;
 
 /// What the server holds each connection to.
@@ -33,6 +37,10 @@ pub struct Limits {
     pub max_headers: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Sources the per-source cap does not apply to.
+    pub unlimited: Vec<IpNet>,
 }
 
 impl Limits {
@@ -42,6 +50,9 @@ impl Limits {
             max_headers: c.max_headers,
             header_timeout: Duration::from_secs(c.header_timeout_secs),
             body_timeout: Duration::from_secs(c.body_timeout_secs),
+            max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
+            unlimited: c.unlimited_networks.clone(),
         }
     }
 }
@@ -76,11 +87,27 @@ pub async fn serve(
         // The read buffer: a head fits, and a body streams through it.
         .max_buf_size((limits.max_header_bytes + 8192).max(16 * 1024));
     let connections = TaskTracker::new();
+    let limit = ConnLimit::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+        &limits.unlimited,
+    );
     let mut backoff = AcceptBackoff::new("http");
     while let Some((stream, peer)) = backoff
         .accept(&listener, &shutdown, || connections.len())
         .await
     {
+        let permit = match limit.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(refused) => {
+                // Closed before reading a byte: the client sees a reset or
+                // an empty reply and retries later.
+                rejected(refused.label());
+                tracing::debug!(%peer, reason = refused.label(), "HTTP connection refused");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let body_timeout = limits.body_timeout;
@@ -92,6 +119,7 @@ pub async fn serve(
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let _permit = permit;
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

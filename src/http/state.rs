@@ -1,11 +1,13 @@
 //! What every handler gets: the registry, the heartbeat hub, the metrics
-//! handle and the proxies trusted to name a client.
+//! handle, the proxies trusted to name a client and the registration rate
+//! limits.
 
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::rate::RegisterRate;
 use crate::dispatch::Dispatch;
 use crate::heartbeat::Hub;
 use crate::registry::Registry;
@@ -16,6 +18,7 @@ pub struct HttpState {
     pub hub: Hub,
     pub metrics: PrometheusHandle,
     pub trusted_proxies: Arc<[IpNet]>,
+    pub register_rate: RegisterRate,
 }
 
 impl HttpState {

@@ -277,6 +277,28 @@ impl Server {
         self.tmp.path()
     }
 
+    /// How many descriptors the server process holds now.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.pid().expect("a running server");
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read the server's fd table")
+            .count()
+    }
+
+    /// Lower the running server's open-file limit (soft and hard) to what
+    /// it holds now plus `room`; returns the new limit.
+    pub fn limit_open_files(&self, room: usize) -> u64 {
+        let limit = (self.open_fds() + room) as u64;
+        rlimit::prlimit(
+            self.pid().expect("a running server") as i32,
+            rlimit::Resource::NOFILE,
+            Some((limit, limit)),
+            None,
+        )
+        .expect("lower the server's open-file limit");
+        limit
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

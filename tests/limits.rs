@@ -1,0 +1,307 @@
+//! The HTTP side's bounds against an attacker with no credentials (issue 13,
+//! findings 4, 5 and 9): registration rates per source and overall, the
+//! HTTP connection caps and the descriptors they leave to heartbeat
+//! sessions. Each hostile client is bounded in count and time; only loopback
+//! addresses are used, and loopback is taken out of `unlimited_networks` so
+//! the limits apply to it.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::{Metrics, Options, Server, Tagent, WAIT, client_from, connect_from};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn limited(http: &str) -> Options {
+    Options::default().config(&format!(
+        "[heartbeat]\nstatus_flush_ms = 10\n[http]\nunlimited_networks = []\n{http}"
+    ))
+}
+
+fn body(ip: &str) -> Value {
+    json!({"tagentId":"","port":"3939","ipString":ip,"mgmtIp":ip,"name":"h","credential":"c"})
+}
+
+/// `POST /register?tenant=t` from `from`: status, `Retry-After`, JSON body.
+async fn register_from(hub: &Server, from: &str, mgmt_ip: &str) -> (u16, Option<String>, Value) {
+    let resp = client_from(Some(ip(from)))
+        .post(hub.url("/register?tenant=t"))
+        .header("content-type", "application/json")
+        .body(body(mgmt_ip).to_string())
+        .send()
+        .await
+        .expect("POST /register");
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = resp.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, retry, json)
+}
+
+async fn metrics_from(hub: &Server, from: &str) -> Metrics {
+    let text = client_from(Some(ip(from)))
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap();
+    Metrics { text }
+}
+
+async fn tagent_count(hub: &Server, from: &str) -> u64 {
+    let v: Value = client_from(Some(ip(from)))
+        .get(hub.url("/api/v1/tagents/counts"))
+        .send()
+        .await
+        .expect("GET count")
+        .json()
+        .await
+        .unwrap();
+    v["total"].as_u64().unwrap_or_else(|| panic!("{v}"))
+}
+
+#[tokio::test]
+async fn a_source_past_its_registration_rate_gets_429_and_stores_nothing() {
+    let hub = Server::start_with(limited(
+        "register_rate_per_ip = 1\nregister_burst_per_ip = 5\n",
+    ));
+    for n in 0..5 {
+        let (status, _, reply) = register_from(&hub, "127.0.9.1", &format!("10.9.0.{n}")).await;
+        assert_eq!((status, &reply["Status"]), (200, &json!("OK")), "{reply}");
+    }
+    // A flood from the same source, far past its burst: refused, each one.
+    let mut refused = 0;
+    let started = Instant::now();
+    for n in 0..50 {
+        let (status, retry, reply) = register_from(&hub, "127.0.9.1", &format!("10.9.1.{n}")).await;
+        if status == 429 {
+            refused += 1;
+            assert_eq!(retry.as_deref(), Some("1"));
+            assert_eq!(reply["Status"], "ERROR");
+            assert!(
+                reply["Message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("too many registrations from 127.0.9.1"),
+                "{reply}"
+            );
+        }
+    }
+    // At 1/s, only as many as seconds went by can have been let through.
+    let allowed = 50 - refused;
+    assert!(
+        allowed <= started.elapsed().as_secs() + 1,
+        "{allowed} of 50 let through in {:?}",
+        started.elapsed()
+    );
+    // Another source is not held back by the first one's flood.
+    let (status, _, reply) = register_from(&hub, "127.0.9.2", "10.9.2.1").await;
+    assert_eq!(status, 200, "{reply}");
+    let m = metrics_from(&hub, "127.0.9.3").await;
+    assert_eq!(
+        m.value("tagent_hub_registrations_total{outcome=\"rate_limited_source\"}"),
+        refused as f64,
+        "{}",
+        m.text
+    );
+    // What was refused stored nothing: 5 + (50 - refused) + 1 tagents.
+    assert_eq!(
+        tagent_count(&hub, "127.0.9.3").await,
+        5 + (50 - refused) + 1
+    );
+}
+
+#[tokio::test]
+async fn the_overall_registration_rate_bounds_many_sources_together() {
+    let hub = Server::start_with(limited(
+        "register_rate_per_ip = 0\nregister_rate = 1\nregister_burst = 3\n",
+    ));
+    let mut codes = Vec::new();
+    let started = Instant::now();
+    for n in 1..=20 {
+        let (status, _, reply) =
+            register_from(&hub, &format!("127.0.10.{n}"), &format!("10.10.0.{n}")).await;
+        if status == 429 {
+            assert_eq!(reply["Message"], "too many registrations; retry later");
+        }
+        codes.push(status);
+    }
+    let ok = codes.iter().filter(|&&c| c == 200).count();
+    // The burst of 3, and one more for each second the loop took.
+    let most = 3 + started.elapsed().as_secs() as usize + 1;
+    assert!((3..=most).contains(&ok), "{codes:?}");
+    let m = metrics_from(&hub, "127.0.10.100").await;
+    assert_eq!(
+        m.value("tagent_hub_registrations_total{outcome=\"rate_limited\"}"),
+        (20 - ok) as f64
+    );
+    // Once the allowance refills, registration works again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _, reply) = register_from(&hub, "127.0.10.50", "10.10.1.1").await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+#[tokio::test]
+async fn loopback_is_unlimited_by_default() {
+    let hub = Server::start_with(
+        Options::default().config("[http]\nregister_rate_per_ip = 1\nregister_burst_per_ip = 1\n"),
+    );
+    for n in 0..20 {
+        let (status, _, reply) = register_from(&hub, "127.0.11.1", &format!("10.11.0.{n}")).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+}
+
+/// Whether the server closed `s` (EOF or reset) within `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// `GET /healthz` from `from` on a connection of its own, closed after
+/// the reply (a pooled client would keep its connection and its place).
+async fn healthz_from(hub: &Server, from: &str) -> Option<u16> {
+    let exchange = async {
+        let mut s = connect_from(hub.http_addr(), ip(from)).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await.ok()?;
+        let reply = String::from_utf8_lossy(&reply);
+        reply.split(' ').nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn idle_http_connections_are_capped_per_source_and_in_all() {
+    let hub = Server::start_with(limited(
+        "max_connections = 12\nmax_connections_per_ip = 4\nheader_timeout_secs = 60\n",
+    ));
+    // One source: 4 held, the 5th closed at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(
+            connect_from(hub.http_addr(), ip("127.0.12.1"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut fifth = connect_from(hub.http_addr(), ip("127.0.12.1"))
+        .await
+        .unwrap();
+    assert!(closed_within(&mut fifth, WAIT).await, "the 5th was kept");
+    // The held ones stay open (they are idle, not refused).
+    assert!(!closed_within(&mut held[0], Duration::from_millis(300)).await);
+    // Another source is still served.
+    assert_eq!(healthz_from(&hub, "127.0.12.2").await, Some(200));
+    // Fill the total from two more sources: 4 + 4 + 4 = 12.
+    for src in ["127.0.12.3", "127.0.12.4"] {
+        for _ in 0..4 {
+            held.push(connect_from(hub.http_addr(), ip(src)).await.unwrap());
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    let mut extra = loop {
+        // The healthz connection may still be closing: retry.
+        let mut s = connect_from(hub.http_addr(), ip("127.0.12.5"))
+            .await
+            .unwrap();
+        if closed_within(&mut s, Duration::from_secs(1)).await {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the 13th connection was kept");
+        drop(s);
+    };
+    let mut buf = [0u8; 1];
+    assert!(matches!(extra.read(&mut buf).await, Ok(0) | Err(_)));
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    while healthz_from(&hub, "127.0.12.6").await != Some(200) {
+        assert!(Instant::now() < deadline, "not served after the flood left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = metrics_from(&hub, "127.0.12.6").await;
+    assert!(
+        m.value("tagent_hub_http_rejected_total{reason=\"max_connections_per_ip\"}") >= 1.0,
+        "{}",
+        m.text
+    );
+    assert!(
+        m.value("tagent_hub_http_rejected_total{reason=\"max_connections\"}") >= 1.0,
+        "{}",
+        m.text
+    );
+}
+
+#[tokio::test]
+async fn an_http_flood_leaves_heartbeat_sessions_their_descriptors() {
+    let hub = Server::start_with(limited(
+        "max_connections = 20\nmax_connections_per_ip = 20\nheader_timeout_secs = 60\n",
+    ));
+    let (id, group) = hub.register_tagent("t", "127.0.13.1", "c").await;
+    // The hub's descriptors now, plus room for what the HTTP cap allows,
+    // a few heartbeat sessions and a little slack; not one more.
+    hub.limit_open_files(20 + 8);
+    // 200 idle HTTP connections from 10 sources: 20 are held, the rest closed.
+    let mut flood = Vec::new();
+    for n in 0..200 {
+        let src = ip(&format!("127.0.13.{}", 100 + n % 10));
+        if let Ok(s) = connect_from(hub.http_addr(), src).await {
+            flood.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A tagent connects a heartbeat session meanwhile and is answered.
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.13.1").await;
+    let line = json!({"type":"monitor","tenant":"t","agentId":id,"port":3939,
+        "ipString":"127.0.13.1","proxyGroup":group,"mgmtIp":"127.0.13.1",
+        "status":"working","version":"1.5.4"});
+    for _ in 0..3 {
+        assert_eq!(tagent.send(&line).await, json!({"Status":"OK"}));
+    }
+    drop(flood);
+    let deadline = Instant::now() + WAIT;
+    let m = loop {
+        if healthz_from(&hub, "127.0.13.2").await == Some(200) {
+            break metrics_from(&hub, "127.0.13.2").await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HTTP not served after the flood left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        m.value("tagent_hub_http_rejected_total{reason=\"max_connections\"}") >= 150.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.value("tagent_hub_accept_errors_total{listener=\"heartbeat\",kind=\"emfile\"}"),
+        0.0,
+        "{}",
+        m.text
+    );
+    let v = common::tagent_json(&hub, id).await;
+    assert_eq!(v["status"], "connected", "{v}");
+}
