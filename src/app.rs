@@ -18,7 +18,7 @@ use crate::store::{CredentialCipher, HubInfo, PgOptions, PgStore, RedbStore, Reg
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let metrics = crate::metrics::install();
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+    crate::data_dir::prepare(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let tokens = http::auth::AdminTokens::load(&config.admin_tokens, &data_dir)
         .context("cannot set up the admin API's tokens")?;
@@ -51,6 +51,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             )
         }
     };
+    crate::data_dir::restrict_files(&config.data_dir).with_context(|| {
+        format!(
+            "cannot make the files of {} private",
+            config.data_dir.display()
+        )
+    })?;
     tracing::info!(engine = store.engine().as_str(), "store open");
 
     let heartbeat = heartbeat::listener::bind(config.heartbeat_addr)

@@ -271,6 +271,34 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A TOML error as its message and position, never the text it quotes:
+/// the file holds secrets (`credential_key`, tokens, the database URL), and
+/// the error goes to the log.
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_owned();
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = start - line_start + 1;
+    let key = text[line_start..]
+        .split(['=', '\n'])
+        .next()
+        .unwrap_or("")
+        .trim();
+    // serde's messages quote the value ("invalid type: integer `1234`").
+    if SECRET_KEYS.contains(&key) {
+        format!("line {line_no}: the value of `{key}` is malformed (not shown: it is a secret)")
+    } else {
+        format!("line {line_no}, column {column}: {message}")
+    }
+}
+
+/// The keys whose values are secrets.
+const SECRET_KEYS: &[&str] = &["credential_key", "token", "url"];
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -288,7 +316,7 @@ impl Config {
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(parse_error(text, &e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -456,6 +484,24 @@ fn local_ip() -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_errors_name_the_line_but_never_a_secret() {
+        for text in [
+            "credential_key = 0af3deadbeef\n",
+            "credential_key = 12345\n",
+            "[[admin_token]]\ntoken = 0af3deadbeef\n",
+            "[store]\nurl = postgres://u:0af3deadbeef@h/db\n",
+        ] {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(!e.contains("0af3deadbeef") && !e.contains("12345"), "{e}");
+            assert!(e.contains("is malformed (not shown"), "{e}");
+        }
+        let e = Config::from_toml("\n\nmax_body_bytes = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3, column"), "{e}");
+    }
 
     #[test]
     fn defaults_need_no_file() {

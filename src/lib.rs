@@ -29,6 +29,7 @@
 pub mod app;
 pub mod config;
 pub mod ctl;
+pub mod data_dir;
 pub mod dispatch;
 pub mod group;
 pub mod heartbeat;

@@ -305,3 +305,23 @@ async fn an_http_flood_leaves_heartbeat_sessions_their_descriptors() {
     let v = common::tagent_json(&hub, id).await;
     assert_eq!(v["status"], "connected", "{v}");
 }
+
+#[tokio::test]
+async fn the_data_dir_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let hub = Server::start();
+    hub.register_tagent("t", "127.0.14.1", "c").await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = hub.data_dir();
+    assert_eq!(mode(&dir), 0o700);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files += 1;
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    // registry.redb, credential.key (the admin token comes from the environment).
+    assert!(files >= 2, "{files} files in {}", dir.display());
+}
