@@ -61,6 +61,8 @@ fn build_index(n: u64, interner: &Interner) -> Index {
                 mem: Some(7.6),
             },
             status: Status::Disconnected(DisconnectReason::NeverConnected),
+            credential: None,
+            credential_change_until: 0,
             runner_group: 1,
             runner: None,
             first_registered: 1_700_000_000_000,
@@ -141,7 +143,7 @@ fn bench_decide(c: &mut Criterion) {
     for (name, pool, ok) in cases {
         // Check the case decides the way its name says before timing it.
         for req in pool.iter().take(16) {
-            let d = rules::decide(&index, &interner, &groups, &live, req, now);
+            let d = rules::decide(&index, &interner, &groups, &live, req, None, now);
             assert_eq!(d.is_ok(), ok, "{name}: {d:?}");
             if let Ok(d) = d {
                 assert_eq!(d.created, name == "new_tagent", "{name}");
@@ -158,6 +160,7 @@ fn bench_decide(c: &mut Criterion) {
                     &groups,
                     &live,
                     req,
+                    None,
                     now,
                 ))
             })

@@ -104,6 +104,9 @@ fn tagent(i: u64, now: u64) -> StoredTagent {
         name: format!("host-{i}").into(),
         host: host(),
         status: Status::Disconnected(DisconnectReason::NeverConnected),
+        // A real registration brings a credential: its fingerprint is kept.
+        credential: Some(tagent_hub::model::CredentialPrint([7; 16])),
+        credential_change_until: 0,
         runner_group: 1,
         runner: None,
         first_registered: now,

@@ -156,6 +156,7 @@ pub const FAMILIES: &[Family] = &[
                 "no_runner_group",
                 "contains_other_primary",
                 "primary_taken",
+                "credential_change",
                 "ids_exhausted",
                 "store_error",
                 "shutting_down",

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use tagent_hub::model::{HostFacts, Runner, account_name};
+use tagent_hub::model::{CredentialPrint, HostFacts, Runner, account_name};
 use tagent_hub::model::{Interner, RunnerGroup, RunnerGroups, TagentId};
 use tagent_hub::registry::index::Overlay;
 use tagent_hub::registry::rules::{Decision, decide};
@@ -103,6 +103,14 @@ struct MTagent {
     ip: IpAddr,
     ips: Vec<IpAddr>,
     group: u32,
+    /// The fingerprint of the credential it registered with.
+    credential: Option<CredentialPrint>,
+}
+
+/// Fingerprints as the writer makes them, under a fixed key.
+fn print_of(req: &RegisterRequest) -> Option<CredentialPrint> {
+    let cipher = CredentialCipher::from_hex(KEY).unwrap();
+    req.credential.as_ref().map(|c| cipher.print(&c.0))
 }
 
 impl MTagent {
@@ -213,6 +221,21 @@ impl Model {
             return (Outcome::Err("ip_conflict"), None);
         }
 
+        // SPEC §6: a known tagent's credential, and its primary ip without
+        // proof of it, change only in an open window (never opened here).
+        let print = print_of(req);
+        let held = chosen.and_then(|id| self.tagents.iter().find(|t| t.id == id));
+        if let Some(t) = held
+            && t.credential.is_some()
+            && match print {
+                None => t.ip != ip,
+                Some(p) => t.credential != Some(p),
+            }
+        {
+            return (Outcome::Err("credential_change"), None);
+        }
+        let credential = print.or(held.and_then(|t| t.credential));
+
         // Rule 4.
         let mut group = None;
         'scan: for (id, with_runner, nets) in GROUPS {
@@ -249,6 +272,7 @@ impl Model {
             ip,
             ips: req.ips.clone(),
             group,
+            credential,
         };
         let old_ips = match chosen {
             Some(id) => {
@@ -478,6 +502,7 @@ fn check_view(
             ip: t.ip,
             ips: t.ips.to_vec(),
             group: t.runner_group,
+            credential: t.credential,
         };
         prop_assert_eq!(&got, m);
     }
@@ -527,7 +552,15 @@ fn step_and_compare(
     s: &Step,
 ) -> Result<Option<Decision>, TestCaseError> {
     let req = request(s, model);
-    let got = decide(view, interner, groups, &Mask(s.live), &req, 1);
+    let got = decide(
+        view,
+        interner,
+        groups,
+        &Mask(s.live),
+        &req,
+        print_of(&req),
+        1,
+    );
     let (want, change) = model.register(&req, |id| is_live(s.live, id));
     prop_assert_eq!(outcome_of(&got), want, "request {:?}", req);
     let Ok(d) = got else { return Ok(None) };

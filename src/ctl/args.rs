@@ -54,6 +54,14 @@ pub(super) enum CtlCommand {
     Reload(Targets),
     /// Tell tagents to pick a new credential and register again.
     Resetcred(Targets),
+    /// Allow a tagent's next registration to bring a new credential (a
+    /// reinstall on the same host); otherwise it is refused.
+    AllowReinstall {
+        id: u64,
+        /// How long the approval lasts.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+    },
     /// Whether tagents hold a live session.
     StatusCheck(Targets),
     /// Follow registrations and status changes as they happen.

@@ -110,11 +110,19 @@ impl Client {
 
     /// A request answered with no body (`204 No Content`).
     pub(super) async fn delete(&self, path: &str) -> anyhow::Result<()> {
-        let (status, text) = self
-            .send(Method::DELETE, path, NO_QUERY, None::<&()>)
-            .await?;
+        self.no_content(Method::DELETE, path, NO_QUERY).await
+    }
+
+    /// `method path?query`, answered `204 No Content`.
+    pub(super) async fn no_content(
+        &self,
+        method: Method,
+        path: &str,
+        query: &(impl Serialize + ?Sized),
+    ) -> anyhow::Result<()> {
+        let (status, text) = self.send(method.clone(), path, query, None::<&()>).await?;
         if status != StatusCode::NO_CONTENT {
-            bail!("DELETE {path}: HTTP {status}: {text}");
+            bail!("{method} {path}: HTTP {status}: {text}");
         }
         Ok(())
     }

@@ -88,6 +88,20 @@ pub(super) async fn run_async(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Groups(cmd) => groups(&client, cmd, json).await?,
         CtlCommand::Reload(t) => command(&client, Command::Reload, t, json).await?,
         CtlCommand::Resetcred(t) => command(&client, Command::Resetcred, t, json).await?,
+        CtlCommand::AllowReinstall { id, minutes } => {
+            client
+                .no_content(
+                    Method::POST,
+                    &format!("/api/v1/tagents/{id}/allow-reinstall"),
+                    &[("minutes", minutes)],
+                )
+                .await?;
+            if json {
+                output::json(&json!({"allowed": id, "minutes": minutes}))?;
+            } else {
+                println!("tagent {id} may register a new credential in the next {minutes} minutes");
+            }
+        }
         CtlCommand::StatusCheck(t) => command(&client, Command::StatusCheck, t, json).await?,
         CtlCommand::Watch { after, count } => watch(&client, after.clone(), *count, json).await?,
     }

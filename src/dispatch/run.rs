@@ -8,6 +8,10 @@ use crate::heartbeat::{CommandKind, Hub};
 use crate::model::{CommandOutcome, TagentId};
 use crate::registry::Registry;
 
+/// How long after `resetcred` the tagent may register a new credential
+/// (it restarts and registers within seconds).
+pub const RESETCRED_WINDOW: Duration = Duration::from_secs(600);
+
 /// Runs commands for tagents: a borrowed pair of the registry and the
 /// heartbeat server.
 #[derive(Clone, Copy)]
@@ -53,7 +57,22 @@ impl Dispatch<'_> {
                 };
             }
             Command::Reload => CommandKind::Reload,
-            Command::Resetcred => CommandKind::Resetcred,
+            Command::Resetcred => {
+                // The tagent's next registration brings a new credential:
+                // let it in (SPEC §6), before it can arrive.
+                if self.hub.session_of(id).is_some()
+                    && let Err(e) = self
+                        .registry
+                        .open_credential_change(id, RESETCRED_WINDOW)
+                        .await
+                {
+                    return result(
+                        CommandOutcome::Failed,
+                        Some(format!("cannot allow the new credential: {e}")),
+                    );
+                }
+                CommandKind::Resetcred
+            }
         };
         match self.hub.command(id, kind).await {
             Ok(()) => result(CommandOutcome::Delivered, None),

@@ -68,6 +68,7 @@ fn status_of(e: &RegisterError) -> StatusCode {
     match e {
         RegisterError::Invalid(_) => StatusCode::BAD_REQUEST,
         RegisterError::Store(_) | RegisterError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        RegisterError::CredentialChange { .. } => StatusCode::FORBIDDEN,
         _ => StatusCode::CONFLICT,
     }
 }

@@ -53,6 +53,7 @@ fn admin_api() -> (Router<HttpState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tagents::status_check))
         .routes(routes!(tagents::reload))
         .routes(routes!(tagents::resetcred))
+        .routes(routes!(tagents::allow_reinstall))
         .routes(routes!(tagents::unregistered))
         .routes(routes!(groups::list, groups::create))
         .routes(routes!(groups::get, groups::update, groups::delete))

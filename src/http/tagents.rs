@@ -342,6 +342,42 @@ pub(super) async fn resetcred(State(s): State<HttpState>, Path(id): Path<TagentI
     command_reply(s.dispatch().run(id, Command::Resetcred).await)
 }
 
+/// How long an operator's approval of a reinstall lasts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct AllowReinstall {
+    /// Minutes the approval lasts (default 60, at most 10080: a week).
+    pub minutes: Option<u64>,
+}
+
+/// Allow the tagent's next registration to bring a new credential (a
+/// reinstall on the same host, SPEC §6): without this, a registration
+/// whose credential differs from the one the tagent registered with is
+/// refused (403), so no one can take over a known tagent by registering.
+#[utoipa::path(post, path = "/api/v1/tagents/{id}/allow-reinstall", tag = "tagents",
+    params(("id" = u64, Path, description = "tagent id"), AllowReinstall),
+    responses((status = 204, description = "allowed until the time given, or the first new credential"),
+        (status = 400, body = super::ErrorBody, description = "minutes out of range"),
+        (status = 404, body = super::ErrorBody, description = "no tagent with this id")),
+    security(("bearer" = [])))]
+pub(super) async fn allow_reinstall(
+    State(s): State<HttpState>,
+    Path(id): Path<TagentId>,
+    params: Result<Query<AllowReinstall>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Query(p) = params.map_err(ApiError::query)?;
+    let minutes = p.minutes.unwrap_or(60);
+    if !(1..=7 * 24 * 60).contains(&minutes) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "minutes must be between 1 and 10080".into(),
+        ));
+    }
+    s.registry
+        .open_credential_change(id, std::time::Duration::from_secs(minutes * 60))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UnregisteredSessions {
     pub count: usize,

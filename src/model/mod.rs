@@ -4,6 +4,7 @@
 //! import it.
 //!
 //! - [`tagent`]: a registered tagent as the index holds it; account names.
+//! - [`credential`]: a credential's fingerprint, and when it may change.
 //! - [`host`]: what a tagent reports about its host, in every form.
 //! - [`status`]: connected or disconnected, and why.
 //! - [`command`]: what became of a command sent to a tagent.
@@ -17,6 +18,7 @@
 pub mod addr;
 pub mod clock;
 pub mod command;
+pub mod credential;
 pub mod filter;
 pub mod group;
 pub mod host;
@@ -28,6 +30,7 @@ pub mod tagent;
 pub use addr::{host_port, parse_host_port, parse_ip};
 pub use clock::now_millis;
 pub use command::CommandOutcome;
+pub use credential::CredentialPrint;
 pub use filter::FilterParams;
 pub use group::{Runner, RunnerGroup, RunnerGroups};
 pub use host::HostFacts;

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use super::credential::CredentialPrint;
 use super::host::HostFacts;
 use super::intern::Sym;
 use super::status::Status;
@@ -15,8 +16,9 @@ pub const MAX_TAGENT_ID: TagentId = u32::MAX as TagentId;
 
 /// One registered tagent. `S` is the type of the strings that repeat across
 /// tagents, as in [`HostFacts`]: the index holds `Tagent<Sym>` (interned), the
-/// store `Tagent<String>`; [`Tagent::map`] converts. The credential is not
-/// here at all (it lives encrypted in the store, with the accounts).
+/// store `Tagent<String>`; [`Tagent::map`] converts. The credential itself
+/// is not here (it lives encrypted in the store, with the accounts): only
+/// its keyed fingerprint.
 ///
 /// Serialized (the stored form) as a named map, the host facts among its own
 /// fields.
@@ -40,6 +42,20 @@ pub struct Tagent<S = Sym> {
     pub first_registered: u64,
     pub last_registered: u64,
     pub last_status_change: u64,
+    /// The fingerprint of the credential it registered with, if any. (Not
+    /// written when absent, nor the window when closed: a record without
+    /// them encodes as before they existed.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialPrint>,
+    /// Until when (Unix milliseconds) a registration may bring a new
+    /// credential: the hub sent `resetcred`, or an operator allowed a
+    /// reinstall. 0: no change is open.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub credential_change_until: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl<S> Tagent<S> {
@@ -59,6 +75,8 @@ impl<S> Tagent<S> {
             first_registered: self.first_registered,
             last_registered: self.last_registered,
             last_status_change: self.last_status_change,
+            credential: self.credential,
+            credential_change_until: self.credential_change_until,
         }
     }
 

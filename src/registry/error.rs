@@ -40,6 +40,14 @@ pub enum RegisterError {
         port: u16,
         tagents: String,
     },
+    /// SPEC §6: the tagent found holds another credential (or the request
+    /// brings none and would move its primary ip), and no change is open.
+    #[error(
+        "tagent {id} ({ip}:{port}) is registered with another credential; a reinstall needs an \
+         operator's approval (tagent-hub ctl allow-reinstall {id}), a restart must bring the \
+         credential it registered with"
+    )]
+    CredentialChange { id: TagentId, ip: IpAddr, port: u16 },
     #[error("tagent ids are exhausted")]
     IdsExhausted,
     /// The store could not make the registration durable; nothing was stored.
@@ -59,6 +67,7 @@ impl RegisterError {
             Self::NoRunnerGroup(_) => "no_runner_group",
             Self::ContainsOtherPrimary { .. } => "contains_other_primary",
             Self::PrimaryTaken { .. } => "primary_taken",
+            Self::CredentialChange { .. } => "credential_change",
             Self::IdsExhausted => "ids_exhausted",
             Self::Store(_) => "store_error",
             Self::ShuttingDown => "shutting_down",

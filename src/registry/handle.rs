@@ -395,6 +395,23 @@ impl Registry {
 
     /// Delete a tagent and the accounts no other tagent answers for.
     /// Refused while it has a live session, as the original does.
+    /// Let tagent `id` register with a new credential during the next
+    /// `within` (SPEC §6): opened, durably, before the hub sends it
+    /// `resetcred`, or by an operator allowing a reinstall. The first
+    /// registration that brings a new credential closes it.
+    pub async fn open_credential_change(
+        &self,
+        id: TagentId,
+        within: std::time::Duration,
+    ) -> Result<(), ChangeError> {
+        let until = crate::model::now_millis().saturating_add(within.as_millis() as u64);
+        self.ask(
+            |reply| Job::OpenCredentialChange { id, until, reply },
+            || ChangeError::ShuttingDown,
+        )
+        .await
+    }
+
     pub async fn delete(&self, id: TagentId) -> Result<(), ChangeError> {
         self.ask(
             |reply| Job::Delete { id, reply },

@@ -9,8 +9,11 @@ use super::Liveness;
 use super::error::RegisterError;
 use super::index::IndexView;
 use super::request::RegisterRequest;
+use crate::model::credential::may_change;
 use crate::model::intern::{Interner, Sym};
-use crate::model::{DisconnectReason, MAX_TAGENT_ID, RunnerGroups, Status, Tagent, TagentId};
+use crate::model::{
+    CredentialPrint, DisconnectReason, MAX_TAGENT_ID, RunnerGroups, Status, Tagent, TagentId,
+};
 
 /// What a registration does, once decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,17 +79,25 @@ pub fn choose_tagent(
 }
 
 /// Decide a registration against `view`: rules 2 to 8 (rule 1 is
-/// [`RegisterRequest::parse`]). Interns the request's strings.
+/// [`RegisterRequest::parse`]), and SPEC §6's guard of a known tagent's
+/// credential. `print` is the fingerprint of the request's credential.
+/// Interns the request's strings only once it is accepted, so refusals
+/// cannot grow the interner.
 pub fn decide(
     view: &impl IndexView,
     interner: &Interner,
     groups: &RunnerGroups,
     live: &dyn Liveness,
     req: &RegisterRequest,
+    print: Option<CredentialPrint>,
     now: u64,
 ) -> Result<Decision, RegisterError> {
-    let tenant = interner.intern(&req.tenant);
-    let chosen = choose_tagent(view, tenant, req)?;
+    // A tenant the interner has never seen holds no tagent yet.
+    let known_tenant = interner.get(&req.tenant);
+    let chosen = match known_tenant {
+        Some(tenant) => choose_tagent(view, tenant, req)?,
+        None => None,
+    };
     let old = chosen.and_then(|id| view.get(id));
 
     // Rule 3: a tagent with a live session cannot be registered over.
@@ -100,6 +111,24 @@ pub fn decide(
         });
     }
 
+    // SPEC §6: an unauthenticated request neither replaces a known
+    // tagent's credential nor moves its primary ip.
+    if let Some(t) = old
+        && !may_change(
+            t.credential,
+            print,
+            t.ip != req.ip,
+            t.credential_change_until,
+            now,
+        )
+    {
+        return Err(RegisterError::CredentialChange {
+            id: t.id,
+            ip: t.ip,
+            port: t.port,
+        });
+    }
+
     // Rule 4: the first network, in configured order, that contains the primary ip.
     let group = groups
         .match_ip(req.ip)
@@ -107,10 +136,12 @@ pub fn decide(
 
     // Rule 5: contained ips must not be another tagent's primary ip on this port.
     let mut others: SmallVec<[TagentId; 2]> = SmallVec::new();
-    for ip in &req.ips {
-        for id in primary_owners(view, tenant, req.port, *ip, chosen) {
-            if !others.contains(&id) {
-                others.push(id);
+    if let Some(tenant) = known_tenant {
+        for ip in &req.ips {
+            for id in primary_owners(view, tenant, req.port, *ip, chosen) {
+                if !others.contains(&id) {
+                    others.push(id);
+                }
             }
         }
     }
@@ -122,7 +153,9 @@ pub fn decide(
     }
 
     // Rule 6: a primary (ip, port) belongs to at most one tagent.
-    let owners = primary_owners(view, tenant, req.port, req.ip, chosen);
+    let owners = known_tenant
+        .map(|tenant| primary_owners(view, tenant, req.port, req.ip, chosen))
+        .unwrap_or_default();
     if !owners.is_empty() {
         return Err(RegisterError::PrimaryTaken {
             ip: req.ip,
@@ -136,6 +169,10 @@ pub fn decide(
         None if view.next_id() <= MAX_TAGENT_ID => view.next_id(),
         None => return Err(RegisterError::IdsExhausted),
     };
+    let tenant = known_tenant.unwrap_or_else(|| interner.intern(&req.tenant));
+    // A new credential uses up the window that let it in.
+    let credential = print.or(old.and_then(|t| t.credential));
+    let credential_changed = old.is_some_and(|t| t.credential != credential);
     // Rule 8: the record (and with it the primary ip) may move.
     let tagent = Tagent {
         id,
@@ -154,6 +191,11 @@ pub fn decide(
         first_registered: old.map_or(now, |t| t.first_registered),
         last_registered: now,
         last_status_change: old.map_or(now, |t| t.last_status_change),
+        credential,
+        credential_change_until: match old {
+            Some(t) if !credential_changed => t.credential_change_until,
+            _ => 0,
+        },
     };
 
     // Rule 7: one account per (ip, port); dropped ips lose theirs unless
@@ -195,6 +237,8 @@ pub(crate) mod tests {
 
     const P: u16 = 3939;
     const Q: u16 = 4040;
+    /// The clock of every decision (Unix ms).
+    const NOW: u64 = 1000;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -300,13 +344,20 @@ pub(crate) mod tests {
         }
 
         fn decide(&self, req: &RegisterRequest) -> Result<Decision, RegisterError> {
+            self.decide_at(req, NOW)
+        }
+
+        fn decide_at(&self, req: &RegisterRequest, now: u64) -> Result<Decision, RegisterError> {
+            let cipher = crate::store::CredentialCipher::from_hex(&"00".repeat(32)).unwrap();
+            let print = req.credential.as_ref().map(|c| cipher.print(&c.0));
             decide(
                 &self.index,
                 &self.interner,
                 &self.groups,
                 &self.live,
                 req,
-                1000,
+                print,
+                now,
             )
         }
 
@@ -1254,5 +1305,75 @@ pub(crate) mod tests {
         assert_eq!((d.tagent.id, d.created), (2, true));
         // And the record kept what it had before the move.
         assert_eq!(w.index.get(1).map(|t| t.first_registered), Some(1000));
+    }
+
+    fn with_credential(mut r: RegisterRequest, c: &str) -> RegisterRequest {
+        r.credential = Some(crate::registry::Secret(c.into()));
+        r
+    }
+
+    #[test]
+    fn a_known_tagents_credential_is_not_replaced_without_a_window() {
+        let mut w = World::new(default_groups());
+        let first = with_credential(reg("t", None, "10.0.0.1", P, "10.0.0.1,10.0.0.2"), "a");
+        w.register(&first).unwrap();
+        // A restart: same credential, same id.
+        let restart = with_credential(reg("t", Some(1), "10.0.0.1", P, "10.0.0.1,10.0.0.2"), "a");
+        assert_eq!(w.register(&restart).unwrap().tagent.id, 1);
+        // An impostor: another credential, with the id or without.
+        for id in [Some(1), None] {
+            let impostor = with_credential(reg("t", id, "10.0.0.1", P, "10.0.0.1"), "evil");
+            assert_eq!(
+                w.decide(&impostor).unwrap_err().kind(),
+                "credential_change",
+                "{id:?}"
+            );
+        }
+        // Without a credential: may not move the primary ip to a contained one.
+        let moves = reg("t", Some(1), "10.0.0.2", P, "10.0.0.2");
+        assert_eq!(w.decide(&moves).unwrap_err().kind(), "credential_change");
+        // With the credential it may (rule 8).
+        let moves = with_credential(reg("t", Some(1), "10.0.0.2", P, "10.0.0.1,10.0.0.2"), "a");
+        assert_eq!(w.register(&moves).unwrap().tagent.ip, ip("10.0.0.2"));
+        assert_eq!(
+            w.index.get(1).unwrap().credential,
+            w.decide(&moves).unwrap().tagent.credential
+        );
+    }
+
+    #[test]
+    fn an_open_window_lets_one_new_credential_in() {
+        let mut w = World::new(default_groups());
+        w.register(&with_credential(reg("t", None, "10.0.0.1", P, ""), "a"))
+            .unwrap();
+        let mut t = w.index.get(1).unwrap().clone();
+        t.credential_change_until = NOW + 10;
+        w.index.put(t);
+        let reinstall = with_credential(reg("t", None, "10.0.0.1", P, ""), "b");
+        // Past the window: refused.
+        assert_eq!(
+            w.decide_at(&reinstall, NOW + 11).unwrap_err().kind(),
+            "credential_change"
+        );
+        // Within it: accepted, and the window closes behind it.
+        let d = w.register(&reinstall).unwrap();
+        assert_eq!(d.tagent.credential_change_until, 0);
+        assert_ne!(d.tagent.credential, None);
+        let again = with_credential(reg("t", None, "10.0.0.1", P, ""), "c");
+        assert_eq!(w.decide(&again).unwrap_err().kind(), "credential_change");
+        // Its own restart (credential "b") goes on working.
+        w.register(&with_credential(reg("t", Some(1), "10.0.0.1", P, ""), "b"))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_refused_registration_interns_nothing() {
+        let w = World::new(RunnerGroups::default());
+        let before = w.interner.len();
+        for n in 0..100 {
+            let r = reg(&format!("tenant-{n}"), None, "10.0.0.1", P, "");
+            assert_eq!(w.decide(&r).unwrap_err().kind(), "no_runner_group");
+        }
+        assert_eq!(w.interner.len(), before);
     }
 }

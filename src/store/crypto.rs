@@ -15,6 +15,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::StoreError;
+use crate::model::CredentialPrint;
 
 pub const KEY_FILE: &str = "credential.key";
 
@@ -23,6 +24,8 @@ pub struct CredentialCipher {
     /// Derived from the key: what the hubs of a runner group (which share
     /// the key) prove to each other when they forward a command.
     peer: [u8; 32],
+    /// The key of credential fingerprints.
+    print: [u8; 32],
 }
 
 impl std::fmt::Debug for CredentialCipher {
@@ -42,11 +45,15 @@ fn parse_key(hex_key: &str) -> Result<[u8; 32], StoreError> {
 impl CredentialCipher {
     pub fn from_hex(hex_key: &str) -> Result<Self, StoreError> {
         let key = parse_key(hex_key)?;
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key");
-        mac.update(b"tagent-hub hub-to-hub v1");
+        let derive = |label: &[u8]| -> [u8; 32] {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key");
+            mac.update(label);
+            mac.finalize().into_bytes().into()
+        };
         Ok(CredentialCipher {
             aead: XChaCha20Poly1305::new(&key.into()),
-            peer: mac.finalize().into_bytes().into(),
+            peer: derive(b"tagent-hub hub-to-hub v1"),
+            print: derive(b"tagent-hub credential print v1"),
         })
     }
 
@@ -82,6 +89,18 @@ impl CredentialCipher {
     }
 
     /// The token hubs sharing this key forward commands with (hex).
+    /// The fingerprint of a credential: the same for every hub sharing the
+    /// key, and nothing about the credential without it.
+    pub fn print(&self, credential: &str) -> CredentialPrint {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.print).expect("HMAC takes any key");
+        mac.update(credential.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut print = [0u8; 16];
+        print.copy_from_slice(&full[..16]);
+        CredentialPrint(print)
+    }
+
     pub fn peer_token(&self) -> String {
         hex::encode(self.peer)
     }

@@ -46,6 +46,8 @@ impl<'de> Visitor<'de> for StoredTagentVisitor {
         let mut first_registered = None;
         let mut last_registered = None;
         let mut last_status_change = None;
+        let mut credential = None;
+        let mut credential_change_until = None;
         fn once<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
             slot: &mut Option<T>,
             key: &'static str,
@@ -73,6 +75,12 @@ impl<'de> Visitor<'de> for StoredTagentVisitor {
                 "last_status_change" => {
                     once(&mut last_status_change, "last_status_change", &mut map)?
                 }
+                "credential" => once(&mut credential, "credential", &mut map)?,
+                "credential_change_until" => once(
+                    &mut credential_change_until,
+                    "credential_change_until",
+                    &mut map,
+                )?,
                 k => {
                     if !host.read(k, &mut map)? {
                         map.next_value::<de::IgnoredAny>()?;
@@ -97,6 +105,9 @@ impl<'de> Visitor<'de> for StoredTagentVisitor {
             first_registered: need(first_registered, "first_registered")?,
             last_registered: need(last_registered, "last_registered")?,
             last_status_change: need(last_status_change, "last_status_change")?,
+            // Records from before fingerprints have neither.
+            credential: credential.flatten(),
+            credential_change_until: credential_change_until.unwrap_or(0),
         })
     }
 }
@@ -252,6 +263,8 @@ mod tests {
                 mem: None,
             },
             status,
+            credential: None,
+            credential_change_until: 0,
             runner_group: 2,
             runner: Some(1),
             first_registered: 1_700_000_000_000,
@@ -274,6 +287,17 @@ mod tests {
             rmp_serde::encode::write_named(&mut again, &got).unwrap();
             assert_eq!(hex::encode(again), *hex, "the same bytes as before");
         }
+    }
+
+    #[test]
+    fn a_credential_print_and_its_window_round_trip() {
+        let mut t = expected(None, Status::Connected);
+        t.credential = Some(crate::model::CredentialPrint([9; 16]));
+        t.credential_change_until = 1_700_000_003_000;
+        let mut bytes = Vec::new();
+        rmp_serde::encode::write_named(&mut bytes, &t).unwrap();
+        let got: StoredTagent = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(got, t);
     }
 
     #[test]

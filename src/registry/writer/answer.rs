@@ -5,15 +5,27 @@
 
 use super::Job;
 use super::decide::{Accepted, Decided, Deleted};
+use tokio::sync::oneshot;
+
+/// The reply of an opened credential-change window.
+type Opened = oneshot::Sender<Result<(), ChangeError>>;
 use crate::model::RunnerGroups;
 use crate::registry::error::ChangeError;
 use crate::registry::{RegisterError, Registered, StatusChange};
 use crate::store::StoreError;
 
 /// Answer a batch whose commit is durable.
-pub(super) fn committed(accepted: Vec<Accepted>, deleted: Vec<Deleted>, groups: &RunnerGroups) {
+pub(super) fn committed(
+    accepted: Vec<Accepted>,
+    deleted: Vec<Deleted>,
+    opened: Vec<Opened>,
+    groups: &RunnerGroups,
+) {
     for d in deleted {
         let _ = d.reply.send(Ok(()));
+    }
+    for reply in opened {
+        let _ = reply.send(Ok(()));
     }
     for a in accepted {
         let group = groups
@@ -39,6 +51,9 @@ pub(super) fn commit_failed(d: Decided, e: &StoreError) -> Vec<StatusChange> {
     for x in d.deleted {
         let _ = x.reply.send(Err(ChangeError::Store(e.clone())));
     }
+    for reply in d.opened {
+        let _ = reply.send(Err(ChangeError::Store(e.clone())));
+    }
     // Registrations were refused (their tagents retry); status changes
     // have no one to retry them.
     d.status_seen
@@ -57,7 +72,7 @@ pub(super) fn unreachable(jobs: Vec<Job>, e: &StoreError) -> Vec<StatusChange> {
                 let _ = reply.send(Err(RegisterError::Store(e.clone())));
             }
             Job::Status(changes) => retry.extend(changes),
-            Job::Delete { reply, .. } => {
+            Job::Delete { reply, .. } | Job::OpenCredentialChange { reply, .. } => {
                 let _ = reply.send(Err(ChangeError::Store(e.clone())));
             }
             Job::Groups { reply, .. } => {

@@ -14,6 +14,7 @@ use crate::registry::index::{Index, IndexView, Overlay};
 use crate::registry::liveness::{InView, Liveness, Mine};
 use crate::registry::rules::{self, Decision};
 use crate::registry::{RegisterError, RegisterRequest, Registered, StatusChange};
+use crate::store::CredentialCipher;
 
 /// What a batch is decided with.
 pub(super) struct Context<'a> {
@@ -22,6 +23,8 @@ pub(super) struct Context<'a> {
     /// Whether this hub holds a tagent's session.
     pub local: &'a dyn Liveness,
     pub mine: &'a Mine,
+    /// Fingerprints the registrations' credentials.
+    pub cipher: &'a CredentialCipher,
     /// Unix milliseconds.
     pub now: u64,
 }
@@ -50,6 +53,8 @@ pub(super) type Transition = (TagentId, Status, u64);
 pub(super) struct Decided {
     pub accepted: Vec<Accepted>,
     pub deleted: Vec<Deleted>,
+    /// Credential-change windows opened, waiting for the commit.
+    pub opened: Vec<oneshot::Sender<Result<(), ChangeError>>>,
     pub transitions: Vec<Transition>,
     /// Every status change the batch was given, applied or not: what goes
     /// again with the next batch when this one's commit fails.
@@ -71,6 +76,17 @@ pub(super) fn decide(index: &Index, cx: &Context<'_>, jobs: Vec<Job>) -> Decided
             Job::Register { req, reply } => register(&mut overlay, cx, &mut d, req, reply),
             Job::Status(changes) => status(&mut overlay, cx.mine, &mut d, changes),
             Job::Delete { id, reply } => delete(&mut overlay, cx, &mut d, id, reply),
+            Job::OpenCredentialChange { id, until, reply } => match overlay.get(id) {
+                Some(t) => {
+                    let mut t = t.clone();
+                    t.credential_change_until = until;
+                    overlay.set(id, Some(t));
+                    d.opened.push(reply);
+                }
+                None => {
+                    let _ = reply.send(Err(ChangeError::NotFound(id)));
+                }
+            },
             Job::Groups { reply, .. } => {
                 // `run` splits batches at group changes; never reached.
                 let _ = reply.send(Err(ChangeError::ShuttingDown));
@@ -97,7 +113,16 @@ fn register(
         view: &*overlay,
         mine: cx.mine,
     };
-    match rules::decide(&*overlay, cx.interner, cx.groups, &live, &req, cx.now) {
+    let print = req.credential.as_ref().map(|c| cx.cipher.print(&c.0));
+    match rules::decide(
+        &*overlay,
+        cx.interner,
+        cx.groups,
+        &live,
+        &req,
+        print,
+        cx.now,
+    ) {
         Ok(decision) => {
             overlay.set(decision.tagent.id, Some(decision.tagent.clone()));
             d.accepted.push(Accepted {

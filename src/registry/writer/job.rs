@@ -1,5 +1,5 @@
 //! What the writer is asked to do: one job per registration, status batch,
-//! sync, delete or runner-group change.
+//! sync, delete, credential-change window or runner-group change.
 
 use std::sync::Arc;
 
@@ -21,6 +21,14 @@ pub(in crate::registry) enum Job {
     /// Delete a tagent that has no live session.
     Delete {
         id: TagentId,
+        reply: oneshot::Sender<Result<(), ChangeError>>,
+    },
+    /// Let the tagent's next registrations bring a new credential until
+    /// `until` (Unix ms): the hub sent it `resetcred`, or an operator
+    /// allowed a reinstall.
+    OpenCredentialChange {
+        id: TagentId,
+        until: u64,
         reply: oneshot::Sender<Result<(), ChangeError>>,
     },
     /// Change the runner groups: the edit sees the current ones.

@@ -90,6 +90,7 @@ struct World {
     groups: RunnerGroups,
     mine: Mine,
     sessions: Sessions,
+    cipher: crate::store::CredentialCipher,
 }
 
 impl World {
@@ -102,6 +103,7 @@ impl World {
             groups: groups(),
             mine,
             sessions: Sessions::default(),
+            cipher: crate::store::CredentialCipher::from_hex(&"00".repeat(32)).unwrap(),
         }
     }
 
@@ -111,6 +113,7 @@ impl World {
             groups: &self.groups,
             local: &NoSessions,
             mine: &self.mine,
+            cipher: &self.cipher,
             now: NOW,
         };
         decide(&self.index, &cx, jobs)
@@ -259,7 +262,7 @@ fn answers_after_a_commit_and_after_a_failed_one() {
     let w = World::new(Mine::All);
     let (a, mut ra) = register("10.0.0.1", &[]);
     let d = w.decide(vec![a]);
-    answer::committed(d.accepted, d.deleted, &w.groups);
+    answer::committed(d.accepted, d.deleted, d.opened, &w.groups);
     let ok = ra.try_recv().unwrap().unwrap();
     assert_eq!((ok.id, ok.created, ok.group.id), (1, true, 1));
 

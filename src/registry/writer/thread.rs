@@ -111,6 +111,7 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         groups: &groups,
         local: shared.sessions.local(),
         mine: &mine,
+        cipher: shared.store.cipher(),
         now: now_millis(),
     };
     let decided = decide::decide(&shared.index.read(), &cx, jobs);
@@ -128,6 +129,7 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
     let decide::Decided {
         accepted,
         deleted,
+        opened,
         transitions,
         changes,
         next_id,
@@ -150,7 +152,7 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         &deleted,
         cx.now,
     );
-    answer::committed(accepted, deleted, &groups);
+    answer::committed(accepted, deleted, opened, &groups);
     tracing::trace!(elapsed = ?started.elapsed(), "batch applied");
     Vec::new()
 }
