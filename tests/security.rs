@@ -325,3 +325,107 @@ async fn the_data_dir_and_its_files_are_private() {
     // registry.redb, credential.key (the admin token comes from the environment).
     assert!(files >= 2, "{files} files in {}", dir.display());
 }
+
+async fn register_as(hub: &Server, ip: &str, id: Option<u64>, credential: &str) -> (u16, Value) {
+    let body = json!({"tagentId": id.map_or(String::new(), |i| i.to_string()), "port":"3939",
+        "ipString": ip, "mgmtIp": ip, "name":"h", "credential": credential});
+    hub.register(&body, Some("t")).await
+}
+
+async fn post_admin(hub: &Server, path: &str) -> u16 {
+    common::client()
+        .post(hub.url(path))
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
+async fn wait_status(hub: &Server, id: u64, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = common::tagent_json(hub, id).await;
+        if v["status"] == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {want}: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_registration_cannot_take_over_a_known_tagents_credential() {
+    let hub = Server::start();
+    let (id, _) = hub.register_tagent("t", "127.0.15.1", "real").await;
+    // The tagent is disconnected (as every tagent is right after a hub
+    // restart): an impostor registers its ip and port with its own
+    // credential, with the tagent's id and without.
+    for with_id in [None, Some(id)] {
+        let (status, reply) = register_as(&hub, "127.0.15.1", with_id, "evil").await;
+        assert_eq!(status, 403, "{reply}");
+        assert_eq!(reply["Status"], "ERROR");
+        assert!(
+            reply["Message"].as_str().unwrap().contains(&format!(
+                "tagent {id} (127.0.15.1:3939) is registered with another credential"
+            )),
+            "{reply}"
+        );
+    }
+    // The real tagent's restart still works: same id, same credential.
+    let (status, reply) = register_as(&hub, "127.0.15.1", Some(id), "real").await;
+    assert_eq!(common::ok_id(status, &reply), id);
+    let m = hub.metrics().await;
+    assert_eq!(
+        m.value("tagent_hub_registrations_total{outcome=\"credential_change\"}"),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn resetcred_and_an_approved_reinstall_let_one_new_credential_in() {
+    let hub = Server::start_with(
+        Options::default().config("[heartbeat]\ncommand_quiet_ms = 200\nstatus_flush_ms = 10\n"),
+    );
+    let (id, group) = hub.register_tagent("t", "127.0.16.1", "one").await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.16.1").await;
+    let line = json!({"type":"monitor","tenant":"t","agentId":id,"port":3939,
+        "ipString":"127.0.16.1","proxyGroup":group,"mgmtIp":"127.0.16.1",
+        "status":"working","version":"1.5.4"});
+    assert_eq!(tagent.send(&line).await, json!({"Status":"OK"}));
+    wait_status(&hub, id, "connected").await;
+    // The hub sends resetcred: the tagent picks a new credential, restarts
+    // and registers with it.
+    assert_eq!(
+        post_admin(&hub, &format!("/api/v1/tagents/{id}/resetcred")).await,
+        200
+    );
+    assert_eq!(tagent.line().await, json!({"type":"resetcred"}));
+    drop(tagent);
+    wait_status(&hub, id, "disconnected").await;
+    let (status, reply) = register_as(&hub, "127.0.16.1", Some(id), "two").await;
+    assert_eq!(common::ok_id(status, &reply), id);
+    // That used the window up.
+    let (status, reply) = register_as(&hub, "127.0.16.1", Some(id), "three").await;
+    assert_eq!(status, 403, "{reply}");
+    // A reinstall (no id, a new credential) once an operator allowed it.
+    let path = format!("/api/v1/tagents/{id}/allow-reinstall?minutes=5");
+    assert_eq!(post_admin(&hub, &path).await, 204);
+    let (status, reply) = register_as(&hub, "127.0.16.1", None, "four").await;
+    assert_eq!(common::ok_id(status, &reply), id);
+    let (status, _) = register_as(&hub, "127.0.16.1", None, "five").await;
+    assert_eq!(status, 403);
+    // Out of range, and an unknown tagent.
+    let bad = format!("/api/v1/tagents/{id}/allow-reinstall?minutes=0");
+    assert_eq!(post_admin(&hub, &bad).await, 400);
+    assert_eq!(
+        post_admin(&hub, "/api/v1/tagents/999/allow-reinstall").await,
+        404
+    );
+    // The approval survives a restart of the hub (it is in the store).
+    assert_eq!(post_admin(&hub, &path).await, 204);
+    let mut hub = hub;
+    hub.restart();
+    let (status, reply) = register_as(&hub, "127.0.16.1", None, "six").await;
+    assert_eq!(common::ok_id(status, &reply), id);
+}
