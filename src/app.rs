@@ -143,6 +143,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         metrics,
         trusted_proxies: config.trusted_proxies.clone().into(),
         register_rate: http::RegisterRate::from_config(&config.http),
+        peers: crate::dispatch::Verifier::default(),
     };
     {
         let (rate, shutdown) = (state.register_rate.clone(), shutdown.clone());

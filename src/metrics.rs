@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::dispatch::PeerRefusal;
 use crate::model::DisconnectReason;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -136,6 +137,16 @@ const SESSION_END_REASONS: [&str; DisconnectReason::SESSION_ENDS.len()] =
 /// dashboard or an alert sees them from the first scrape;
 /// `tests/metrics_start.rs` holds this table to the `counter!`, `gauge!` and
 /// `histogram!` calls in `src/` and to what `/metrics` serves.
+const PEER_REFUSALS: [&str; PeerRefusal::ALL.len()] = {
+    let mut names = [""; PeerRefusal::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = PeerRefusal::ALL[i].label();
+        i += 1;
+    }
+    names
+};
+
 pub const FAMILIES: &[Family] = &[
     // Registration (http/register.rs)
     family(
@@ -234,6 +245,14 @@ pub const FAMILIES: &[Family] = &[
                 "max_connections_per_ip",
             ],
         )],
+    ),
+    family(
+        "tagent_hub_peer_refused_total",
+        Kind::Counter,
+        "Requests on the hub-to-hub route refused: no signature (missing), one that does not \
+         verify (bad_signature), outside the time window (stale), seen before (replayed), or too \
+         many in the window (flooded).",
+        &[label("reason", &PEER_REFUSALS)],
     ),
     // Both accept loops (net.rs)
     family(

@@ -203,9 +203,40 @@ async fn three_hubs_share_the_registry_and_take_over_a_dead_hubs_tagents() {
         (200, &json!("connected")),
         "{result}"
     );
-    // Another hub's route for forwarded commands wants the group's token.
-    let (status, _) = post(&hubs[1], &format!("/internal/v1/tagents/{id0}/reload")).await;
+    // Another hub's route for forwarded commands wants a fresh signature
+    // of the group's key: none, a stale one or a replayed one is refused.
+    let path = format!("/internal/v1/tagents/{id0}/reload");
+    let (status, _) = post(&hubs[1], &path).await;
     assert_eq!(status, 401);
+    let cipher = tagent_hub::store::CredentialCipher::from_hex(KEY).unwrap();
+    let signed_post = |signed: [(&'static str, String); 3]| {
+        let mut req = common::client().post(hubs[1].url(&path));
+        for (k, v) in signed {
+            req = req.header(k, v);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let now = tagent_hub::model::now_millis();
+    let sign = |at| tagent_hub::dispatch::signature::sign(&cipher, "POST", &path, b"", at);
+    let stale = sign(now - 120_000);
+    assert_eq!(signed_post(stale).await, 401);
+    let fresh = sign(now);
+    assert_eq!(signed_post(fresh.clone()).await, 200);
+    assert_eq!(
+        sessions[0].as_mut().unwrap().line().await,
+        json!({"type":"reload"})
+    );
+    assert_eq!(signed_post(fresh).await, 401, "a replay");
+    let m = hubs[1].metrics().await;
+    for reason in ["missing", "stale", "replayed"] {
+        assert_eq!(
+            m.value(&format!(
+                "tagent_hub_peer_refused_total{{reason=\"{reason}\"}}"
+            )),
+            1.0,
+            "{reason}"
+        );
+    }
 
     // Hub 2 dies. Its tagents are runner-lost on the others within the lease.
     hubs[2].kill9();

@@ -429,3 +429,17 @@ async fn resetcred_and_an_approved_reinstall_let_one_new_credential_in() {
     let (status, reply) = register_as(&hub, "127.0.16.1", None, "six").await;
     assert_eq!(common::ok_id(status, &reply), id);
 }
+
+#[tokio::test]
+async fn a_hub_alone_has_no_hub_to_hub_route() {
+    let hub = Server::start();
+    let (id, _) = hub.register_tagent("t", "127.0.17.1", "c").await;
+    let status = common::client()
+        .post(hub.url(&format!("/internal/v1/tagents/{id}/reload")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 404);
+}

@@ -1,8 +1,7 @@
 //! Commands for a tagent whose session another hub of the runner group
 //! holds: forwarded to that hub's HTTP address (from its lease in the
-//! shared store), authenticated with the token the hubs derive from the
-//! credential key they share. A forwarded command is run where it lands,
-//! never forwarded again.
+//! shared store), signed as [`super::signature`] says. A forwarded command
+//! is run where it lands, never forwarded again.
 
 use axum::body::Body;
 use axum::http::{Request, header};
@@ -15,8 +14,6 @@ use crate::model::TagentId;
 use crate::registry::Registry;
 use crate::store::StoreError;
 
-/// The header a hub proves itself to another hub with.
-pub const PEER_HEADER: &str = "x-tagent-hub-peer";
 /// Largest reply read from another hub.
 const MAX_REPLY: usize = 64 * 1024;
 
@@ -106,11 +103,19 @@ pub(super) async fn post(
         let _ = conn.await;
     });
     let body = async {
-        let req = Request::post(format!("/internal/v1/tagents/{id}/{}", command.as_str()))
-            .header(header::HOST, http)
-            .header(PEER_HEADER, registry.store().cipher().peer_token())
-            .body(Body::empty())
-            .map_err(ForwardError::Request)?;
+        let path = format!("/internal/v1/tagents/{id}/{}", command.as_str());
+        let signed = super::signature::sign(
+            registry.store().cipher(),
+            "POST",
+            &path,
+            b"",
+            crate::model::now_millis(),
+        );
+        let mut req = Request::post(&path).header(header::HOST, http);
+        for (name, value) in signed {
+            req = req.header(name, value);
+        }
+        let req = req.body(Body::empty()).map_err(ForwardError::Request)?;
         let resp = sender.send_request(req).await.map_err(ForwardError::Http)?;
         Limited::new(resp.into_body(), MAX_REPLY)
             .collect()
@@ -121,10 +126,4 @@ pub(super) async fn post(
     .await;
     driver.abort();
     serde_json::from_slice(&body?).map_err(ForwardError::Reply)
-}
-
-/// Whether `token` (the [`PEER_HEADER`] of a request) comes from a hub of
-/// this runner group.
-pub fn is_peer(registry: &Registry, token: &str) -> bool {
-    registry.store().cipher().is_peer(token)
 }

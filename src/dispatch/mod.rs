@@ -4,13 +4,16 @@
 //!
 //! - [`command`]: the commands an operator sends and a command's result.
 //! - [`run`]: where a command runs (here, or the holding hub) and running it here.
-//! - [`forward`]: asking the hub that holds the session, and how hubs
-//!   prove themselves to each other.
+//! - [`forward`]: asking the hub that holds the session.
+//! - [`signature`]: how hubs prove to each other that a request comes from
+//!   one of them, now, once.
 
 pub mod command;
 pub mod forward;
 pub mod run;
+pub mod signature;
 
 pub use command::{Command, CommandResult};
-pub use forward::{ForwardError, PEER_HEADER};
+pub use forward::ForwardError;
 pub use run::Dispatch;
+pub use signature::{PeerRefusal, Verifier};

@@ -1,28 +1,41 @@
 //! `POST /internal/v1/tagents/{id}/{command}`: the route another hub of the
 //! runner group forwards a command to (see [`crate::dispatch::forward`]).
+//! Routed only when the store is shared; each request must carry a fresh
+//! signature ([`crate::dispatch::signature`]); refusals are counted in
+//! `tagent_hub_peer_refused_total{reason}`.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
-use crate::dispatch::{Command, PEER_HEADER, forward};
-use crate::model::TagentId;
+use crate::dispatch::Command;
+use crate::model::{TagentId, now_millis};
 
 /// A command another hub of the group forwarded, run on this hub's
 /// session. Only hubs that share the credential key get in.
 pub(super) async fn run_forwarded(
     State(s): State<HttpState>,
     Path((id, command)): Path<(TagentId, String)>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let peer = headers
-        .get(PEER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| forward::is_peer(&s.registry, t));
-    if !peer {
-        return super::api_error(StatusCode::UNAUTHORIZED, "not a hub of this runner group");
+    let checked = s.peers.verify(
+        s.registry.store().cipher(),
+        &headers,
+        "POST",
+        uri.path(),
+        b"",
+        now_millis(),
+    );
+    if let Err(refused) = checked {
+        metrics::counter!("tagent_hub_peer_refused_total", "reason" => refused.label())
+            .increment(1);
+        return super::api_error(
+            StatusCode::UNAUTHORIZED,
+            &format!("not a hub of this runner group: {refused}"),
+        );
     }
     let Some(command) = Command::parse(&command) else {
         return super::api_error(StatusCode::NOT_FOUND, "no such command");

@@ -71,6 +71,15 @@ pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens
     let (admin, _) = admin_api();
     let doc: Arc<str> = openapi_json().into();
     let admin = admin.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
+    // Other hubs forward commands here; a hub alone has no peers to hear.
+    let peers = if state.registry.store().shared() {
+        Router::new().route(
+            "/internal/v1/tagents/{id}/{command}",
+            post(peer::run_forwarded),
+        )
+    } else {
+        Router::new()
+    };
     Router::new()
         .route(REGISTER_PATH, post(register::register))
         .route("/register", post(register::register))
@@ -84,10 +93,7 @@ pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens
             }),
         )
         .merge(admin)
-        .route(
-            "/internal/v1/tagents/{id}/{command}",
-            post(peer::run_forwarded),
-        )
+        .merge(peers)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::rate::RegisterRate;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Verifier};
 use crate::heartbeat::Hub;
 use crate::registry::Registry;
 
@@ -19,6 +19,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     pub trusted_proxies: Arc<[IpNet]>,
     pub register_rate: RegisterRate,
+    /// Checks the signatures of requests other hubs forward.
+    pub peers: Verifier,
 }
 
 impl HttpState {

@@ -88,7 +88,6 @@ impl CredentialCipher {
         }
     }
 
-    /// The token hubs sharing this key forward commands with (hex).
     /// The fingerprint of a credential: the same for every hub sharing the
     /// key, and nothing about the credential without it.
     pub fn print(&self, credential: &str) -> CredentialPrint {
@@ -101,18 +100,21 @@ impl CredentialCipher {
         CredentialPrint(print)
     }
 
-    pub fn peer_token(&self) -> String {
-        hex::encode(self.peer)
+    /// The MAC hubs sharing this key sign what they send each other with.
+    pub fn peer_mac(&self, message: &[u8]) -> [u8; 32] {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.peer).expect("HMAC takes any key");
+        mac.update(message);
+        mac.finalize().into_bytes().into()
     }
 
-    /// Whether `presented` is [`CredentialCipher::peer_token`], compared in
-    /// constant time.
-    pub fn is_peer(&self, presented: &str) -> bool {
-        let mut got = [0u8; 32];
-        if hex::decode_to_slice(presented.trim(), &mut got).is_err() {
-            return false;
-        }
-        got.iter().zip(self.peer).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+    /// Whether `presented` is [`CredentialCipher::peer_mac`] of `message`,
+    /// compared in constant time.
+    pub fn is_peer_mac(&self, message: &[u8], presented: &[u8]) -> bool {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.peer).expect("HMAC takes any key");
+        mac.update(message);
+        mac.verify_slice(presented).is_ok()
     }
 
     /// `nonce || ciphertext+tag`.
@@ -200,9 +202,11 @@ mod tests {
         assert!(other.open(b"row-a", &sealed).is_err());
         // Hubs with the same key recognise each other; others do not.
         let same = CredentialCipher::from_hex(&"11".repeat(32)).unwrap();
-        assert!(same.is_peer(&c.peer_token()));
-        assert!(!other.is_peer(&c.peer_token()));
-        assert!(!c.is_peer("zz"));
+        let mac = c.peer_mac(b"POST /x");
+        assert!(same.is_peer_mac(b"POST /x", &mac));
+        assert!(!same.is_peer_mac(b"POST /y", &mac));
+        assert!(!other.is_peer_mac(b"POST /x", &mac));
+        assert!(!c.is_peer_mac(b"POST /x", b"zz"));
     }
 
     #[test]
