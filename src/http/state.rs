@@ -1,5 +1,5 @@
-//! What every handler gets: the registry, the heartbeat hub, the metrics
-//! handle and the proxies trusted to name a client.
+//! What every handler gets: the registry, the heartbeat hub, the
+//! listener operations, the metrics handle and the proxies trusted to name a client.
 
 use std::sync::Arc;
 
@@ -8,12 +8,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::dispatch::Dispatch;
 use crate::heartbeat::Hub;
+use crate::listener::Operations;
 use crate::registry::Registry;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub registry: Registry,
     pub hub: Hub,
+    /// Operations over tagents' own listeners (SPEC §5).
+    pub operations: Operations,
     pub metrics: PrometheusHandle,
     pub trusted_proxies: Arc<[IpNet]>,
 }
