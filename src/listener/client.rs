@@ -268,7 +268,7 @@ impl Connection {
         let file_type = match head {
             b"Status:200,FileType:file" => FileType::File,
             b"Status:200,FileType:dir" => FileType::Dir,
-            _ => return Err(ListenerError::Failed(excerpt(&head))),
+            _ => return Err(ListenerError::Failed(excerpt(head))),
         };
         Ok(Download {
             conn: self,
