@@ -137,9 +137,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         ));
     }
 
+    let operations = crate::listener::Operations::new(
+        registry.clone(),
+        crate::listener::Limits::from_config(&config.listener),
+    );
     let state = HttpState {
         registry: registry.clone(),
         hub: hub.clone(),
+        operations,
         metrics,
         trusted_proxies: config.trusted_proxies.clone().into(),
         register_rate: http::RegisterRate::from_config(&config.http),

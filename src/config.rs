@@ -44,6 +44,7 @@ pub struct Config {
     pub admin_tokens: Vec<AdminTokenConfig>,
     pub heartbeat: HeartbeatConfig,
     pub http: HttpConfig,
+    pub listener: ListenerConfig,
 }
 
 /// `[http]`: limits of the HTTP server against slow and bloated clients.
@@ -100,6 +101,57 @@ impl Default for HttpConfig {
                 "::1/128".parse().expect("a network"),
             ],
         }
+    }
+}
+
+/// `[listener]`: the hub as a client of tagents' own listeners (SPEC §5):
+/// how long it waits and how much it takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// A tagent's listener must accept the connection within this.
+    pub connect_timeout_ms: u64,
+    /// Each read and write on a listener connection within this.
+    pub read_timeout_ms: u64,
+    /// A whole operation (each of its connections) within this.
+    pub operation_timeout_secs: u64,
+    /// The most bytes one download (a log file) may bring.
+    pub max_download_bytes: u64,
+    /// The most bytes of a command's output kept (a config file, a list).
+    pub max_output_bytes: usize,
+    /// Operations running at once on this hub; one per tagent at most.
+    pub max_operations: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            connect_timeout_ms: 3000,
+            read_timeout_ms: 30_000,
+            operation_timeout_secs: 120,
+            max_download_bytes: 256 * 1024 * 1024,
+            max_output_bytes: 4 * 1024 * 1024,
+            max_operations: 64,
+        }
+    }
+}
+
+impl ListenerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.connect_timeout_ms == 0
+            || self.read_timeout_ms == 0
+            || self.operation_timeout_secs == 0
+            || self.max_operations == 0
+            || self.max_output_bytes < 1024
+            || self.max_download_bytes < 1024
+        {
+            return Err(ConfigError::Invalid(
+                "listener timeouts and max_operations must be at least 1, \
+                 max_output_bytes and max_download_bytes at least 1024"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -231,6 +283,7 @@ impl Default for Config {
             admin_tokens: Vec::new(),
             heartbeat: HeartbeatConfig::default(),
             http: HttpConfig::default(),
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -373,6 +426,7 @@ impl Config {
                 "max_body_bytes must be at least 1024".into(),
             ));
         }
+        self.listener.validate()?;
         for t in &self.admin_tokens {
             check_token(&t.token).map_err(ConfigError::Invalid)?;
         }

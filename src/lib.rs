@@ -11,6 +11,8 @@
 //!   PostgreSQL (a runner group's hubs); credentials sealed at rest.
 //! - [`group`]: hub leases in a shared store; a dead hub's tagents runner-lost.
 //! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
+//! - [`listener`]: the hub as a client of each tagent's own listener
+//!   (SPEC §5): config, logs, reload without a session.
 //! - [`dispatch`]: a command for a tagent, run on this hub's session or
 //!   forwarded to the hub of the runner group that holds it.
 //! - [`http`]: `POST /register`, the admin API (`/api/v1`, bearer tokens,
@@ -34,6 +36,7 @@ pub mod dispatch;
 pub mod group;
 pub mod heartbeat;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod net;

@@ -25,6 +25,12 @@ pub fn install() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &sizes))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("tagent_hub_listener_operation_duration_seconds".into()),
+                        &LISTENER_SECONDS,
+                    )
+                })
                 .expect("bucket lists are not empty")
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
@@ -34,6 +40,11 @@ pub fn install() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// A listener request takes from milliseconds to its operation's limit.
+const LISTENER_SECONDS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -352,7 +363,49 @@ pub const FAMILIES: &[Family] = &[
             &["unknown_tagent", "bad_proof", "no_credential"],
         )],
     ),
+    // The client of tagents' listeners (listener/)
+    family(
+        "tagent_hub_listener_operations_total",
+        Kind::Counter,
+        "Requests to tagents' listeners (SPEC §5), by kind and result (ok, or why not).",
+        &[LISTENER_KIND, label("result", &LISTENER_RESULTS)],
+    ),
+    family(
+        "tagent_hub_listener_operation_duration_seconds",
+        Kind::Histogram,
+        "Time of one request to a tagent's listener, connect and login included.",
+        &[LISTENER_KIND],
+    ),
+    family(
+        "tagent_hub_listener_connections",
+        Kind::Gauge,
+        "Connections to tagents' listeners open now.",
+        &[],
+    ),
 ];
+
+const LISTENER_KIND: Label = label("kind", &["execmd", "download", "upload", "reload", "echo"]);
+
+/// `ok`, the listener's errors, the operations' errors, and `cancelled`
+/// (the HTTP client left in the middle).
+const LISTENER_RESULTS: [&str; 20] = {
+    let listener = crate::listener::ListenerError::LABELS;
+    let operation = crate::listener::OperationError::LABELS;
+    let mut out = [""; 20];
+    out[0] = "ok";
+    let mut i = 0;
+    while i < listener.len() {
+        out[1 + i] = listener[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < operation.len() {
+        out[1 + i + j] = operation[j];
+        j += 1;
+    }
+    out[19] = "cancelled";
+    out
+};
 
 /// Describe every family and create each of its series at zero.
 fn register_all() {

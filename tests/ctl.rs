@@ -3,22 +3,16 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{ADMIN_TOKEN, Server, Tagent};
+use common::{Server, Tagent};
 use serde_json::{Value, json};
 
 fn ctl(hub: &Server, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tagent-hub"));
-    cmd.arg("ctl").args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TAGENT_HUB_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("TAGENT_HUB_URL", format!("http://{}", hub.http_addr()))
-        .env("TAGENT_HUB_ADMIN_TOKEN", ADMIN_TOKEN);
-    cmd.output().expect("run tagent-hub ctl")
+    hub.ctl_command()
+        .args(args)
+        .output()
+        .expect("run tagent-hub ctl")
 }
 
 /// Run, expect success, return stdout.

@@ -64,6 +64,18 @@ pub(super) enum CtlCommand {
     },
     /// Whether tagents hold a live session.
     StatusCheck(Targets),
+    /// Connect to a tagent's own listener and log in (an admin token).
+    Reachability { id: u64 },
+    /// A tagent's config file, read over its listener, the credential masked.
+    Config { id: u64 },
+    /// A tagent's log files; with a NAME, that file (to stdout or --output).
+    Logs {
+        id: u64,
+        name: Option<String>,
+        /// Write the file here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Follow registrations and status changes as they happen.
     Watch {
         /// Resume after this event id.

@@ -1,8 +1,12 @@
 //! `tagent-hub ctl`: the admin API from the command line. Tables for
 //! people, `--json` for scripts; nothing here that the API cannot do.
+//! `args.rs` the command line, `client.rs` the calls and paging, `run.rs`
+//! each subcommand, `operations.rs` those over a tagent's own listener,
+//! `output.rs` tables or JSON.
 
 mod args;
 mod client;
+mod operations;
 mod output;
 mod run;
 

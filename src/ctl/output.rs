@@ -127,6 +127,16 @@ pub fn tagent(d: &TagentDetail) {
         };
         t.add_row(vec!["account".into(), format!("{} ({cred})", a.name)]);
     }
+    if let Some(r) = &d.reachability {
+        let result = match &r.message {
+            Some(m) => format!("{} ({m})", r.result),
+            None => format!("{} ({})", r.result, r.protocol.as_deref().unwrap_or("-")),
+        };
+        t.add_row(vec![
+            "listener".into(),
+            format!("{result}, checked {}", ago(r.checked_ms)),
+        ]);
+    }
     if let Some(sess) = &d.session {
         let rows = [
             (

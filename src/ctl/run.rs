@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::args::*;
 use super::client::*;
-use super::output;
+use super::{operations, output};
 use crate::dispatch::Command;
 use crate::http::commands::{BatchReply, BatchRequest};
 use crate::http::events::ResetJson;
@@ -103,6 +103,14 @@ pub(super) async fn run_async(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCommand::StatusCheck(t) => command(&client, Command::StatusCheck, t, json).await?,
+        CtlCommand::Reachability { id } => operations::reachability(&client, *id, json).await?,
+        CtlCommand::Config { id } => operations::config(&client, *id, json).await?,
+        CtlCommand::Logs { id, name: None, .. } => operations::logs(&client, *id, json).await?,
+        CtlCommand::Logs {
+            id,
+            name: Some(name),
+            output,
+        } => operations::log(&client, *id, name, output.as_deref()).await?,
         CtlCommand::Watch { after, count } => watch(&client, after.clone(), *count, json).await?,
     }
     Ok(())

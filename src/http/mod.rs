@@ -8,6 +8,7 @@ pub mod commands;
 mod error;
 pub mod events;
 pub mod groups;
+pub mod operations;
 mod peer;
 mod rate;
 mod register;

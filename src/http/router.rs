@@ -14,7 +14,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ErrorBody, HttpState, auth, commands, events, groups, peer, register, tagents};
+use super::{
+    ErrorBody, HttpState, auth, commands, events, groups, operations, peer, register, tagents,
+};
 
 /// The path a real tagent is configured with (`proxy.registeraddress`).
 pub const REGISTER_PATH: &str = "/autoexecrunner/public/api/rest/tagent/register";
@@ -44,9 +46,20 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The admin routes and the OpenAPI document generated from them.
-fn admin_api() -> (Router<HttpState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The admin routes, those that need an admin token for every method (the
+/// operations over tagents' listeners), and the OpenAPI document of both.
+fn admin_api() -> (
+    Router<HttpState>,
+    Router<HttpState>,
+    utoipa::openapi::OpenApi,
+) {
+    let (operations, operations_doc) = OpenApiRouter::new()
+        .routes(routes!(operations::reachability))
+        .routes(routes!(operations::config))
+        .routes(routes!(operations::logs))
+        .routes(routes!(operations::log))
+        .split_for_parts();
+    let (admin, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tagents::list))
         .routes(routes!(tagents::counts))
         .routes(routes!(tagents::get, tagents::delete))
@@ -59,18 +72,28 @@ fn admin_api() -> (Router<HttpState>, utoipa::openapi::OpenApi) {
         .routes(routes!(groups::get, groups::update, groups::delete))
         .routes(routes!(commands::batch))
         .routes(routes!(events::stream))
-        .split_for_parts()
+        .split_for_parts();
+    doc.merge(operations_doc);
+    (admin, operations, doc)
 }
 
 /// The OpenAPI document of the admin API, as served.
 pub fn openapi_json() -> String {
-    admin_api().1.to_pretty_json().unwrap_or_default()
+    admin_api().2.to_pretty_json().unwrap_or_default()
 }
 
 pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens) -> Router {
-    let (admin, _) = admin_api();
+    let (admin, operations, _) = admin_api();
     let doc: Arc<str> = openapi_json().into();
-    let admin = admin.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
+    let admin = admin
+        .layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            auth::require,
+        ))
+        .merge(operations.layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::require_admin,
+        )));
     // Other hubs forward commands here; a hub alone has no peers to hear.
     let peers = if state.registry.store().shared() {
         Router::new().route(

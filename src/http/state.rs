@@ -1,6 +1,6 @@
-//! What every handler gets: the registry, the heartbeat hub, the metrics
-//! handle, the proxies trusted to name a client and the registration rate
-//! limits.
+//! What every handler gets: the registry, the heartbeat hub, the
+//! listener operations, the metrics handle, the proxies trusted to name a
+//! client, the registration rate limits and the hub-to-hub verifier.
 
 use std::sync::Arc;
 
@@ -10,12 +10,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::rate::RegisterRate;
 use crate::dispatch::{Dispatch, Verifier};
 use crate::heartbeat::Hub;
+use crate::listener::Operations;
 use crate::registry::Registry;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub registry: Registry,
     pub hub: Hub,
+    /// Operations over tagents' own listeners (SPEC §5).
+    pub operations: Operations,
     pub metrics: PrometheusHandle,
     pub trusted_proxies: Arc<[IpNet]>,
     pub register_rate: RegisterRate,

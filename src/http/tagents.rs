@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, HttpState};
 use crate::dispatch::{Command, CommandResult};
 use crate::heartbeat::SessionView;
+use crate::listener::Reachability;
 use crate::model::account_name;
 use crate::model::{DisconnectReason, FilterParams, HostFacts, Tagent, TagentId};
 use crate::registry::query::{self, Counts, Filter, FilterError};
@@ -137,6 +138,10 @@ pub struct TagentDetail {
     pub accounts: Vec<AccountView>,
     /// The live session, when connected.
     pub session: Option<SessionView>,
+    /// The last reachability check of its listener since the hub started
+    /// (`POST /api/v1/tagents/{id}/reachability`).
+    #[serde(default)]
+    pub reachability: Option<Reachability>,
 }
 
 fn not_found(id: TagentId) -> ApiError {
@@ -255,6 +260,7 @@ pub(super) async fn get(
         tagent: TagentView::new(&t, &s.registry),
         accounts,
         session,
+        reachability: s.operations.last_check(id),
     }))
 }
 

@@ -299,6 +299,21 @@ impl Server {
         limit
     }
 
+    /// `tagent-hub ctl` pointed at this hub with the admin token, and
+    /// nothing else from the test runner's environment.
+    pub fn ctl_command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tagent-hub"));
+        cmd.arg("ctl");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TAGENT_HUB_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("TAGENT_HUB_URL", format!("http://{}", self.http_addr()))
+            .env("TAGENT_HUB_ADMIN_TOKEN", ADMIN_TOKEN);
+        cmd
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -1,0 +1,71 @@
+//! The commands and paths of the operations (SPEC §5.5), in the form of the
+//! tagent's os: Unix shell, or Windows `cmd` for `ostype` `windows`.
+
+use super::Greeting;
+
+/// Print the tagent's config file.
+pub fn read_config(on: &Greeting) -> &'static str {
+    if on.is_windows() {
+        r"type %TAGENT_HOME%\conf\tagent.conf"
+    } else {
+        "cat $TAGENT_HOME/conf/tagent.conf"
+    }
+}
+
+/// List the log files, one name a line.
+pub fn list_logs(on: &Greeting) -> &'static str {
+    if on.is_windows() {
+        r"cd /d %TAGENT_HOME%\logs && dir /B"
+    } else {
+        "cd $TAGENT_HOME/logs/ && ls *.log*"
+    }
+}
+
+/// The path of the log file `name` (a plain name, see [`is_plain_name`]).
+pub fn log_path(on: &Greeting, name: &str) -> String {
+    if on.is_windows() {
+        format!(r"%TAGENT_HOME%\logs\{name}")
+    } else {
+        format!("$TAGENT_HOME/logs/{name}")
+    }
+}
+
+/// A file name with nothing a path or a shell could read more into: no
+/// separator, no `.`/`..`, no control character, no variable or quote.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| !c.is_control() && !matches!(c, '/' | '\\' | '$' | '%' | '"' | '\'' | '`'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_only() {
+        for ok in ["tagent.log", "tagent.log.1", "a b.log", "日志.log"] {
+            assert!(is_plain_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x.log",
+            "a/b.log",
+            r"a\b.log",
+            "$HOME.log",
+            "%X%.log",
+            "a\nb",
+            "a\0b",
+            "`x`",
+        ] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
+        assert!(!is_plain_name(&"x".repeat(256)));
+    }
+}
