@@ -11,11 +11,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use super::credentials::CredentialReader;
 use super::groups::GroupLists;
+use super::identity::{self, Refused, outranks};
 use super::lot::Lot;
 use super::metrics::HbMetrics;
 use super::reloader::reloader;
@@ -80,10 +82,6 @@ pub struct Beat {
     pub tagent: Option<TagentId>,
     pub group: Option<u32>,
 }
-
-/// A heartbeat named another (tenant, ip, port) than the session's first one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdentityChanged;
 
 /// The facts a heartbeat brings.
 #[derive(Debug, Default, Clone, Copy)]
@@ -282,46 +280,59 @@ impl Hub {
 
     /// Account a heartbeat to `session`: identify it on its first one, keep
     /// its tagent resolved, move status on registration changes, and keep the
-    /// facts. `Err` when the heartbeat names another identity than the
-    /// session's first one.
+    /// facts. Refused (and the session to be closed) when the heartbeat names
+    /// another identity than the session's first one, when a compat
+    /// connection claims a tagent it does not come from, or when it would
+    /// displace a session that proved the credential (see `identity.rs`).
     pub fn heartbeat(
         &self,
         session: &Arc<Session>,
         key: SessionKey,
         facts: Facts<'_>,
-    ) -> Result<Beat, IdentityChanged> {
+    ) -> Result<Beat, Refused> {
         let now = now_millis();
         session.touch(now);
         let generation = self.inner.registry.generation();
         // The tagent stays resolved until the registry changes or the
         // heartbeat names another agentId.
-        let (first, cached) = {
+        let (first, cached, current) = {
             let st = session.state.lock();
             match st.key {
-                Some(k) if k != key => return Err(IdentityChanged),
+                Some(k) if k != key => return Err(Refused::IdentityChanged),
                 Some(_) if st.generation == generation && st.agent_id == facts.agent_id => {
-                    (false, Some(st.tagent.map(|id| (id, st.group))))
+                    (false, Some(st.tagent.map(|id| (id, st.group))), st.tagent)
                 }
-                Some(_) => (false, None),
-                None => (true, None),
+                Some(_) => (false, None, st.tagent),
+                None => (true, None, None),
             }
         };
-        if first {
-            self.claim(session, key);
-        }
         let resolved = match cached {
             Some(r) => r,
-            None => self
-                .resolve(&key, facts.agent_id)
-                .map(|(id, g)| (id, Some(g))),
+            None => {
+                let resolved = self
+                    .resolve(&key, facts.agent_id)
+                    .map(|(id, g)| (id, Some(g)));
+                self.vouch(session, &key, resolved.map(|(id, _)| id), facts.ip_string)?;
+                resolved
+            }
         };
+        let tagent = resolved.map(|(id, _)| id);
+        if let Some(id) = tagent
+            && current != tagent
+            && self.session_of(id).is_some_and(|s| outranks(&s, session))
+        {
+            return self.refuse(Refused::Proved);
+        }
+        if first {
+            self.claim(session, key)?;
+        }
         let (previous, reload) = {
             let mut st = session.state.lock();
             let previous = st.tagent;
             st.key = Some(key);
             st.generation = generation;
             st.agent_id = facts.agent_id;
-            st.tagent = resolved.map(|(id, _)| id);
+            st.tagent = tagent;
             st.group = resolved.and_then(|(_, g)| g);
             st.heartbeats += 1;
             st.reported
@@ -335,13 +346,12 @@ impl Hub {
             }
             (previous, reload)
         };
-        let tagent = resolved.map(|(id, _)| id);
         if previous != tagent {
             if let Some(old) = previous {
                 self.detach(session, old, DisconnectReason::Replaced);
             }
             if let Some((id, group)) = resolved {
-                self.attach(session, id, group);
+                self.attach(session, id, group)?;
             }
         }
         if reload {
@@ -354,25 +364,94 @@ impl Hub {
         })
     }
 
-    /// Make `session` the one under `key`, closing any session it replaces.
-    fn claim(&self, session: &Arc<Session>, key: SessionKey) {
-        if let Some(old) = self.inner.by_key.insert(key, session.clone())
+    /// Whether a compat session may claim `key` from where it connects.
+    fn vouch(
+        &self,
+        session: &Session,
+        key: &SessionKey,
+        resolved: Option<TagentId>,
+        ip_string: Option<&str>,
+    ) -> Result<(), Refused> {
+        if session.protocol != ProtocolKind::Compat {
+            return Ok(());
+        }
+        let vouched = identity::vouched(
+            &*self.inner.registry.index(),
+            &self.inner.settings.compat_trusted_networks,
+            session.peer.ip().to_canonical(),
+            key,
+            resolved,
+            ip_string,
+        );
+        if vouched {
+            Ok(())
+        } else {
+            self.refuse(Refused::Impostor)
+        }
+    }
+
+    /// Count a refusal about trust and return it.
+    fn refuse<T>(&self, why: Refused) -> Result<T, Refused> {
+        HbMetrics::identity_refused(why.as_str());
+        Err(why)
+    }
+
+    /// Make `session` the one under `key`, closing any session it replaces,
+    /// unless that one outranks it.
+    fn claim(&self, session: &Arc<Session>, key: SessionKey) -> Result<(), Refused> {
+        let old = match self.inner.by_key.entry(key) {
+            Entry::Occupied(mut e) => {
+                if outranks(e.get(), session) {
+                    drop(e);
+                    return self.refuse(Refused::Proved);
+                }
+                Some(e.insert(session.clone()))
+            }
+            Entry::Vacant(e) => {
+                e.insert(session.clone());
+                None
+            }
+        };
+        if let Some(old) = old
             && !Arc::ptr_eq(&old, session)
         {
             old.close(DisconnectReason::Replaced);
         }
         self.inner.metrics.session_opened(session.protocol);
+        Ok(())
     }
 
-    fn attach(&self, session: &Arc<Session>, id: TagentId, group: Option<u32>) {
-        let old = self.inner.live.insert(id, session.clone());
-        match old {
-            Some(old) if Arc::ptr_eq(&old, session) => return,
-            Some(old) => old.close(DisconnectReason::Replaced),
-            None => {}
+    /// Make `session` the live one of tagent `id`, closing the one it
+    /// replaces, unless that one outranks it (checked before, and again
+    /// here under the table's lock).
+    fn attach(
+        &self,
+        session: &Arc<Session>,
+        id: TagentId,
+        group: Option<u32>,
+    ) -> Result<(), Refused> {
+        let old = match self.inner.live.entry(id) {
+            Entry::Occupied(mut e) => {
+                if Arc::ptr_eq(e.get(), session) {
+                    return Ok(());
+                }
+                if outranks(e.get(), session) {
+                    drop(e);
+                    return self.refuse(Refused::Proved);
+                }
+                Some(e.insert(session.clone()))
+            }
+            Entry::Vacant(e) => {
+                e.insert(session.clone());
+                None
+            }
+        };
+        if let Some(old) = old {
+            old.close(DisconnectReason::Replaced);
         }
         let runner = group.and_then(|g| self.inner.groups.read().my_runner(g));
         self.inner.status.connected(id, runner);
+        Ok(())
     }
 
     fn detach(&self, session: &Arc<Session>, id: TagentId, reason: DisconnectReason) {
