@@ -29,13 +29,7 @@ fn monitor(tid: u64, mgmt_ip: &str, ips: &str, group: &str) -> Value {
 }
 
 fn identity(id: u64, ip: &str) -> Identity {
-    Identity {
-        tenant: "demo".into(),
-        agent_id: id,
-        ip: Some(ip.parse().unwrap()),
-        port: 3939,
-        version: Some("2.0".into()),
-    }
+    common::identity("demo", id, Some(ip))
 }
 
 /// The tagent's record once its connected status is persisted (through
@@ -44,7 +38,10 @@ fn identity(id: u64, ip: &str) -> Identity {
 async fn record(hub: &Server, id: u64) -> Value {
     let deadline = Instant::now() + WAIT;
     while common::tagent_json(hub, id).await["runner"] != 1 {
-        assert!(Instant::now() < deadline, "tagent {id} never persisted connected");
+        assert!(
+            Instant::now() < deadline,
+            "tagent {id} never persisted connected"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut t = common::tagent_json(hub, id).await;
@@ -99,7 +96,10 @@ async fn an_impostor_naming_another_tagents_ip_is_refused_and_the_real_session_s
     assert_eq!(m.value("tagent_hub_unregistered_sessions_total"), 0.0);
     // Its credential is the one it registered with.
     let native = NativeClient::connect(addr, &identity(a, "127.0.20.1"), "cred-a").await;
-    assert_eq!(native.expect("the real credential still proves").tagent_id, a);
+    assert_eq!(
+        native.expect("the real credential still proves").tagent_id,
+        a
+    );
 }
 
 #[tokio::test]
@@ -166,7 +166,12 @@ async fn a_tagent_may_connect_from_any_of_its_ips_and_a_trusted_range_from_anywh
     assert_eq!(nic2.send(&line).await["Status"], "OK");
     let t = common::tagent_json(&hub, c).await;
     assert_eq!(t["status"], "connected");
-    assert!(t["session"]["peer"].as_str().unwrap().starts_with("127.0.23.2:"));
+    assert!(
+        t["session"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.23.2:")
+    );
     drop(nic2);
 
     // Through the NAT range: any identity may be claimed.
@@ -259,6 +264,7 @@ async fn pipelined_lines_never_read_cannot_make_the_hub_queue_replies() {
             "{received} reply bytes queued for {sent} sent"
         );
         assert!(sent > received, "sent {sent}, received {received}");
+        eprintln!("amplification: {sent} bytes of empty lines sent, {received} reply bytes got");
     }
     let m = hub.metrics().await;
     assert_eq!(

@@ -399,24 +399,7 @@ impl Hub {
     /// Make `session` the one under `key`, closing any session it replaces,
     /// unless that one outranks it.
     fn claim(&self, session: &Arc<Session>, key: SessionKey) -> Result<(), Refused> {
-        let old = match self.inner.by_key.entry(key) {
-            Entry::Occupied(mut e) => {
-                if outranks(e.get(), session) {
-                    drop(e);
-                    return self.refuse(Refused::Proved);
-                }
-                Some(e.insert(session.clone()))
-            }
-            Entry::Vacant(e) => {
-                e.insert(session.clone());
-                None
-            }
-        };
-        if let Some(old) = old
-            && !Arc::ptr_eq(&old, session)
-        {
-            old.close(DisconnectReason::Replaced);
-        }
+        self.install(&self.inner.by_key, key, session)?;
         self.inner.metrics.session_opened(session.protocol);
         Ok(())
     }
@@ -430,10 +413,26 @@ impl Hub {
         id: TagentId,
         group: Option<u32>,
     ) -> Result<(), Refused> {
-        let old = match self.inner.live.entry(id) {
+        if !self.install(&self.inner.live, id, session)? {
+            return Ok(());
+        }
+        let runner = group.and_then(|g| self.inner.groups.read().my_runner(g));
+        self.inner.status.connected(id, runner);
+        Ok(())
+    }
+
+    /// Put `session` in `table` under `k` and close the one it replaces;
+    /// refused if that one outranks it. `false` when it was there already.
+    fn install<K: Eq + std::hash::Hash>(
+        &self,
+        table: &DashMap<K, Arc<Session>>,
+        k: K,
+        session: &Arc<Session>,
+    ) -> Result<bool, Refused> {
+        let old = match table.entry(k) {
             Entry::Occupied(mut e) => {
                 if Arc::ptr_eq(e.get(), session) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 if outranks(e.get(), session) {
                     drop(e);
@@ -446,12 +445,11 @@ impl Hub {
                 None
             }
         };
+        // Closed outside the table's lock: closing wakes the old task.
         if let Some(old) = old {
             old.close(DisconnectReason::Replaced);
         }
-        let runner = group.and_then(|g| self.inner.groups.read().my_runner(g));
-        self.inner.status.connected(id, runner);
-        Ok(())
+        Ok(true)
     }
 
     fn detach(&self, session: &Arc<Session>, id: TagentId, reason: DisconnectReason) {

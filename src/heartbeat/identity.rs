@@ -190,7 +190,14 @@ mod tests {
             None,
             Some("10.0.0.50, 10.0.0.51")
         ));
-        assert!(!vouched(&index, &[], ip("10.0.0.51"), &k, None, Some("x,10.0.0.52")));
+        assert!(!vouched(
+            &index,
+            &[],
+            ip("10.0.0.51"),
+            &k,
+            None,
+            Some("x,10.0.0.52")
+        ));
         assert!(!vouched(&index, &[], ip("10.0.0.51"), &k, None, None));
     }
 }

@@ -162,7 +162,7 @@ fn ended(e: Ended) -> DisconnectReason {
         Ended::TooLong => {
             HbMetrics::rejected("too_long");
             DisconnectReason::ProtocolError
-        },
+        }
         Ended::Unread => {
             HbMetrics::rejected("unread_replies");
             DisconnectReason::ProtocolError
