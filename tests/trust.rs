@@ -284,3 +284,60 @@ async fn pipelined_lines_never_read_cannot_make_the_hub_queue_replies() {
         assert_eq!(burst.line().await, json!({"Status":"OK"}));
     }
 }
+
+#[tokio::test]
+async fn unregistered_sessions_keep_a_few_hundred_bytes_and_list_in_pages() {
+    let hub = Server::start_with(quick(""));
+    let addr = hub.heartbeat_addr();
+    // Five sessions no tagent answers for, each claiming its own address
+    // with an 8 KB version and a 200-ip ipString.
+    let ips: Vec<String> = (0..200)
+        .map(|i| format!("10.1.{}.{}", i / 250, i % 250))
+        .collect();
+    let mut held = Vec::new();
+    for n in 1..=5 {
+        let me = format!("127.0.27.{n}");
+        let mut hb = monitor(0, &me, &format!("{me},{}", ips.join(",")), "");
+        hb["version"] = json!("v".repeat(8192));
+        let mut t = Tagent::connect_from(addr, &me).await;
+        assert_eq!(t.send(&hb).await["Status"], "OK");
+        held.push(t);
+    }
+    let page = |query: String| {
+        let hub = &hub;
+        async move {
+            let (status, body) = hub
+                .get(&format!("/api/v1/sessions/unregistered{query}"))
+                .await;
+            (status, serde_json::from_str::<Value>(&body).unwrap())
+        }
+    };
+    let mut peers = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..5 {
+        let (status, list) = page(format!("?limit=2&cursor={cursor}")).await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["count"], 5, "{list}");
+        let sessions = list["sessions"].as_array().unwrap();
+        assert!(sessions.len() <= 2);
+        for s in sessions {
+            assert!(s["version"].as_str().unwrap().len() <= 64, "{s}");
+            let kept = s["ip_string"].as_str().unwrap();
+            assert!(kept.len() <= 192 && kept.starts_with("127.0.27."), "{s}");
+            assert_eq!(s["registered"], false);
+            peers.push(s["peer"].as_str().unwrap().to_owned());
+        }
+        match list["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (1..=5).map(|n| format!("127.0.27.{n}:")).collect();
+    assert_eq!(peers.len(), 5, "{peers:?}");
+    for (peer, prefix) in peers.iter().zip(&expected) {
+        assert!(peer.starts_with(prefix), "{peers:?} not in address order");
+    }
+    for bad in ["?cursor=nope", "?limit=0", "?limit=1001"] {
+        assert_eq!(page(bad.into()).await.0, 400, "{bad}");
+    }
+}

@@ -6,6 +6,7 @@
 //! removes entries that still point at it, so it never touches its
 //! replacement.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use super::identity::{self, Refused, outranks};
 use super::lot::Lot;
 use super::metrics::HbMetrics;
 use super::reloader::reloader;
-use super::session::{ProtocolKind, Session, SessionKey, UNKNOWN_TENANT};
+use super::session::{ProtocolKind, Reported, Session, SessionKey, UNKNOWN_TENANT};
 use super::settings::Settings;
 use super::status::StatusReports;
 use super::sweeper::sweeper;
@@ -91,6 +92,16 @@ pub struct Facts<'a> {
     pub mem: Option<f32>,
     pub version: Option<&'a str>,
     pub ip_string: Option<&'a str>,
+}
+
+/// A page of unregistered sessions.
+#[derive(Debug)]
+pub struct UnregisteredPage {
+    /// Unregistered sessions in all.
+    pub total: usize,
+    pub sessions: Vec<SessionView>,
+    /// The peer of the page's last session, when more follow.
+    pub next: Option<SocketAddr>,
 }
 
 /// A session as operators see it.
@@ -335,8 +346,16 @@ impl Hub {
             st.tagent = tagent;
             st.group = resolved.and_then(|(_, g)| g);
             st.heartbeats += 1;
+            let (version, ip_string) = match resolved {
+                Some(_) => (facts.version, facts.ip_string),
+                // Nobody vouched for these: a few hundred bytes at most.
+                None => (
+                    facts.version.map(Reported::clip_version),
+                    facts.ip_string.map(Reported::clip_ip_string),
+                ),
+            };
             st.reported
-                .update(facts.pcpu, facts.mem, facts.version, facts.ip_string);
+                .update(facts.pcpu, facts.mem, version, ip_string);
             let reload = resolved.is_none() && !st.reload_queued;
             if reload {
                 st.reload_queued = true;
@@ -511,16 +530,31 @@ impl Hub {
         }
     }
 
-    /// Unregistered sessions, as operators see them.
-    pub fn unregistered(&self) -> Vec<SessionView> {
-        let sessions: Vec<Arc<Session>> = self
-            .inner
-            .by_key
-            .iter()
-            .filter(|e| e.value().state.lock().tagent.is_none())
-            .map(|e| e.value().clone())
-            .collect();
-        sessions.iter().map(|s| self.view(s)).collect()
+    /// One page of the unregistered sessions, as operators see them, in
+    /// order of their peer address: the `limit` first after `after`.
+    pub fn unregistered(&self, after: Option<SocketAddr>, limit: usize) -> UnregisteredPage {
+        let mut total = 0;
+        let mut sessions: Vec<Arc<Session>> = Vec::new();
+        for e in self.inner.by_key.iter() {
+            if e.value().state.lock().tagent.is_some() {
+                continue;
+            }
+            total += 1;
+            if after.is_none_or(|a| e.value().peer > a) {
+                sessions.push(e.value().clone());
+            }
+        }
+        let more = sessions.len() > limit;
+        if more {
+            sessions.select_nth_unstable_by_key(limit, |s| s.peer);
+            sessions.truncate(limit);
+        }
+        sessions.sort_unstable_by_key(|s| s.peer);
+        UnregisteredPage {
+            total,
+            next: more.then(|| sessions.last().map(|s| s.peer)).flatten(),
+            sessions: sessions.iter().map(|s| self.view(s)).collect(),
+        }
     }
 
     /// Close every session (reason: shutdown) and wait, bounded, for their

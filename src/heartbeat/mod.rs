@@ -50,7 +50,7 @@ mod task;
 
 pub use commands::{CommandError, Delivery};
 pub use groups::GroupList;
-pub use hub::{Beat, Facts, Hub, OpenGuard, SessionView};
+pub use hub::{Beat, Facts, Hub, OpenGuard, SessionView, UnregisteredPage};
 pub use identity::Refused;
 pub use metrics::HbMetrics;
 pub use proto::CommandKind;
