@@ -246,6 +246,14 @@ pub struct HeartbeatConfig {
     pub command_timeout_secs: u64,
     /// Status transitions are group-committed at this interval.
     pub status_flush_ms: u64,
+    // Trust on the heartbeat port (issue 13).
+    /// NAT or proxy ranges whose compat connections may claim any tagent.
+    /// Anywhere else a compat line must come from an ip of the tagent it
+    /// names (its primary or a contained ip), or the connection is closed.
+    pub compat_trusted_networks: Vec<IpNet>,
+    /// A compat connection that leaves more reply bytes unread than this
+    /// (a real tagent reads each reply before its next line) is closed.
+    pub compat_max_unsent_bytes: usize,
 }
 
 impl Default for HeartbeatConfig {
@@ -263,6 +271,8 @@ impl Default for HeartbeatConfig {
             command_quiet_ms: 1000,
             command_timeout_secs: 15,
             status_flush_ms: 100,
+            compat_trusted_networks: Vec::new(),
+            compat_max_unsent_bytes: 16 * 1024,
         }
     }
 }
@@ -391,6 +401,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "heartbeat max_line_bytes and max_frame_bytes must be between 256 and 16777216"
                     .into(),
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&hb.compat_max_unsent_bytes) {
+            return Err(ConfigError::Invalid(
+                "heartbeat compat_max_unsent_bytes must be between 1024 and 16777216".into(),
             ));
         }
         if hb.reload_rate_per_sec == 0 {

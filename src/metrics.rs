@@ -7,6 +7,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::dispatch::PeerRefusal;
+use crate::heartbeat::Refused;
 use crate::model::DisconnectReason;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -351,8 +352,17 @@ pub const FAMILIES: &[Family] = &[
                 "too_long",
                 "bad_message",
                 "out_of_order",
+                "unread_replies",
             ],
         )],
+    ),
+    family(
+        "tagent_hub_identity_refused_total",
+        Kind::Counter,
+        "Heartbeat sessions closed for what they claimed: a compat line from an \
+         address that is none of the named tagent's (impostor), or one that would \
+         displace a session that proved the credential (proved_session).",
+        &[label("reason", &Refused::LABELS)],
     ),
     family(
         "tagent_hub_auth_failures_total",

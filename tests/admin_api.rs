@@ -347,7 +347,7 @@ async fn list_filters_paginates_and_counts() {
 
     // A connected tagent counts as connected, and shows its session.
     let (_, group) = (0, "10.0.0.1:8888");
-    let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut t = Tagent::connect_from(hub.heartbeat_addr(), "127.0.1.1").await;
     assert_eq!(
         t.send(&monitor("bank", a, "127.0.1.1", group)).await,
         json!({"Status":"OK"})
@@ -364,7 +364,7 @@ async fn list_filters_paginates_and_counts() {
         shown["session"]["peer"]
             .as_str()
             .unwrap()
-            .starts_with("127.0.0.1:")
+            .starts_with("127.0.1.1:")
     );
     let accounts = shown["accounts"].as_array().unwrap();
     assert_eq!(accounts.len(), 2, "{shown}");
@@ -380,7 +380,7 @@ async fn list_filters_paginates_and_counts() {
 async fn delete_is_refused_while_connected_and_removes_accounts() {
     let hub = Server::start_with(quick());
     let (id, group) = hub.register_tagent("demo", "127.0.0.5", "cred").await;
-    let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut t = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.5").await;
     t.send(&monitor("demo", id, "127.0.0.5", &group)).await;
     wait_status(&hub, id, "connected").await;
     let (s, body) = delete(&hub, &format!("/api/v1/tagents/{id}")).await;
@@ -417,7 +417,7 @@ async fn runner_groups_are_managed_persisted_and_reach_live_tagents() {
 
     let (id, group) = hub.register_tagent("demo", "127.0.0.9", "cred").await;
     assert_eq!(group, "10.0.0.21:8888");
-    let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut t = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.9").await;
     assert_eq!(
         t.send(&monitor("demo", id, "127.0.0.9", &group)).await,
         json!({"Status":"OK"})
@@ -513,7 +513,7 @@ async fn batch_commands_reach_a_subnet_with_a_result_each() {
         if n < 2 {
             in_subnet.push(id);
         }
-        let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+        let mut t = Tagent::connect_from(hub.heartbeat_addr(), ip).await;
         t.send(&monitor("demo", id, ip, &group)).await;
         sessions.push((id, t));
     }
@@ -627,7 +627,7 @@ async fn the_event_stream_tells_registrations_and_status_and_resumes() {
     let hub = Server::start_with(quick());
     let mut stream = watch(&hub, None).await;
     let (id, group) = hub.register_tagent("demo", "127.0.0.7", "cred").await;
-    let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut t = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.7").await;
     t.send(&monitor("demo", id, "127.0.0.7", &group)).await;
     drop(t);
     let events = read_events(&mut stream, 3).await;

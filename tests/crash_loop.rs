@@ -34,7 +34,6 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tagent_hub::heartbeat::client::{Identity, NativeClient};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 const TENANT: &str = "crash";
@@ -349,8 +348,11 @@ async fn heartbeat_client(n: usize, id: u64, shared: Arc<Sessions>, seed: u64) {
             let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
             continue;
         };
-        let Ok(Ok(stream)) =
-            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+        let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            common::connect_from(addr, ip.into()),
+        )
+        .await
         else {
             tokio::time::sleep(Duration::from_millis(rng.random_range(20..80))).await;
             continue;

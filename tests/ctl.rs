@@ -45,11 +45,11 @@ async fn an_operator_answers_from_the_cli_alone() {
     let (a, group) = hub.register_tagent("demo", "127.0.5.1", "cred").await;
     let (b, _) = hub.register_tagent("demo", "127.0.5.2", "cred").await;
     let (c, _) = hub.register_tagent("demo", "127.0.6.1", "cred").await;
-    let mut ta = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut ta = Tagent::connect_from(hub.heartbeat_addr(), "127.0.5.1").await;
     ta.send(&monitor(a, "127.0.5.1", &group)).await;
-    let mut tb = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tb = Tagent::connect_from(hub.heartbeat_addr(), "127.0.5.2").await;
     tb.send(&monitor(b, "127.0.5.2", &group)).await;
-    let mut tc = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tc = Tagent::connect_from(hub.heartbeat_addr(), "127.0.6.1").await;
     tc.send(&monitor(c, "127.0.6.1", &group)).await;
     drop(tc);
     // Wait until the stream has the three connects and c's disconnect.

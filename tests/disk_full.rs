@@ -122,7 +122,7 @@ fn fill(path: &PathBuf) {
 }
 
 fn body(n: u32) -> serde_json::Value {
-    let ip = format!("10.77.{}.{}", n / 250, n % 250 + 1);
+    let ip = format!("127.77.{}.{}", n / 250, n % 250 + 1);
     json!({"tagentId":"","port":"3939","ipString":ip,"mgmtIp":ip,"name":format!("h{n}"),
            "credential":"x".repeat(200)})
 }
@@ -153,8 +153,8 @@ impl Rig {
         let (status, reply) = hub.register(&body(0), Some("demo")).await;
         let first = ok_id(status, &reply);
         let heartbeat = json!({"type":"monitor","tenant":"demo","agentId":first,"port":3939,
-                               "mgmtIp":"10.77.0.1","proxyGroup":hub.advertise()});
-        let session = Tagent::connect(hub.heartbeat_addr()).await;
+                               "mgmtIp":"127.77.0.1","proxyGroup":hub.advertise()});
+        let session = Tagent::connect_from(hub.heartbeat_addr(), "127.77.0.1").await;
         let mut rig = Rig {
             hub,
             fs,

@@ -53,7 +53,7 @@ async fn compat_heartbeat_connects_and_keeps_the_facts() {
         (Some("disconnected"), Some("never-connected"))
     );
 
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.5").await;
     assert_eq!(
         tagent.send(&monitor(id, "127.0.0.5", &group)).await,
         json!({"Status":"OK"})
@@ -90,7 +90,7 @@ async fn compat_heartbeat_connects_and_keeps_the_facts() {
 async fn every_line_gets_exactly_one_reply() {
     let hub = Server::start_with(quick(""));
     let (id, group) = hub.register_tagent("demo", "127.0.0.6", "cred").await;
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.6").await;
     assert_eq!(
         tagent.send(&json!({"type":"hello"})).await,
         json!({"Status":"OK"})
@@ -145,7 +145,7 @@ async fn fin_and_rst_show_disconnected_with_their_reason() {
     let (a, group) = hub.register_tagent("demo", "127.0.0.7", "cred").await;
     let (b, _) = hub.register_tagent("demo", "127.0.0.8", "cred").await;
 
-    let mut ta = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut ta = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.7").await;
     ta.send(&monitor(a, "127.0.0.7", &group)).await;
     drop(ta); // FIN
     let t = wait_until(&hub, a, "disconnected", |t| t["status"] == "disconnected").await;
@@ -155,8 +155,7 @@ async fn fin_and_rst_show_disconnected_with_their_reason() {
     })
     .await;
 
-    let stream = TcpStream::connect(hub.heartbeat_addr()).await.unwrap();
-    let mut tb = Tagent::new(stream);
+    let mut tb = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.8").await;
     tb.send(&monitor(b, "127.0.0.8", &group)).await;
     let stream = tb.reader.into_inner().reunite(tb.writer).unwrap();
     socket2::SockRef::from(&stream)
@@ -186,7 +185,7 @@ async fn the_disconnect_reason_shows_with_the_status_before_it_is_committed() {
     let hub =
         Server::start_with(Options::default().config("[heartbeat]\nstatus_flush_ms = 60000\n"));
     let (id, group) = hub.register_tagent("demo", "127.0.0.9", "cred").await;
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.9").await;
     assert_eq!(
         tagent.send(&monitor(id, "127.0.0.9", &group)).await,
         json!({"Status":"OK"})
@@ -212,7 +211,7 @@ async fn updategroup_only_when_the_runner_list_differs() {
     let hub = Server::with_config(config);
     let (id, group) = hub.register_tagent("demo", "127.0.0.9", "cred").await;
     assert_eq!(group, "10.0.0.21:8888,10.0.0.22:8888");
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.9").await;
     assert_eq!(
         tagent.send(&monitor(id, "127.0.0.9", &group)).await,
         json!({"Status":"OK"})
@@ -230,7 +229,7 @@ async fn updategroup_only_when_the_runner_list_differs() {
 async fn unregistered_tagent_gets_ok_then_a_reload() {
     let hub = Server::start_with(quick(""));
     let (id, group) = hub.register_tagent("demo", "127.0.0.10", "cred").await;
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.10").await;
     // Wrong agentId (as after the hub's store was replaced): OK, not connected.
     assert_eq!(
         tagent.send(&monitor(id + 100, "127.0.0.10", &group)).await,
@@ -256,7 +255,7 @@ async fn unregistered_tagent_gets_ok_then_a_reload() {
     assert_eq!(list["sessions"][0]["ip"], "127.0.0.10");
     assert_eq!(list["sessions"][0]["registered"], false);
     // An unknown tenant is unregistered too.
-    let mut other = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut other = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.11").await;
     let mut hb = monitor(1, "127.0.0.11", &group);
     hb["tenant"] = json!("nosuchtenant");
     assert_eq!(other.send(&hb).await, json!({"Status":"OK"}));
@@ -266,10 +265,10 @@ async fn unregistered_tagent_gets_ok_then_a_reload() {
 async fn a_reconnect_replaces_the_old_session_and_its_close_never_touches_the_new() {
     let hub = Server::start_with(quick(""));
     let (id, group) = hub.register_tagent("demo", "127.0.0.12", "cred").await;
-    let mut old = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut old = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.12").await;
     old.send(&monitor(id, "127.0.0.12", &group)).await;
     for _ in 0..10 {
-        let mut new = Tagent::connect(hub.heartbeat_addr()).await;
+        let mut new = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.12").await;
         assert_eq!(
             new.send(&monitor(id, "127.0.0.12", &group)).await,
             json!({"Status":"OK"})
@@ -301,7 +300,7 @@ async fn a_reconnect_replaces_the_old_session_and_its_close_never_touches_the_ne
 async fn silent_sessions_are_closed_after_the_idle_timeout() {
     let hub = Server::start_with(quick("idle_timeout_secs = 1\n"));
     let (id, group) = hub.register_tagent("demo", "127.0.0.13", "cred").await;
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.13").await;
     tagent.send(&monitor(id, "127.0.0.13", &group)).await;
     assert!(tagent.closed().await, "closed for idleness");
     wait_until(&hub, id, "idle-timeout", |t| {
@@ -314,7 +313,7 @@ async fn silent_sessions_are_closed_after_the_idle_timeout() {
 async fn commands_wait_for_a_quiet_session_and_never_answer_a_heartbeat() {
     let hub = Server::start_with(quick(""));
     let (id, group) = hub.register_tagent("demo", "127.0.0.14", "cred").await;
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.14").await;
     tagent.send(&monitor(id, "127.0.0.14", &group)).await;
 
     // A heartbeat is in flight (half a line received) when the command comes.
@@ -460,13 +459,7 @@ async fn compat_can_be_restricted_by_network() {
 }
 
 fn identity(id: u64, ip: &str) -> Identity {
-    Identity {
-        tenant: "demo".into(),
-        agent_id: id,
-        ip: Some(ip.parse().unwrap()),
-        port: 3939,
-        version: Some("2.0".into()),
-    }
+    common::identity("demo", id, Some(ip))
 }
 
 #[tokio::test]
@@ -600,7 +593,7 @@ async fn shutdown_says_goodbye_and_restart_starts_everyone_disconnected() {
         .await
         .unwrap();
     client.heartbeat(None, None).await.unwrap();
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.31").await;
     tagent.send(&monitor(b, "127.0.0.31", &group)).await;
     wait_until(&hub, b, "persisted connected", |t| t["runner"] == 1).await;
 
@@ -624,7 +617,7 @@ async fn shutdown_says_goodbye_and_restart_starts_everyone_disconnected() {
     );
 
     // Killed while connected: after the restart the reason is `restart`.
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.31").await;
     tagent.send(&monitor(b, "127.0.0.31", &group)).await;
     wait_until(&hub, b, "persisted connected", |t| {
         t["status"] == "connected"
@@ -645,7 +638,7 @@ async fn idle_sessions_park_and_wake_for_heartbeats_commands_and_close() {
     let hub = Server::start_with(quick(""));
     let (a, group) = hub.register_tagent("demo", "127.0.0.40", "c").await;
     let (b, _) = hub.register_tagent("demo", "127.0.0.41", "c").await;
-    let mut ta = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut ta = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.40").await;
     ta.send(&monitor(a, "127.0.0.40", &group)).await;
     let mut nb = NativeClient::connect(hub.heartbeat_addr(), &identity(b, "127.0.0.41"), "c")
         .await
@@ -717,7 +710,7 @@ async fn native_can_be_switched_off_and_advertise_comes_from_the_environment() {
         1.0
     );
     // The compat protocol still works.
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.0.50").await;
     assert_eq!(
         tagent.send(&monitor(id, "127.0.0.50", &group)).await,
         json!({"Status":"OK"})

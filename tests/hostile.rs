@@ -11,9 +11,9 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Metrics, Options, Server, Tagent, WAIT, connect_from};
+use common::{Metrics, Options, Server, Tagent, WAIT, connect_from, identity};
 use serde_json::{Value, json};
-use tagent_hub::heartbeat::client::{ClientError, Identity, NativeClient};
+use tagent_hub::heartbeat::client::{ClientError, NativeClient};
 use tagent_hub::heartbeat::proto::{self, MAGIC};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,22 +41,12 @@ async fn status_of(hub: &Server, id: u64) -> String {
         .to_owned()
 }
 
-fn identity(tenant: &str, id: u64, ip: Option<&str>) -> Identity {
-    Identity {
-        tenant: tenant.into(),
-        agent_id: id,
-        ip: ip.map(|s| s.parse().unwrap()),
-        port: 3939,
-        version: Some("2.0".into()),
-    }
-}
-
 /// The server still serves a legitimate tagent: it registers (at `at`), a
 /// compat heartbeat is answered OK and connects it, and a native session
 /// authenticates and gets its heartbeat acked.
 async fn still_serves(hub: &Server, at: &str) {
     let (id, group) = hub.register_tagent("demo", at, "legit").await;
-    let mut tagent = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), at).await;
     assert_eq!(
         tagent.send(&monitor("demo", id, at, &group)).await,
         json!({"Status":"OK"})
@@ -98,7 +88,7 @@ async fn wait_metrics(hub: &Server, what: &str, f: impl Fn(&Metrics) -> bool) ->
 async fn deeply_nested_json_lines_are_answered_without_harm() {
     let hub = Server::start_with(quick("max_line_bytes = 262144\n"));
     let (id, group) = hub.register_tagent("demo", "127.0.1.1", "c").await;
-    let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut t = Tagent::connect_from(hub.heartbeat_addr(), "127.0.1.1").await;
 
     // Nested 100,000 deep, balanced, in a line that is not a monitor.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -199,7 +189,7 @@ async fn huge_lines_under_the_limit_are_heartbeats() {
         s
     };
     let at_limit = line_of(max);
-    let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut t = Tagent::connect_from(hub.heartbeat_addr(), "127.0.1.10").await;
     // Twenty of them in one write: twenty replies. The last ends in CRLF
     // (the hub counts the CR toward the limit, so that one is a byte shorter).
     let mut burst = String::new();
@@ -390,7 +380,7 @@ async fn a_heartbeat_in_another_tenant_never_connects_the_tagent() {
     let (_b, _) = hub.register_tagent("beta", "127.0.3.9", "c").await;
 
     for tenant in ["beta", "gamma-never-registered", "ALPHA"] {
-        let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+        let mut t = Tagent::connect_from(hub.heartbeat_addr(), "127.0.3.1").await;
         assert_eq!(
             t.send(&monitor(tenant, a, "127.0.3.1", &group)).await,
             json!({"Status":"OK"}),
@@ -427,7 +417,7 @@ async fn a_heartbeat_in_another_tenant_never_connects_the_tagent() {
         3.0
     );
     // Its own tenant still connects it.
-    let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut t = Tagent::connect_from(hub.heartbeat_addr(), "127.0.3.1").await;
     assert_eq!(
         t.send(&monitor("alpha", a, "127.0.3.1", &group)).await,
         json!({"Status":"OK"})
@@ -448,12 +438,15 @@ async fn another_tagents_agent_id_from_the_wrong_ip_never_connects_it() {
     hb.as_object_mut().unwrap().remove("mgmtIp");
     assert_eq!(t.send(&hb).await, json!({"Status":"OK"}));
     assert_eq!(status_of(&hub, a).await, "disconnected");
-    // From A's own address but naming another mgmtIp.
+    // From A's own address but naming another mgmtIp that its ipString
+    // does not list: refused and closed (see tests/trust.rs).
     let mut t2 = Tagent::connect_from(addr, "127.0.4.1").await;
-    assert_eq!(
-        t2.send(&monitor("demo", a, "127.0.4.3", &group)).await,
-        json!({"Status":"OK"})
+    let refused = t2.send(&monitor("demo", a, "127.0.4.3", &group)).await;
+    assert!(
+        refused["Status"].as_str().unwrap().starts_with("ERROR:"),
+        "{refused}"
     );
+    assert!(t2.closed().await);
     assert_eq!(status_of(&hub, a).await, "disconnected");
     // Natively, without an ip (the peer counts) and with a wrong one.
     // (NativeClient connects from 127.0.0.1.)
@@ -465,17 +458,21 @@ async fn another_tagents_agent_id_from_the_wrong_ip_never_connects_it() {
     }
     assert_eq!(status_of(&hub, a).await, "disconnected");
     let m = hub.metrics().await;
-    assert_eq!(m.value("tagent_hub_unregistered_sessions_total"), 2.0);
+    assert_eq!(m.value("tagent_hub_unregistered_sessions_total"), 1.0);
+    assert_eq!(
+        m.value("tagent_hub_identity_refused_total{reason=\"impostor\"}"),
+        1.0
+    );
     assert_eq!(
         m.value("tagent_hub_auth_failures_total{reason=\"unknown_tagent\"}"),
         2.0
     );
-    // The impostors' sessions are unregistered ones, listed as such.
+    // The impostor's session is an unregistered one, listed as such.
     let (_, body) = hub.get("/api/v1/sessions/unregistered").await;
     let list: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(list["count"], 2, "{list}");
-    // The real tagent, from its own address, connects; the impostors'
-    // sessions are not replaced by it nor it by them.
+    assert_eq!(list["count"], 1, "{list}");
+    // The real tagent, from its own address, connects; the impostor's
+    // session is not replaced by it nor it by that one.
     let mut real = Tagent::connect_from(addr, "127.0.4.1").await;
     hb["mgmtIp"] = json!("127.0.4.1");
     assert_eq!(real.send(&hb).await, json!({"Status":"OK"}));
@@ -491,24 +488,17 @@ async fn another_tagents_agent_id_from_the_wrong_ip_never_connects_it() {
 // ---------------------------------------------------------------------------
 // Connection storms and descriptors
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read the server's fd table")
-        .count()
-}
-
 #[tokio::test]
 async fn thousands_of_connections_opened_and_dropped_leak_nothing() {
     let hub = Server::start_with(quick(""));
-    let pid = hub.pid().unwrap();
     let (id, group) = hub.register_tagent("demo", "127.0.5.1", "c").await;
-    let mut legit = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut legit = Tagent::connect_from(hub.heartbeat_addr(), "127.0.5.1").await;
     assert_eq!(
         legit.send(&monitor("demo", id, "127.0.5.1", &group)).await,
         json!({"Status":"OK"})
     );
     hub.metrics().await;
-    let baseline = open_fds(pid);
+    let baseline = hub.open_fds();
 
     const PER_SOURCE: usize = 750;
     let sources = ["127.0.5.101", "127.0.5.102", "127.0.5.103", "127.0.5.104"];
@@ -535,7 +525,7 @@ async fn thousands_of_connections_opened_and_dropped_leak_nothing() {
                             let mut t = Tagent::new(stream);
                             let port = 10_000 + w * PER_SOURCE + i;
                             let hb = json!({"type":"monitor","tenant":"demo","agentId":0,
-                                            "port":port,"mgmtIp":"10.9.9.9"});
+                                            "port":port,"mgmtIp":src.to_string()});
                             assert_eq!(t.send(&hb).await, json!({"Status":"OK"}));
                             identified += 1;
                         }
@@ -583,7 +573,7 @@ async fn thousands_of_connections_opened_and_dropped_leak_nothing() {
     // Every descriptor comes back (the held session's too).
     let deadline = Instant::now() + WAIT;
     loop {
-        let now = open_fds(pid);
+        let now = hub.open_fds();
         if now <= baseline {
             break;
         }
@@ -612,9 +602,8 @@ async fn out_of_descriptors_the_hub_keeps_its_sessions_and_recovers() {
     let hub = Server::start_with(quick(
         "max_sessions = 1000\nfirst_message_timeout_secs = 30\n",
     ));
-    let pid = hub.pid().unwrap();
     let (id, group) = hub.register_tagent("demo", "127.0.6.1", "c").await;
-    let mut held = Tagent::connect(hub.heartbeat_addr()).await;
+    let mut held = Tagent::connect_from(hub.heartbeat_addr(), "127.0.6.1").await;
     assert_eq!(
         held.send(&monitor("demo", id, "127.0.6.1", &group)).await,
         json!({"Status":"OK"})
@@ -622,14 +611,7 @@ async fn out_of_descriptors_the_hub_keeps_its_sessions_and_recovers() {
     let http = common::client();
     metrics_via(&http, &hub).await;
     // Leave the server room for 40 more descriptors.
-    let limit = open_fds(pid) as u64 + 40;
-    rlimit::prlimit(
-        pid as i32,
-        rlimit::Resource::NOFILE,
-        Some((limit, limit)),
-        None,
-    )
-    .expect("lower the server's open-file limit");
+    let limit = hub.limit_open_files(40);
 
     // 200 connections: 40 or so are accepted, the rest wait in the backlog
     // while accept fails with EMFILE.
@@ -733,7 +715,7 @@ async fn out_of_descriptors_the_hub_keeps_its_sessions_and_recovers() {
     assert_eq!(late.unwrap(), 200);
     // Give the descriptors back before the regular check over new connections.
     let deadline = Instant::now() + WAIT;
-    while open_fds(pid) as u64 + 20 > limit {
+    while hub.open_fds() as u64 + 20 > limit {
         assert!(
             Instant::now() < deadline,
             "the flood's descriptors stay open"
@@ -857,7 +839,8 @@ async fn a_trickling_body_holds_up_no_one_else() {
         let (id, group) = hub
             .register_tagent("demo", &format!("127.0.8.{}", 10 + i), "c")
             .await;
-        let mut t = Tagent::connect(hub.heartbeat_addr()).await;
+        let mut t =
+            Tagent::connect_from(hub.heartbeat_addr(), &format!("127.0.8.{}", 10 + i)).await;
         assert_eq!(
             t.send(&monitor("demo", id, &format!("127.0.8.{}", 10 + i), &group))
                 .await,

@@ -36,7 +36,7 @@ fn monitor(id: u64, n: usize, group: &str) -> Value {
 
 /// Connect and send the first heartbeat; the reply must be OK.
 async fn connect(hub: std::net::SocketAddr, id: u64, n: usize, group: &str) -> Tagent {
-    let mut t = Tagent::connect(hub).await;
+    let mut t = Tagent::connect_from(hub, &ip(n)).await;
     let reply = t.send(&monitor(id, n, group)).await;
     assert_eq!(reply, json!({"Status":"OK"}), "tagent {n}");
     t

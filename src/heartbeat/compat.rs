@@ -331,12 +331,12 @@ impl CompatSession {
             version: parsed.version.as_deref(),
             ip_string: parsed.ip_string.as_deref(),
         };
-        let Ok(beat) = self.hub.heartbeat(&self.session, key, facts) else {
-            error_line(
-                out,
-                "this connection belongs to another tagent (tenant, ip or port changed)",
-            );
-            return Flow::Close(DisconnectReason::ProtocolError);
+        let beat = match self.hub.heartbeat(&self.session, key, facts) {
+            Ok(beat) => beat,
+            Err(refused) => {
+                error_line(out, refused.message());
+                return Flow::Close(DisconnectReason::ProtocolError);
+            }
         };
         self.identified = true;
         let metrics = self.hub.metrics();
@@ -439,7 +439,8 @@ impl Protocol for CompatSession {
     /// Answer every line the socket has.
     fn on_readable(&mut self, conn: &mut Conn, framing: Framing) -> Result<Flow, Ended> {
         let mut answered = false;
-        let flow = conn.read_units(framing, |line, out| {
+        let bound = Some(self.hub.settings().compat_max_unsent);
+        let flow = conn.read_units(framing, bound, |line, out| {
             answered = true;
             self.on_line(line, out)
         });

@@ -8,6 +8,14 @@
 //! Replies go out with a non-blocking write; what does not fit waits in the
 //! session's out buffer, and reading pauses until it is flushed.
 //!
+//! Replies may be bounded too (compat): a peer that pipelines lines and
+//! reads none of the answers is amplifying, not talking. With a bound, a
+//! read whose replies (beyond its first unit's) pass it ends the stream, and
+//! so does one whose replies the socket cannot take at once: the listener
+//! sizes the kernel's send buffer to the bound, so a full one means that
+//! much already waits unread. (No safe `SIOCOUTQ` wrapper is at hand in
+//! socket2, rustix or the crates here to read the kernel's queue instead.)
+//!
 //! This is the byte layer: it knows lines, frames and sockets, nothing of
 //! sessions or the registry. It ends a stream with its own [`Ended`], and
 //! passes a handler's reason to close ([`Flow::Close`]) through unread.
@@ -107,6 +115,8 @@ pub enum Ended {
     Reset,
     /// A line or frame longer than the framing's maximum.
     TooLong,
+    /// One read would have queued more reply bytes than allowed.
+    Unread,
 }
 
 const SCRATCH: usize = 64 * 1024;
@@ -249,10 +259,14 @@ impl Conn {
 
     /// After readiness: flush, then read once and hand every complete unit to
     /// `on_unit` (which appends replies to the `Vec`), then write the replies.
-    /// `Ok(Flow::Continue)` also when there was nothing to read.
+    /// `Ok(Flow::Continue)` also when there was nothing to read. With
+    /// `bound`, replies that pass it after the first unit's (then nothing is
+    /// written) or that the socket does not take at once end the stream
+    /// ([`Ended::Unread`]).
     pub fn read_units<C>(
         &mut self,
         framing: Framing,
+        bound: Option<usize>,
         mut on_unit: impl FnMut(&[u8], &mut Vec<u8>) -> Flow<C>,
     ) -> Result<Flow<C>, Ended> {
         self.flush()?;
@@ -280,11 +294,17 @@ impl Conn {
             let mut at = 0;
             let mut flow = Flow::Continue;
             let mut too_long = false;
+            let mut units = 0usize;
             while matches!(flow, Flow::Continue) {
                 match framing.split(&data[at..]) {
                     Split::Unit { start, end, next } => {
                         flow = on_unit(&data[at + start..at + end], output);
                         at += next;
+                        units += 1;
+                        if units > 1 && bound.is_some_and(|max| output.len() > max) {
+                            shrink(output);
+                            return Err(Ended::Unread);
+                        }
                     }
                     Split::NeedMore => break,
                     Split::TooLong => {
@@ -306,6 +326,9 @@ impl Conn {
             let written = self.write(output);
             shrink(output);
             written?;
+            if bound.is_some() && self.has_pending_output() {
+                return Err(Ended::Unread);
+            }
             if too_long {
                 return Err(Ended::TooLong);
             }

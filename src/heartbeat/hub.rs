@@ -6,20 +6,23 @@
 //! removes entries that still point at it, so it never touches its
 //! replacement.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use super::credentials::CredentialReader;
 use super::groups::GroupLists;
+use super::identity::{self, Refused, outranks};
 use super::lot::Lot;
 use super::metrics::HbMetrics;
 use super::reloader::reloader;
-use super::session::{ProtocolKind, Session, SessionKey, UNKNOWN_TENANT};
+use super::session::{ProtocolKind, Reported, Session, SessionKey, UNKNOWN_TENANT};
 use super::settings::Settings;
 use super::status::StatusReports;
 use super::sweeper::sweeper;
@@ -81,10 +84,6 @@ pub struct Beat {
     pub group: Option<u32>,
 }
 
-/// A heartbeat named another (tenant, ip, port) than the session's first one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdentityChanged;
-
 /// The facts a heartbeat brings.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Facts<'a> {
@@ -93,6 +92,16 @@ pub struct Facts<'a> {
     pub mem: Option<f32>,
     pub version: Option<&'a str>,
     pub ip_string: Option<&'a str>,
+}
+
+/// A page of unregistered sessions.
+#[derive(Debug)]
+pub struct UnregisteredPage {
+    /// Unregistered sessions in all.
+    pub total: usize,
+    pub sessions: Vec<SessionView>,
+    /// The peer of the page's last session, when more follow.
+    pub next: Option<SocketAddr>,
 }
 
 /// A session as operators see it.
@@ -282,50 +291,71 @@ impl Hub {
 
     /// Account a heartbeat to `session`: identify it on its first one, keep
     /// its tagent resolved, move status on registration changes, and keep the
-    /// facts. `Err` when the heartbeat names another identity than the
-    /// session's first one.
+    /// facts. Refused (and the session to be closed) when the heartbeat names
+    /// another identity than the session's first one, when a compat
+    /// connection claims a tagent it does not come from, or when it would
+    /// displace a session that proved the credential (see `identity.rs`).
     pub fn heartbeat(
         &self,
         session: &Arc<Session>,
         key: SessionKey,
         facts: Facts<'_>,
-    ) -> Result<Beat, IdentityChanged> {
+    ) -> Result<Beat, Refused> {
         let now = now_millis();
         session.touch(now);
         let generation = self.inner.registry.generation();
         // The tagent stays resolved until the registry changes or the
         // heartbeat names another agentId.
-        let (first, cached) = {
+        let (first, cached, current) = {
             let st = session.state.lock();
             match st.key {
-                Some(k) if k != key => return Err(IdentityChanged),
+                Some(k) if k != key => return Err(Refused::IdentityChanged),
                 Some(_) if st.generation == generation && st.agent_id == facts.agent_id => {
-                    (false, Some(st.tagent.map(|id| (id, st.group))))
+                    (false, Some(st.tagent.map(|id| (id, st.group))), st.tagent)
                 }
-                Some(_) => (false, None),
-                None => (true, None),
+                Some(_) => (false, None, st.tagent),
+                None => (true, None, None),
             }
         };
-        if first {
-            self.claim(session, key);
-        }
         let resolved = match cached {
             Some(r) => r,
-            None => self
-                .resolve(&key, facts.agent_id)
-                .map(|(id, g)| (id, Some(g))),
+            None => {
+                let resolved = self
+                    .resolve(&key, facts.agent_id)
+                    .map(|(id, g)| (id, Some(g)));
+                self.vouch(session, &key, resolved.map(|(id, _)| id), facts.ip_string)?;
+                resolved
+            }
         };
+        let tagent = resolved.map(|(id, _)| id);
+        if let Some(id) = tagent
+            && current != tagent
+            && self.session_of(id).is_some_and(|s| outranks(&s, session))
+        {
+            return self.refuse(Refused::Proved);
+        }
+        if first {
+            self.claim(session, key)?;
+        }
         let (previous, reload) = {
             let mut st = session.state.lock();
             let previous = st.tagent;
             st.key = Some(key);
             st.generation = generation;
             st.agent_id = facts.agent_id;
-            st.tagent = resolved.map(|(id, _)| id);
+            st.tagent = tagent;
             st.group = resolved.and_then(|(_, g)| g);
             st.heartbeats += 1;
+            let (version, ip_string) = match resolved {
+                Some(_) => (facts.version, facts.ip_string),
+                // Nobody vouched for these: a few hundred bytes at most.
+                None => (
+                    facts.version.map(Reported::clip_version),
+                    facts.ip_string.map(Reported::clip_ip_string),
+                ),
+            };
             st.reported
-                .update(facts.pcpu, facts.mem, facts.version, facts.ip_string);
+                .update(facts.pcpu, facts.mem, version, ip_string);
             let reload = resolved.is_none() && !st.reload_queued;
             if reload {
                 st.reload_queued = true;
@@ -335,13 +365,12 @@ impl Hub {
             }
             (previous, reload)
         };
-        let tagent = resolved.map(|(id, _)| id);
         if previous != tagent {
             if let Some(old) = previous {
                 self.detach(session, old, DisconnectReason::Replaced);
             }
             if let Some((id, group)) = resolved {
-                self.attach(session, id, group);
+                self.attach(session, id, group)?;
             }
         }
         if reload {
@@ -354,25 +383,92 @@ impl Hub {
         })
     }
 
-    /// Make `session` the one under `key`, closing any session it replaces.
-    fn claim(&self, session: &Arc<Session>, key: SessionKey) {
-        if let Some(old) = self.inner.by_key.insert(key, session.clone())
-            && !Arc::ptr_eq(&old, session)
-        {
-            old.close(DisconnectReason::Replaced);
+    /// Whether a compat session may claim `key` from where it connects.
+    fn vouch(
+        &self,
+        session: &Session,
+        key: &SessionKey,
+        resolved: Option<TagentId>,
+        ip_string: Option<&str>,
+    ) -> Result<(), Refused> {
+        if session.protocol != ProtocolKind::Compat {
+            return Ok(());
         }
-        self.inner.metrics.session_opened(session.protocol);
+        let vouched = identity::vouched(
+            &*self.inner.registry.index(),
+            &self.inner.settings.compat_trusted_networks,
+            session.peer.ip().to_canonical(),
+            key,
+            resolved,
+            ip_string,
+        );
+        if vouched {
+            Ok(())
+        } else {
+            self.refuse(Refused::Impostor)
+        }
     }
 
-    fn attach(&self, session: &Arc<Session>, id: TagentId, group: Option<u32>) {
-        let old = self.inner.live.insert(id, session.clone());
-        match old {
-            Some(old) if Arc::ptr_eq(&old, session) => return,
-            Some(old) => old.close(DisconnectReason::Replaced),
-            None => {}
+    /// Count a refusal about trust and return it.
+    fn refuse<T>(&self, why: Refused) -> Result<T, Refused> {
+        HbMetrics::identity_refused(why.as_str());
+        Err(why)
+    }
+
+    /// Make `session` the one under `key`, closing any session it replaces,
+    /// unless that one outranks it.
+    fn claim(&self, session: &Arc<Session>, key: SessionKey) -> Result<(), Refused> {
+        self.install(&self.inner.by_key, key, session)?;
+        self.inner.metrics.session_opened(session.protocol);
+        Ok(())
+    }
+
+    /// Make `session` the live one of tagent `id`, closing the one it
+    /// replaces, unless that one outranks it (checked before, and again
+    /// here under the table's lock).
+    fn attach(
+        &self,
+        session: &Arc<Session>,
+        id: TagentId,
+        group: Option<u32>,
+    ) -> Result<(), Refused> {
+        if !self.install(&self.inner.live, id, session)? {
+            return Ok(());
         }
         let runner = group.and_then(|g| self.inner.groups.read().my_runner(g));
         self.inner.status.connected(id, runner);
+        Ok(())
+    }
+
+    /// Put `session` in `table` under `k` and close the one it replaces;
+    /// refused if that one outranks it. `false` when it was there already.
+    fn install<K: Eq + std::hash::Hash>(
+        &self,
+        table: &DashMap<K, Arc<Session>>,
+        k: K,
+        session: &Arc<Session>,
+    ) -> Result<bool, Refused> {
+        let old = match table.entry(k) {
+            Entry::Occupied(mut e) => {
+                if Arc::ptr_eq(e.get(), session) {
+                    return Ok(false);
+                }
+                if outranks(e.get(), session) {
+                    drop(e);
+                    return self.refuse(Refused::Proved);
+                }
+                Some(e.insert(session.clone()))
+            }
+            Entry::Vacant(e) => {
+                e.insert(session.clone());
+                None
+            }
+        };
+        // Closed outside the table's lock: closing wakes the old task.
+        if let Some(old) = old {
+            old.close(DisconnectReason::Replaced);
+        }
+        Ok(true)
     }
 
     fn detach(&self, session: &Arc<Session>, id: TagentId, reason: DisconnectReason) {
@@ -434,16 +530,31 @@ impl Hub {
         }
     }
 
-    /// Unregistered sessions, as operators see them.
-    pub fn unregistered(&self) -> Vec<SessionView> {
-        let sessions: Vec<Arc<Session>> = self
-            .inner
-            .by_key
-            .iter()
-            .filter(|e| e.value().state.lock().tagent.is_none())
-            .map(|e| e.value().clone())
-            .collect();
-        sessions.iter().map(|s| self.view(s)).collect()
+    /// One page of the unregistered sessions, as operators see them, in
+    /// order of their peer address: the `limit` first after `after`.
+    pub fn unregistered(&self, after: Option<SocketAddr>, limit: usize) -> UnregisteredPage {
+        let mut total = 0;
+        let mut sessions: Vec<Arc<Session>> = Vec::new();
+        for e in self.inner.by_key.iter() {
+            if e.value().state.lock().tagent.is_some() {
+                continue;
+            }
+            total += 1;
+            if after.is_none_or(|a| e.value().peer > a) {
+                sessions.push(e.value().clone());
+            }
+        }
+        let more = sessions.len() > limit;
+        if more {
+            sessions.select_nth_unstable_by_key(limit, |s| s.peer);
+            sessions.truncate(limit);
+        }
+        sessions.sort_unstable_by_key(|s| s.peer);
+        UnregisteredPage {
+            total,
+            next: more.then(|| sessions.last().map(|s| s.peer)).flatten(),
+            sessions: sessions.iter().map(|s| self.view(s)).collect(),
+        }
     }
 
     /// Close every session (reason: shutdown) and wait, bounded, for their

@@ -119,6 +119,10 @@ async fn serve(hub: Hub, stream: TcpStream, peer: SocketAddr, guard: OpenGuard) 
                 HbMetrics::rejected("compat_refused");
                 return;
             }
+            // Replies are a few bytes and a real tagent reads each one before
+            // its next line: a small kernel buffer bounds what a peer that
+            // never reads can make the hub hold (see `conn.rs`).
+            let _ = SockRef::from(&stream).set_send_buffer_size(settings.compat_max_unsent);
             // A task of its own, so the session carries nothing of the sniffing.
             let session = hub.new_session(peer, ProtocolKind::Compat);
             let task = Task::new(Conn::new(stream), CompatSession::new(guard, session));

@@ -81,6 +81,11 @@ impl HbMetrics {
         counter!("tagent_hub_reloads_sent_total").increment(1);
     }
 
+    /// A heartbeat refused for what it claimed (see `identity.rs`).
+    pub fn identity_refused(reason: &'static str) {
+        counter!("tagent_hub_identity_refused_total", "reason" => reason).increment(1);
+    }
+
     pub fn auth_failure(reason: &'static str) {
         counter!("tagent_hub_auth_failures_total", "reason" => reason).increment(1);
     }

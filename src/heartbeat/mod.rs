@@ -13,6 +13,8 @@
 //! - [`session`]: one connection's shared state.
 //! - `parking`: an idle session gives up its task; `lot`: where its socket waits.
 //! - `commands`: commands down a session, and what their caller learns.
+//! - `identity`: who may speak for a tagent (compat lines from its own
+//!   address; nothing displaces a session that proved the credential).
 //!
 //! The hub:
 //! - `hub`: the session tables and heartbeat accounting ([`Hub`]).
@@ -32,6 +34,7 @@ pub mod conn;
 mod credentials;
 mod groups;
 mod hub;
+mod identity;
 pub mod listener;
 mod lot;
 mod metrics;
@@ -47,7 +50,8 @@ mod task;
 
 pub use commands::{CommandError, Delivery};
 pub use groups::GroupList;
-pub use hub::{Beat, Facts, Hub, IdentityChanged, OpenGuard, SessionView};
+pub use hub::{Beat, Facts, Hub, OpenGuard, SessionView, UnregisteredPage};
+pub use identity::Refused;
 pub use metrics::HbMetrics;
 pub use proto::CommandKind;
 pub use session::{ProtocolKind, Session, SessionKey, UNKNOWN_TENANT};

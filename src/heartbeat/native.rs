@@ -453,7 +453,8 @@ impl Protocol for NativeSession {
     }
 
     fn on_readable(&mut self, conn: &mut Conn, framing: Framing) -> Result<Flow, Ended> {
-        conn.read_units(framing, |frame, out| self.on_frame(frame, out))
+        // One ack per heartbeat frame: replies never outgrow what came in.
+        conn.read_units(framing, None, |frame, out| self.on_frame(frame, out))
     }
 
     fn on_timer(&mut self, _: &mut Conn) -> Result<(), Ended> {

@@ -95,6 +95,26 @@ impl Default for Reported {
 impl Reported {
     const NONE: u32 = u32::MAX;
 
+    /// The longest `version` an unregistered session keeps.
+    pub const UNREGISTERED_VERSION: usize = 64;
+    /// The longest `ipString` an unregistered session keeps.
+    pub const UNREGISTERED_IP_STRING: usize = 192;
+
+    /// `version` cut to what an unregistered session keeps.
+    pub fn clip_version(version: &str) -> &str {
+        clip(version, Self::UNREGISTERED_VERSION)
+    }
+
+    /// `ipString` cut to what an unregistered session keeps, after its last
+    /// whole ip.
+    pub fn clip_ip_string(ips: &str) -> &str {
+        if ips.len() <= Self::UNREGISTERED_IP_STRING {
+            return ips;
+        }
+        let cut = clip(ips, Self::UNREGISTERED_IP_STRING + 1);
+        cut.rfind(',').map_or("", |i| &cut[..i])
+    }
+
     /// Keep what a heartbeat reported; what it left out stays as it was.
     pub fn update(
         &mut self,
@@ -117,12 +137,10 @@ impl Reported {
         let (v, ips) = (version.unwrap_or(""), ip_string.unwrap_or(""));
         // A line or frame is far below 4 GiB; a longer version is cut off
         // at a character boundary rather than trusted to fit.
-        let mut cut = v.len().min(Self::NONE as usize - 1);
-        while !v.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let v = clip(v, Self::NONE as usize - 1);
+        let cut = v.len();
         let mut text = String::with_capacity(cut + ips.len());
-        text.push_str(&v[..cut]);
+        text.push_str(v);
         text.push_str(ips);
         let (has_version, has_ip_string) = (version.is_some(), ip_string.is_some());
         self.text = Some(text.into_boxed_str());
@@ -152,6 +170,15 @@ impl Reported {
         };
         self.has_ip_string.then(|| &text[start..])
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut cut = s.len().min(max);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 pub struct Session {
@@ -232,6 +259,29 @@ mod tests {
             size <= 320,
             "Session and its Arc counters take {size} bytes"
         );
+    }
+
+    #[test]
+    fn unregistered_facts_are_clipped_to_a_few_hundred_bytes() {
+        assert_eq!(Reported::clip_version("1.5.4"), "1.5.4");
+        let long = "é".repeat(100);
+        let v = Reported::clip_version(&long);
+        assert!(
+            v.len() <= Reported::UNREGISTERED_VERSION && v.len() >= 62,
+            "{v}"
+        );
+        let ips = "10.0.0.1,10.0.0.2";
+        assert_eq!(Reported::clip_ip_string(ips), ips);
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+            .collect();
+        let joined = many.join(",");
+        let clipped = Reported::clip_ip_string(&joined);
+        assert!(clipped.len() <= Reported::UNREGISTERED_IP_STRING);
+        assert!(clipped.len() > Reported::UNREGISTERED_IP_STRING - 12);
+        // Whole ips only.
+        assert!(clipped.split(',').all(|ip| many.iter().any(|m| m == ip)));
+        assert_eq!(Reported::clip_ip_string(&"x".repeat(500)), "");
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub struct Settings {
     pub command_quiet: Duration,
     pub command_timeout: Duration,
     pub status_flush: Duration,
+    /// Peers (NAT, proxies) whose compat lines may claim any identity.
+    pub compat_trusted_networks: Vec<ipnet::IpNet>,
+    /// A compat connection is closed once it leaves this many reply bytes
+    /// unread (see `conn.rs`); its kernel send buffer is sized to it too.
+    pub compat_max_unsent: usize,
 }
 
 /// File descriptors kept back from `max_sessions` for the store, the
@@ -51,6 +56,8 @@ impl Settings {
             command_quiet: Duration::from_millis(c.command_quiet_ms),
             command_timeout: Duration::from_secs(c.command_timeout_secs),
             status_flush: Duration::from_millis(c.status_flush_ms.max(1)),
+            compat_trusted_networks: c.compat_trusted_networks.clone(),
+            compat_max_unsent: c.compat_max_unsent_bytes,
         }
     }
 

@@ -163,6 +163,10 @@ fn ended(e: Ended) -> DisconnectReason {
             HbMetrics::rejected("too_long");
             DisconnectReason::ProtocolError
         }
+        Ended::Unread => {
+            HbMetrics::rejected("unread_replies");
+            DisconnectReason::ProtocolError
+        }
     }
 }
 

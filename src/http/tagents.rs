@@ -148,10 +148,23 @@ fn not_found(id: TagentId) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no tagent with id {id}"))
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<TagentId, ApiError> {
+/// A page's size: 1 to 1000, 100 by default.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "limit must be between 1 and 1000".into(),
+        ));
+    }
+    Ok(limit)
+}
+
+/// A page's cursor: `None` for the first page.
+fn parse_cursor<T: std::str::FromStr>(cursor: Option<&str>) -> Result<Option<T>, ApiError> {
     match cursor {
-        None | Some("") => Ok(0),
-        Some(c) => c.parse().map_err(|_| {
+        None | Some("") => Ok(None),
+        Some(c) => c.parse().map(Some).map_err(|_| {
             ApiError(
                 StatusCode::BAD_REQUEST,
                 format!("cursor '{c}' was not given by this API"),
@@ -172,14 +185,8 @@ pub(super) async fn list(
 ) -> Result<Json<TagentPage>, ApiError> {
     let (page, filter) = PageParams::split(raw.as_deref())?;
     let filter = Filter::try_from(&filter)?;
-    let after = parse_cursor(page.cursor.as_deref())?;
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "limit must be between 1 and 1000".into(),
-        ));
-    }
+    let after = parse_cursor(page.cursor.as_deref())?.unwrap_or(0);
+    let limit = page_limit(page.limit)?;
     let registry = s.registry.clone();
     let page = tokio::task::spawn_blocking(move || {
         let page = {
@@ -386,19 +393,32 @@ pub(super) async fn allow_reinstall(
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UnregisteredSessions {
+    /// Unregistered sessions in all (not only on this page).
     pub count: usize,
+    /// This page, in order of the peer address.
     pub sessions: Vec<SessionView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// Sessions whose heartbeats match no registered tagent (SPEC §3.1): each
 /// has been answered OK and sent a reload, so it should register soon.
+/// Paged as the tagent list is.
 #[utoipa::path(get, path = "/api/v1/sessions/unregistered", tag = "sessions",
-    responses((status = 200, body = UnregisteredSessions, description = "the unregistered sessions")),
+    params(PageParams),
+    responses((status = 200, body = UnregisteredSessions, description = "one page of the unregistered sessions"),
+        (status = 400, body = super::ErrorBody, description = "a bad cursor or limit")),
     security(("bearer" = [])))]
-pub(super) async fn unregistered(State(s): State<HttpState>) -> Json<UnregisteredSessions> {
-    let sessions = s.hub.unregistered();
-    Json(UnregisteredSessions {
-        count: sessions.len(),
-        sessions,
-    })
+pub(super) async fn unregistered(
+    State(s): State<HttpState>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<UnregisteredSessions>, ApiError> {
+    let after = parse_cursor(page.cursor.as_deref())?;
+    let limit = page_limit(page.limit)?;
+    let page = s.hub.unregistered(after, limit);
+    Ok(Json(UnregisteredSessions {
+        count: page.total,
+        sessions: page.sessions,
+        next_cursor: page.next.map(|p| p.to_string()),
+    }))
 }

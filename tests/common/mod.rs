@@ -742,3 +742,19 @@ pub fn postgres(test: &str) -> Option<(String, String)> {
     );
     Some((url, schema))
 }
+
+/// A native agent's identity: `tenant`, tagent `id` at `ip` (`None`: the
+/// connection's source address counts), port 3939, version 2.0.
+pub fn identity(
+    tenant: &str,
+    id: u64,
+    ip: Option<&str>,
+) -> tagent_hub::heartbeat::client::Identity {
+    tagent_hub::heartbeat::client::Identity {
+        tenant: tenant.into(),
+        agent_id: id,
+        ip: ip.map(|s| s.parse().expect("an ip")),
+        port: 3939,
+        version: Some("2.0".into()),
+    }
+}
