@@ -62,6 +62,10 @@ struct Reg {
     ips: Vec<Ipv4Addr>,
     name: String,
     version: String,
+    /// The credential it brings: its own name on a first registration and
+    /// on a reinstall, the one before on a restart (SPEC §6: a known
+    /// tagent's credential changes only when the hub allowed it).
+    credential: String,
 }
 
 impl Reg {
@@ -110,11 +114,15 @@ fn uses_mgmt_ip(task: usize) -> bool {
     task.is_multiple_of(2)
 }
 
-/// Differs per registration (it holds the name), so the account shows which
-/// registration wrote it.
+/// Differs per first registration and reinstall (it holds the name), so
+/// the account shows which registration wrote it.
 fn credential(reg: &Reg) -> String {
-    format!("{{ENCRYPTED}}{}", reg.name)
+    format!("{{ENCRYPTED}}{}", reg.credential)
 }
+
+/// Share of re-registrations that are reinstalls: an operator allows them
+/// first, then they bring a new credential.
+const REINSTALLS: f64 = 0.3;
 
 fn body(reg: &Reg, port: u16, id: Option<u64>, mgmt: bool) -> Value {
     let ip_string = reg
@@ -194,7 +202,8 @@ fn client_for(cache: &mut HashMap<Ipv4Addr, reqwest::Client>, ip: Ipv4Addr) -> &
     })
 }
 
-/// The next registration of a slot, from its acknowledged state.
+/// The next registration of a slot, from its acknowledged state, and
+/// whether it goes with its tagentId. A reinstall has a new credential.
 fn next_reg(
     rng: &mut StdRng,
     task: usize,
@@ -223,6 +232,7 @@ fn next_reg(
                 Reg {
                     ip,
                     ips,
+                    credential: name.clone(),
                     name,
                     version,
                 },
@@ -240,12 +250,18 @@ fn next_reg(
             };
             let ips = others(rng, ip);
             let with_id = rng.random_bool(0.7);
+            let credential = if rng.random_bool(REINSTALLS) {
+                name.clone()
+            } else {
+                a.credential.clone()
+            };
             (
                 Reg {
                     ip,
                     ips,
                     name,
                     version,
+                    credential,
                 },
                 with_id,
             )
@@ -282,6 +298,30 @@ async fn registration_task(
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let (reg, with_id) = next_reg(&mut rng, task, s, slot.acked.as_ref(), n);
         let id = if with_id { slot.id } else { None };
+        // A reinstall: the operator allows it first.
+        if let (Some(known), Some(a)) = (slot.id, &slot.acked)
+            && a.credential != reg.credential
+        {
+            let url = format!("http://{http}/api/v1/tagents/{known}/allow-reinstall");
+            match common::client().post(&url).send().await {
+                Ok(r) if r.status() == 204 => {}
+                Ok(r) => {
+                    result.violations.push(format!(
+                        "task {task} slot {s}: allow-reinstall {known}: HTTP {}",
+                        r.status()
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    if !killed.load(Ordering::SeqCst) {
+                        result.violations.push(format!(
+                            "task {task} slot {s}: allow-reinstall {known} while the hub was up: {e}"
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
         let body = body(&reg, port, id, mgmt);
         let source = if mgmt { Ipv4Addr::LOCALHOST } else { reg.ip };
         slot.pending = Some(reg);
@@ -538,7 +578,7 @@ impl World {
     }
 
     /// Check 1, accounts: the credential of a sample's last acknowledged
-    /// registration (a different one every time) opens a native session, so
+    /// registration (new at every first registration and reinstall) opens a native session, so
     /// the account was written together with the record. Each session ends
     /// with a `bye`, and the tagent is shown disconnected again before the
     /// load resumes.
@@ -725,6 +765,7 @@ async fn crash_loop_keeps_every_acknowledged_registration() {
             ips: vec![ip],
             name: format!("hb-{n}"),
             version: "1.5.4".into(),
+            credential: format!("hb-{n}"),
         };
         match send_register(&client, hub.http_addr(), &body(&reg, HB_PORT, None, true)).await {
             Outcome::Ok(id) => {
