@@ -580,9 +580,8 @@ impl World {
     /// Check 1, accounts: the credential of a sample's last acknowledged
     /// registration (new at every first registration and reinstall) opens a
     /// native session, so the account was written together with the record.
-    /// Each session ends
-    /// with a `bye`, and the tagent is shown disconnected again before the
-    /// load resumes.
+    /// Each session ends with a `bye`, and the tagent is shown disconnected
+    /// again before the load resumes.
     async fn accounts_match(
         &mut self,
         http: SocketAddr,
