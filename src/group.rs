@@ -6,35 +6,42 @@
 //! hub's runners are marked `disconnected` (reason: runner-lost) until they
 //! reconnect to another runner of the group. A hub that finds its own lease
 //! had lapsed reports its live sessions as connected again.
+//!
+//! Renewal runs on a thread of its own, so a busy blocking pool (admin
+//! scans, forwarded commands) cannot make this hub's lease lapse. A lease's
+//! epoch grows each time a lapsed lease is renewed; a runner-lost report
+//! carries the epoch it saw, and the writer applies it only if the lease is
+//! still lapsed at that epoch (see `registry/writer/thread.rs`), so a hub
+//! that came back and reasserted its sessions is never overwritten.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::heartbeat::Hub;
 use crate::model::now_millis;
 use crate::model::{DisconnectReason, Status};
 use crate::registry::{Registry, StatusChange};
 use crate::shutdown::Shutdown;
-use crate::store::HubInfo;
+use crate::store::{HubInfo, RegistryStore};
 
 /// Renew this hub's lease and watch the others' until shutdown.
 pub async fn run(registry: Registry, hub: Hub, me: HubInfo, lease: Duration, shutdown: Shutdown) {
+    if let Err(e) = spawn_renewer(
+        registry.store().clone(),
+        hub,
+        me.clone(),
+        lease,
+        shutdown.clone(),
+    ) {
+        tracing::error!(error = %e, "cannot start the lease renewal thread");
+        return;
+    }
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
-        }
-        let store = registry.store().clone();
-        let info = me.clone();
-        match tokio::task::spawn_blocking(move || store.renew_lease(&info, lease)).await {
-            Ok(Ok(true)) => {
-                tracing::warn!("this hub's lease had lapsed; reporting its sessions again");
-                hub.reassert();
-            }
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew this hub's lease"),
-            Err(_) => return,
         }
         let store = registry.store().clone();
         let hubs = match tokio::task::spawn_blocking(move || store.hubs()).await {
@@ -58,11 +65,47 @@ pub async fn run(registry: Registry, hub: Hub, me: HubInfo, lease: Duration, shu
                 tagents = lost.len(),
                 "a hub's lease lapsed; its tagents are runner-lost"
             );
-            if !registry.report_status_async(lost).await {
+            let reported = registry
+                .report_runner_lost(dead.hub.heartbeat.clone(), dead.epoch, lost)
+                .await;
+            if !reported {
                 return;
             }
         }
     }
+}
+
+/// Renew the lease every third of its length, on a thread of its own,
+/// until shutdown; reassert this hub's sessions when it had lapsed.
+fn spawn_renewer(
+    store: Arc<dyn RegistryStore>,
+    hub: Hub,
+    me: HubInfo,
+    lease: Duration,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let every = lease / 3;
+    std::thread::Builder::new()
+        .name("lease-renewal".into())
+        .spawn(move || {
+            while !shutdown.is_triggered() {
+                let started = Instant::now();
+                match store.renew_lease(&me, lease) {
+                    Ok(true) => {
+                        tracing::warn!("this hub's lease had lapsed; reporting its sessions again");
+                        hub.reassert();
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot renew this hub's lease"),
+                }
+                // Sleep out the period in short steps, to stop soon after
+                // shutdown.
+                while !shutdown.is_triggered() && started.elapsed() < every {
+                    std::thread::sleep(Duration::from_millis(50).min(every));
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 /// The tagents the store shows connected through the runners at `heartbeat`.

@@ -220,6 +220,13 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        "tagent_hub_runner_lost_fenced_total",
+        Kind::Counter,
+        "Runner-lost reports about another hub dropped because that hub renewed its lease \
+         since they were made (lease fencing).",
+        &[],
+    ),
+    family(
         "tagent_hub_status_transitions_total",
         Kind::Counter,
         "Status transitions persisted, by reason (connected, or the disconnect reason).",

@@ -295,3 +295,59 @@ fn a_hub_sharing_a_store_must_name_its_runner() {
         "{err}"
     );
 }
+
+/// Lease fencing (issue 13 finding 8): a runner-lost decision made when a
+/// hub's lease was seen lapsed at some epoch applies only while it is still
+/// lapsed at that epoch, as read inside the deciding transaction.
+#[test]
+fn a_renewed_lease_fences_off_an_older_runner_lost_decision() {
+    use std::time::Duration;
+    use tagent_hub::store::{CredentialCipher, HubInfo, PgOptions, PgStore, RegistryStore};
+    let Some((url, schema)) = common::postgres("a_renewed_lease_fences_off") else {
+        return;
+    };
+    let opts = PgOptions {
+        url,
+        schema,
+        pool_size: 2,
+    };
+    let store = PgStore::open(&opts, CredentialCipher::from_hex(KEY).unwrap()).unwrap();
+    let a = HubInfo {
+        heartbeat: "127.0.0.1:18888".into(),
+        http: "127.0.0.1:18084".into(),
+    };
+    let lease_of = |store: &PgStore| {
+        store
+            .hubs()
+            .unwrap()
+            .into_iter()
+            .find(|h| h.hub.heartbeat == a.heartbeat)
+            .unwrap()
+    };
+    // Hub A's lease lapses: another hub sees it lapsed at epoch e.
+    assert!(!store.renew_lease(&a, Duration::from_millis(1)).unwrap());
+    std::thread::sleep(Duration::from_millis(20));
+    let seen = lease_of(&store);
+    assert!(!seen.alive);
+    let still = |store: &PgStore, epoch| {
+        let mut txn = store.begin().unwrap();
+        txn.still_lapsed(&a.heartbeat, epoch).unwrap()
+    };
+    assert!(
+        still(&store, seen.epoch),
+        "nothing renewed: the decision stands"
+    );
+    // A renews (and would reassert): the older decision no longer applies.
+    assert!(store.renew_lease(&a, Duration::from_secs(30)).unwrap());
+    let renewed = lease_of(&store);
+    assert_eq!(renewed.epoch, seen.epoch + 1);
+    assert!(!still(&store, seen.epoch));
+    assert!(!still(&store, renewed.epoch), "alive: nothing is lost");
+    // Renewing a running lease keeps its epoch; once it lapses again, only
+    // a decision made at the new epoch applies.
+    assert!(!store.renew_lease(&a, Duration::from_millis(1)).unwrap());
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(lease_of(&store).epoch, renewed.epoch);
+    assert!(!still(&store, seen.epoch));
+    assert!(still(&store, renewed.epoch));
+}

@@ -283,6 +283,25 @@ impl Registry {
         self.shared.jobs.send(Job::Status(changes)).await.is_ok()
     }
 
+    /// Report the tagents of the hub at `hub` runner-lost, its lease seen
+    /// lapsed at `epoch`; dropped by the writer if the hub renewed since.
+    pub async fn report_runner_lost(
+        &self,
+        hub: String,
+        epoch: u64,
+        changes: Vec<StatusChange>,
+    ) -> bool {
+        self.shared
+            .jobs
+            .send(Job::RunnerLost {
+                hub,
+                epoch,
+                changes,
+            })
+            .await
+            .is_ok()
+    }
+
     /// Read access to the index. Keep the guard short; it cannot cross `.await`.
     pub fn index(&self) -> RwLockReadGuard<'_, Index> {
         self.shared.index.read()

@@ -16,6 +16,13 @@ pub trait WriteTxn {
     /// What other hubs committed since this hub last read the store. The
     /// caller applies it to its index before deciding anything.
     fn changes(&mut self) -> Result<Changes, StoreError>;
+    /// Whether the lease of the hub at `heartbeat` is still lapsed at
+    /// `epoch`, read inside this transaction: a runner-lost decision
+    /// applies only then (the hub did not renew and reassert meanwhile).
+    /// A store no other hub shares has no leases.
+    fn still_lapsed(&mut self, _heartbeat: &str, _epoch: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Write `batch`; returns once it is durable.
     fn commit(self: Box<Self>, batch: &WriteBatch<'_>) -> Result<(), StoreError>;
 }
@@ -140,6 +147,8 @@ pub struct HubLease {
     pub hub: HubInfo,
     /// Whether the lease is still running.
     pub alive: bool,
+    /// Grows each time the hub renews a lease that had lapsed.
+    pub epoch: u64,
 }
 
 /// An account's key: (tenant, ip, port).

@@ -47,9 +47,10 @@ pub struct PgOptions {
 }
 
 /// The schema, one step per version, each applied in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE registry_meta (key text PRIMARY KEY, value bigint NOT NULL);
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE registry_meta (key text PRIMARY KEY, value bigint NOT NULL);
      INSERT INTO registry_meta (key, value) VALUES ('revision', 0), ('next_id', 1);
      CREATE TABLE tagents (
          id bigint PRIMARY KEY,
@@ -77,7 +78,15 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          http text NOT NULL,
          lease_until timestamptz NOT NULL
      );",
-)];
+    ),
+    // Lease fencing: a hub's lease epoch grows each time it renews a lease
+    // that had lapsed, so another hub's runner-lost decision made against
+    // an older epoch is never written over a newer reassert.
+    (
+        2,
+        "ALTER TABLE hubs ADD COLUMN epoch bigint NOT NULL DEFAULT 1;",
+    ),
+];
 
 /// Rows read per round trip while the index is rebuilt.
 const SCAN_PAGE: i64 = 10_000;
@@ -406,6 +415,19 @@ enum AccountEnd {
 }
 
 impl WriteTxn for PgTxn<'_> {
+    fn still_lapsed(&mut self, heartbeat: &str, epoch: u64) -> Result<bool, StoreError> {
+        let client = self.client.as_ref().expect("an open transaction");
+        let row = self
+            .store
+            .block_on(client.query_opt(
+                "SELECT lease_until < now() AND epoch = $2 FROM hubs WHERE heartbeat = $1",
+                &[&heartbeat, &(epoch as i64)],
+            ))
+            .map_err(pg_err)?;
+        // A hub whose lease row is gone has not come back.
+        Ok(row.is_none_or(|r| r.get::<_, bool>(0)))
+    }
+
     fn changes(&mut self) -> Result<Changes, StoreError> {
         let seen = self.store.seen.load(Ordering::Acquire);
         if self.rev == seen {
@@ -776,10 +798,11 @@ impl RegistryStore for PgStore {
                 .map_err(pg_err)?
                 .is_some_and(|r| r.get::<_, bool>(0));
             tx.execute(
-                "INSERT INTO hubs (heartbeat, http, lease_until)
-                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
+                "INSERT INTO hubs (heartbeat, http, lease_until, epoch)
+                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond', 1)
                  ON CONFLICT (heartbeat) DO UPDATE
-                 SET http = EXCLUDED.http, lease_until = EXCLUDED.lease_until",
+                 SET http = EXCLUDED.http, lease_until = EXCLUDED.lease_until,
+                     epoch = hubs.epoch + (hubs.lease_until < now())::int",
                 &[&hub.heartbeat, &hub.http, &ttl_ms],
             )
             .await
@@ -794,7 +817,7 @@ impl RegistryStore for PgStore {
             self.client()
                 .await?
                 .query(
-                    "SELECT heartbeat, http, lease_until > now() FROM hubs ORDER BY heartbeat",
+                    "SELECT heartbeat, http, lease_until > now(), epoch FROM hubs ORDER BY heartbeat",
                     &[],
                 )
                 .await
@@ -808,6 +831,7 @@ impl RegistryStore for PgStore {
                     http: r.get(1),
                 },
                 alive: r.get(2),
+                epoch: r.get::<_, i64>(3) as u64,
             })
             .collect())
     }

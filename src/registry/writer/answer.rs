@@ -78,7 +78,9 @@ pub(super) fn unreachable(jobs: Vec<Job>, e: &StoreError) -> Vec<StatusChange> {
             Job::Groups { reply, .. } => {
                 let _ = reply.send(Err(ChangeError::Store(e.clone())));
             }
-            Job::Sync(_) | Job::Stop => {}
+            // The group watcher reports a lapsed hub again at its next
+            // look, checked afresh against the lease then.
+            Job::RunnerLost { .. } | Job::Sync(_) | Job::Stop => {}
         }
     }
     retry

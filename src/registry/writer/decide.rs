@@ -91,7 +91,8 @@ pub(super) fn decide(index: &Index, cx: &Context<'_>, jobs: Vec<Job>) -> Decided
                 // `run` splits batches at group changes; never reached.
                 let _ = reply.send(Err(ChangeError::ShuttingDown));
             }
-            Job::Sync(_) | Job::Stop => {}
+            // Fenced into `Status` before the batch is decided (thread.rs).
+            Job::RunnerLost { .. } | Job::Sync(_) | Job::Stop => {}
         }
     }
     d.next_id = overlay.next_id();

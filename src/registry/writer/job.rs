@@ -15,6 +15,14 @@ pub(in crate::registry) enum Job {
         reply: oneshot::Sender<Result<Registered, RegisterError>>,
     },
     Status(Vec<StatusChange>),
+    /// The tagents of the hub at `hub`, whose lease lapsed at `epoch`:
+    /// runner-lost, if the lease is still lapsed at that epoch when the
+    /// batch's transaction reads it (lease fencing).
+    RunnerLost {
+        hub: String,
+        epoch: u64,
+        changes: Vec<StatusChange>,
+    },
     /// Another hub committed: bring the index up to date (and say when).
     Sync(Option<oneshot::Sender<()>>),
 

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::{Job, answer, apply, commit, decide, groups, publish, sync};
 use crate::model::now_millis;
 use crate::registry::{MAX_BATCH, Registry, StatusChange};
+use crate::store::WriteTxn;
 
 pub(in crate::registry) fn spawn(
     registry: Registry,
@@ -77,6 +78,41 @@ fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Lease fencing: a runner-lost report becomes status changes only if the
+/// lapsed hub's lease is still lapsed at the epoch it was seen at, read in
+/// this transaction (which holds the registry's lock): a hub that renewed
+/// and reasserted its sessions meanwhile is never overwritten.
+fn fence(
+    txn: &mut dyn WriteTxn,
+    jobs: Vec<Job>,
+) -> Result<Vec<Job>, (Vec<Job>, crate::store::StoreError)> {
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter();
+    while let Some(job) = jobs.next() {
+        let Job::RunnerLost {
+            hub,
+            epoch,
+            changes,
+        } = job
+        else {
+            out.push(job);
+            continue;
+        };
+        match txn.still_lapsed(&hub, epoch) {
+            Ok(true) => out.push(Job::Status(changes)),
+            Ok(false) => {
+                metrics::counter!("tagent_hub_runner_lost_fenced_total").increment(1);
+                tracing::info!(%hub, epoch, tagents = changes.len(), "the hub renewed its lease: its tagents stay as it reported them");
+            }
+            Err(e) => {
+                out.extend(jobs);
+                return Err((out, e));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Run one batch through the stages. Returns the status changes to try
 /// again when it could not be committed.
 fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
@@ -103,6 +139,10 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         Ok(changes) => sync::apply(registry, changes),
         Err(e) => return answer::unreachable(jobs, &e),
     }
+    let jobs = match fence(&mut *txn, jobs) {
+        Ok(jobs) => jobs,
+        Err((jobs, e)) => return answer::unreachable(jobs, &e),
+    };
 
     let groups = registry.groups();
     let mine = registry.mine();
