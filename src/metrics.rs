@@ -374,10 +374,10 @@ pub const FAMILIES: &[Family] = &[
     family(
         "tagent_hub_auth_failures_total",
         Kind::Counter,
-        "Native handshakes refused, by reason.",
+        "Native handshakes refused, by reason (throttled: the source failed too often lately).",
         &[label(
             "reason",
-            &["unknown_tagent", "bad_proof", "no_credential"],
+            &["unknown_tagent", "bad_proof", "no_credential", "throttled"],
         )],
     ),
     // The client of tagents' listeners (listener/)

@@ -443,3 +443,62 @@ async fn a_hub_alone_has_no_hub_to_hub_route() {
         .as_u16();
     assert_eq!(status, 404);
 }
+
+/// A native handshake from `from` with `credential`: the refusal code, or
+/// `None` when welcomed.
+async fn native_from(hub: &Server, from: &str, id: u64, credential: &str) -> Option<String> {
+    use tagent_hub::heartbeat::client::{ClientError, NativeClient};
+    let stream = connect_from(hub.heartbeat_addr(), ip(from)).await.unwrap();
+    let identity = common::identity("t", id, Some("127.0.18.1"));
+    let attempt = NativeClient::handshake(stream, &identity, credential);
+    match tokio::time::timeout(WAIT, attempt)
+        .await
+        .expect("an answer")
+    {
+        Ok(client) => {
+            let _ = client.bye().await;
+            None
+        }
+        Err(ClientError::Refused { code, .. }) => Some(code),
+        Err(e) => Some(format!("error: {e}")),
+    }
+}
+
+#[tokio::test]
+async fn guessing_native_credentials_is_held_back_per_source() {
+    let hub = Server::start();
+    let (id, _) = hub.register_tagent("t", "127.0.18.1", "right").await;
+    // 40 guesses from one source: the first ten are told auth-failed, then
+    // the source is refused before any proof is checked.
+    let mut codes = Vec::new();
+    let started = Instant::now();
+    for n in 0..40 {
+        codes.push(native_from(&hub, "127.0.18.50", id, &format!("guess-{n}")).await);
+    }
+    let failed = codes
+        .iter()
+        .filter(|c| c.as_deref() == Some("auth-failed"))
+        .count();
+    let throttled = codes
+        .iter()
+        .filter(|c| c.as_deref() == Some("auth-throttled"))
+        .count();
+    assert_eq!(failed + throttled, 40, "{codes:?}");
+    // The burst of 10, and one more per 3 s the loop took.
+    let most = 10 + started.elapsed().as_secs() as usize / 3 + 1;
+    assert!((10..=most).contains(&failed), "{codes:?}");
+    // Even the right credential waits its turn from that source...
+    assert_eq!(
+        native_from(&hub, "127.0.18.50", id, "right")
+            .await
+            .as_deref(),
+        Some("auth-throttled")
+    );
+    // ...while the real tagent, from its own address, is welcomed.
+    assert_eq!(native_from(&hub, "127.0.18.1", id, "right").await, None);
+    let m = hub.metrics().await;
+    assert_eq!(
+        m.value("tagent_hub_auth_failures_total{reason=\"throttled\"}"),
+        (throttled + 1) as f64
+    );
+}

@@ -21,6 +21,7 @@ use super::groups::GroupLists;
 use super::identity::{self, Refused, outranks};
 use super::lot::Lot;
 use super::metrics::HbMetrics;
+use super::proof_throttle::ProofThrottle;
 use super::reloader::reloader;
 use super::session::{ProtocolKind, Reported, Session, SessionKey, UNKNOWN_TENANT};
 use super::settings::Settings;
@@ -48,7 +49,9 @@ pub(super) struct Inner {
     pub(super) open: AtomicUsize,
     /// Where status transitions go, batched, to the registry's writer.
     pub(super) status: StatusReports,
-    pub(super) reload_tx: mpsc::UnboundedSender<Weak<Session>>,
+    /// Sessions waiting for their rate-limited `reload`; each session is
+    /// queued at most once, and the queue holds at most `max_sessions`.
+    pub(super) reload_tx: mpsc::Sender<Weak<Session>>,
     pub(super) groups: RwLock<GroupLists>,
     pub(super) advertised: (String, u16),
     pub(super) shutdown: Shutdown,
@@ -59,6 +62,8 @@ pub(super) struct Inner {
     pub(super) lot: Arc<Lot>,
     /// Where native handshakes get their credentials (one thread, in batches).
     pub(super) credentials: CredentialReader,
+    /// Failed native handshakes per source, with back-off.
+    pub(super) proofs: ProofThrottle,
 }
 
 impl Drop for Inner {
@@ -136,7 +141,7 @@ impl Hub {
         advertised: (String, u16),
         shutdown: Shutdown,
     ) -> std::io::Result<Hub> {
-        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+        let (reload_tx, reload_rx) = mpsc::channel(settings.max_sessions.max(1));
         let groups = registry.groups();
         let lot = Lot::start()?;
         let credentials = CredentialReader::start(registry.store())?;
@@ -157,6 +162,7 @@ impl Hub {
                 runtime: tokio::runtime::Handle::current(),
                 lot,
                 credentials,
+                proofs: ProofThrottle::default(),
             }),
         };
         registry.set_liveness(Arc::new(hub.clone()));
@@ -375,7 +381,15 @@ impl Hub {
         }
         if reload {
             self.inner.metrics.unregistered_heartbeats.increment(1);
-            let _ = self.inner.reload_tx.send(Arc::downgrade(session));
+            if self
+                .inner
+                .reload_tx
+                .try_send(Arc::downgrade(session))
+                .is_err()
+            {
+                // Full (or shutting down): its next heartbeat queues it again.
+                session.state.lock().reload_queued = false;
+            }
         }
         Ok(Beat {
             tagent,

@@ -25,6 +25,7 @@
 //! - `groups`: runner-group lists as tagents hold them (the `updategroup` cache).
 //! - `settings`: [`Settings`] from the configuration.
 //! - `credentials`: native handshakes' credentials, read in batches by one thread.
+//! - `proof_throttle`: failed native handshakes per source, with back-off.
 //! - `metrics`: metric handles resolved once.
 
 pub mod client;
@@ -40,6 +41,7 @@ mod lot;
 mod metrics;
 pub mod native;
 mod parking;
+mod proof_throttle;
 pub mod proto;
 mod reloader;
 pub mod session;

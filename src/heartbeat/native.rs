@@ -187,12 +187,22 @@ impl NativeSession {
             error_frame(out, "bad-hello", "tenant and port are required");
             return Flow::Close(DisconnectReason::ProtocolError);
         }
+        let peer = self.session.peer.ip();
+        if !self.hub.inner.proofs.admits(peer) {
+            return auth_failed(
+                out,
+                "throttled",
+                "auth-throttled",
+                "too many failed handshakes from this address: retry in a few seconds",
+            );
+        }
         if let Some(v) = version {
             let mut st = self.session.state.lock();
             st.reported.update(None, None, Some(&v), None);
         }
         let key = self.hub.key_for(&tenant, ip, port);
         if self.hub.resolve(&key, agent_id).is_none() {
+            self.hub.inner.proofs.failed(peer);
             return auth_failed(
                 out,
                 "unknown_tagent",
@@ -223,6 +233,7 @@ impl NativeSession {
             proof,
         );
         if !ok {
+            self.hub.inner.proofs.failed(self.session.peer.ip());
             return auth_failed(
                 out,
                 "bad_proof",

@@ -13,7 +13,7 @@ use super::session::Session;
 
 /// Send `reload` to the sessions queued on `rx`, at most `rate` per second,
 /// skipping those that registered or closed meanwhile.
-pub(super) async fn reloader(mut rx: mpsc::UnboundedReceiver<Weak<Session>>, rate: u32) {
+pub(super) async fn reloader(mut rx: mpsc::Receiver<Weak<Session>>, rate: u32) {
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while let Some(weak) = rx.recv().await {

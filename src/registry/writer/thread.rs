@@ -69,13 +69,37 @@ fn run(registry: Registry, mut rx: mpsc::Receiver<Job>) {
                 if !retry.is_empty() {
                     run.insert(0, Job::Status(std::mem::take(&mut retry)));
                 }
-                retry = process(&registry, run);
+                retry = bounded(process(&registry, run));
             }
             if let Some((edit, reply)) = groups {
                 let _ = reply.send(groups::change_groups(&registry, edit));
             }
         }
     }
+}
+
+/// Status changes carried over failed commits, at most: beyond, the list
+/// keeps each tagent's latest change only (about 32 bytes a change, so a
+/// store down for long cannot grow the writer without bound).
+const MAX_RETRY: usize = 1 << 20;
+
+/// `retry`, compacted to each tagent's latest change when it grew past
+/// [`MAX_RETRY`]: the latest report of a tagent is its state now.
+fn bounded(mut retry: Vec<StatusChange>) -> Vec<StatusChange> {
+    if retry.len() <= MAX_RETRY {
+        return retry;
+    }
+    let before = retry.len();
+    let mut seen = std::collections::HashSet::with_capacity(before / 2);
+    retry.reverse();
+    retry.retain(|c| seen.insert(c.id));
+    retry.reverse();
+    tracing::warn!(
+        before,
+        after = retry.len(),
+        "status changes waiting for the store compacted to each tagent's latest"
+    );
+    retry
 }
 
 /// Lease fencing: a runner-lost report becomes status changes only if the
@@ -195,4 +219,29 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
     answer::committed(accepted, deleted, opened, &groups);
     tracing::trace!(elapsed = ?started.elapsed(), "batch applied");
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DisconnectReason, Status};
+
+    #[test]
+    fn a_long_retry_list_keeps_each_tagents_latest_change() {
+        let change = |id, status, at| StatusChange {
+            id,
+            status,
+            at,
+            runner: None,
+        };
+        let down = Status::Disconnected(DisconnectReason::Eof);
+        let short: Vec<_> = (0..10).map(|i| change(1, down, i)).collect();
+        assert_eq!(bounded(short.clone()), short, "short lists are kept whole");
+        let mut long: Vec<_> = (0..MAX_RETRY as u64 + 5)
+            .map(|i| change(i % 3, if i % 2 == 0 { down } else { Status::Connected }, i))
+            .collect();
+        let last: Vec<_> = long.split_off(long.len() - 3);
+        long.extend(last.iter().copied());
+        assert_eq!(bounded(long), last);
+    }
 }
