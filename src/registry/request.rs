@@ -12,9 +12,15 @@ use crate::model::{HostFacts, MAX_TAGENT_ID, TagentId, parse_digits, parse_ip};
 
 /// Longest accepted value of a host fact (name, user, version, ...).
 pub const MAX_FIELD_LEN: usize = 255;
-/// Longest accepted credential blob.
-pub const MAX_CREDENTIAL_LEN: usize = 4096;
-/// Most contained ips one tagent may list.
+/// Longest accepted credential blob. A real tagent's is `{ENCRYPTED}` and
+/// the hex of its password (SPEC §5.1): 43 bytes for the 16-character
+/// passwords it generates, 411 for a 200-character one set by hand. Each
+/// ip of a registration stores the credential sealed in its account, so
+/// this bounds what one registration can write (with `MAX_IPS`: about
+/// 150 KB, against 1 MB at 4 KiB).
+pub const MAX_CREDENTIAL_LEN: usize = 512;
+/// Most contained ips one tagent may list: a host's NICs' IPv4 addresses
+/// (a Docker or Kubernetes node with many bridges has tens).
 pub const MAX_IPS: usize = 256;
 /// Longest accepted tenant name.
 pub const MAX_TENANT_LEN: usize = 64;

@@ -1307,6 +1307,28 @@ pub(crate) mod tests {
         assert_eq!(w.index.get(1).map(|t| t.first_registered), Some(1000));
     }
 
+    #[test]
+    fn rule1_what_one_registration_may_store_is_bounded() {
+        let body = |cred: usize, ips: usize| {
+            let list: Vec<String> = (0..ips)
+                .map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1))
+                .collect();
+            format!(
+                r#"{{"tenant":"t","port":1,"mgmtIp":"10.1.0.1","ipString":"{}","credential":"{}"}}"#,
+                list.join(","),
+                "a".repeat(cred)
+            )
+        };
+        use crate::registry::request::{MAX_CREDENTIAL_LEN, MAX_IPS};
+        assert!(parse(&body(MAX_CREDENTIAL_LEN, MAX_IPS)).is_ok());
+        let e = parse(&body(MAX_CREDENTIAL_LEN + 1, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'credential' is longer than 512 bytes"), "{e}");
+        let e = parse(&body(1, MAX_IPS + 1)).unwrap_err().to_string();
+        assert!(e.contains("more than 256 ips"), "{e}");
+    }
+
     fn with_credential(mut r: RegisterRequest, c: &str) -> RegisterRequest {
         r.credential = Some(crate::registry::Secret(c.into()));
         r
