@@ -164,7 +164,21 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     let router = http::router(state, config.max_body_bytes, tokens);
     let limits = http::Limits::from_config(&config.http);
-    let http = tokio::spawn(http::serve(http_listener, router, limits, shutdown.clone()));
+    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = http::tls::acceptor(cert, key).context("cannot set up TLS")?;
+            tracing::info!(cert = %cert.display(), "HTTP port serves TLS only");
+            Some(acceptor)
+        }
+        _ => None,
+    };
+    let http = tokio::spawn(http::serve(
+        http_listener,
+        router,
+        limits,
+        tls,
+        shutdown.clone(),
+    ));
 
     shutdown.wait().await;
     // Within 5 s of the signal: stop accepting, close every session, flush

@@ -81,6 +81,10 @@ pub struct HttpConfig {
     /// rates apply to: loopback by default (the host itself); add a NAT
     /// that many tagents share.
     pub unlimited_networks: Vec<IpNet>,
+    /// TLS on this port: a PEM certificate chain (leaf first) and its PEM
+    /// private key; both or neither. Without them the port is plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -100,6 +104,8 @@ impl Default for HttpConfig {
                 "127.0.0.0/8".parse().expect("a network"),
                 "::1/128".parse().expect("a network"),
             ],
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -428,6 +434,11 @@ impl Config {
                 "http max_header_bytes must be 1024..=1048576, max_headers 8..=1024, \
                  header_timeout_secs and body_timeout_secs at least 1"
                     .into(),
+            ));
+        }
+        if http.tls_cert.is_some() != http.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "http tls_cert and tls_key go together: set both, or neither".into(),
             ));
         }
         if http.max_connections < 8 || http.max_connections_per_ip == 0 {

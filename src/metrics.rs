@@ -252,7 +252,7 @@ pub const FAMILIES: &[Family] = &[
         Kind::Counter,
         "HTTP connections and requests refused by the server's limits, by reason \
          (header_too_large, header_timeout, malformed, slow_body, max_connections, \
-         max_connections_per_ip).",
+         max_connections_per_ip, tls_handshake).",
         &[label(
             "reason",
             &[
@@ -262,6 +262,7 @@ pub const FAMILIES: &[Family] = &[
                 "slow_body",
                 "max_connections",
                 "max_connections_per_ip",
+                "tls_handshake",
             ],
         )],
     ),

@@ -502,3 +502,102 @@ async fn guessing_native_credentials_is_held_back_per_source() {
         (throttled + 1) as f64
     );
 }
+
+/// One request over TLS to `hub`, trusting `ca` (DER): the reply's status
+/// and body, or `None` when the connection or handshake failed.
+async fn tls_exchange(hub: &Server, ca: &[u8], request: String) -> Option<(u16, String)> {
+    use std::sync::Arc;
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca.to_vec()))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = TlsConnector::from(Arc::new(config));
+    let exchange = async {
+        let tcp = TcpStream::connect(hub.http_addr()).await.ok()?;
+        let name = ServerName::IpAddress(ip("127.0.0.1").into());
+        let mut tls = connector.connect(name, tcp).await.ok()?;
+        tls.write_all(request.as_bytes()).await.ok()?;
+        let mut reply = Vec::new();
+        let _ = tls.read_to_end(&mut reply).await;
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        let status = reply.split(' ').nth(1)?.parse().ok()?;
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        Some((status, body))
+    };
+    tokio::time::timeout(WAIT, exchange).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn the_http_port_serves_tls_when_configured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert_path, key_path) = (tmp.path().join("hub.crt"), tmp.path().join("hub.key"));
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
+    let hub = Server::start_with(Options::default().config(&format!(
+        "[http]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert_path.display(),
+        key_path.display()
+    )));
+    let ca = key.cert.der().to_vec();
+    let get = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            common::ADMIN_TOKEN
+        )
+    };
+    assert_eq!(
+        tls_exchange(&hub, &ca, get("/healthz")).await,
+        Some((200, "ok\n".to_owned()))
+    );
+    // A tagent whose HTTP client speaks https registers as usual.
+    let body = r#"{"tagentId":"","port":"3939","ipString":"127.0.19.1","mgmtIp":"127.0.19.1","name":"h","credential":"c"}"#;
+    let post = format!(
+        "POST /register?tenant=t HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, reply) = tls_exchange(&hub, &ca, post).await.expect("a reply");
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains(r#""Status":"OK""#), "{reply}");
+    // Plain HTTP on the TLS port: no reply, the connection closed, counted.
+    let (status, _) = http_plain(&hub).await;
+    assert_eq!(status, None);
+    let (_, metrics) = tls_exchange(&hub, &ca, get("/metrics"))
+        .await
+        .expect("metrics");
+    let m = Metrics { text: metrics };
+    assert!(
+        m.value("tagent_hub_http_rejected_total{reason=\"tls_handshake\"}") >= 1.0,
+        "{}",
+        m.text
+    );
+    // A client that does not trust the certificate gets nothing.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    assert_eq!(
+        tls_exchange(&hub, other.cert.der(), get("/healthz")).await,
+        None
+    );
+}
+
+/// A plain-text `GET /healthz`: the status, if any reply came.
+async fn http_plain(hub: &Server) -> (Option<u16>, String) {
+    let mut s = TcpStream::connect(hub.http_addr()).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    (reply.split(' ').nth(1).and_then(|c| c.parse().ok()), reply)
+}

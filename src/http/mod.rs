@@ -16,6 +16,7 @@ mod router;
 mod server;
 mod state;
 pub mod tagents;
+pub mod tls;
 
 pub use client_ip::client_ip;
 pub use error::{ApiError, ErrorBody, api_error, error_reply};

@@ -8,7 +8,9 @@
 //! `max_connections` are open, at most `max_connections_per_ip` from one
 //! source: beyond, a new connection is closed at once, so idle clients
 //! cannot take the descriptors heartbeat sessions and the store need. The
-//! loop backs off on `EMFILE` like the heartbeat listener. Each refusal is
+//! loop backs off on `EMFILE` like the heartbeat listener. With TLS
+//! configured, every connection is a TLS one; its handshake must end within
+//! `header_timeout`. Each refusal is
 //! counted in `tagent_hub_http_rejected_total{reason}`.
 
 use std::pin::Pin;
@@ -23,6 +25,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
@@ -76,6 +79,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let mut builder = http1::Builder::new();
@@ -116,40 +120,83 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo(peer));
             router.clone().call(req)
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.wait() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                let reason = if e.is_parse_too_large() {
-                    "header_too_large"
-                } else if e.is_timeout() {
-                    "header_timeout"
-                } else if e.is_parse() {
-                    "malformed"
-                } else {
-                    // The client went away mid-request, or the body timed
-                    // out (counted where it did).
-                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
-                    return;
-                };
-                rejected(reason);
-                tracing::debug!(%peer, error = %e, reason, "HTTP connection refused");
+        let (builder, shutdown) = (builder.clone(), shutdown.clone());
+        let handshake = limits.header_timeout;
+        match tls.clone() {
+            None => {
+                connections.spawn(async move {
+                    let _permit = permit;
+                    serve_one(&builder, stream, service, &shutdown, peer).await;
+                });
             }
-        });
+            Some(acceptor) => {
+                connections.spawn(async move {
+                    let _permit = permit;
+                    // The handshake gets the head's time: a silent or
+                    // plain-text client is cut off like a slow head.
+                    let stream =
+                        match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                rejected("tls_handshake");
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                rejected("tls_handshake");
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    serve_one(&builder, stream, service, &shutdown, peer).await;
+                });
+            }
+        }
     }
     connections.close();
     let _ = tokio::time::timeout(DRAIN, connections.wait()).await;
     tracing::info!("HTTP listener stopped");
     Ok(())
+}
+
+/// Serve one connection (plain or TLS) until it ends or shutdown drains it;
+/// count what the server's limits refused.
+async fn serve_one<I, S>(
+    builder: &http1::Builder,
+    io: I,
+    service: S,
+    shutdown: &Shutdown,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.wait() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        let reason = if e.is_parse_too_large() {
+            "header_too_large"
+        } else if e.is_timeout() {
+            "header_timeout"
+        } else if e.is_parse() {
+            "malformed"
+        } else {
+            // The client went away mid-request, or the body timed out
+            // (counted where it did).
+            tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            return;
+        };
+        rejected(reason);
+        tracing::debug!(%peer, error = %e, reason, "HTTP connection refused");
+    }
 }
 
 /// A request body that must arrive whole before a deadline: a client that
