@@ -43,12 +43,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 )?,
                 schema: config.store.schema.clone(),
                 pool_size: config.store.pool_size,
+                tls_ca: config.store.tls_ca.clone(),
             };
-            Arc::new(
-                tokio::task::spawn_blocking(move || PgStore::open(&opts, cipher))
-                    .await?
-                    .context("cannot open the PostgreSQL store")?,
-            )
+            let store = tokio::task::spawn_blocking(move || {
+                let store = PgStore::open(&opts, cipher)?;
+                let encrypted = store.encrypted()?;
+                Ok::<_, crate::store::StoreError>((store, encrypted))
+            })
+            .await?
+            .context("cannot open the PostgreSQL store")?;
+            tracing::info!(encrypted = store.1, "connected to PostgreSQL");
+            Arc::new(store.0)
         }
     };
     crate::data_dir::restrict_files(&config.data_dir).with_context(|| {

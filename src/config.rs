@@ -178,6 +178,9 @@ pub struct StoreConfig {
     /// A hub renews its lease every third of this; when it stops renewing,
     /// another hub marks its tagents `runner-lost` once it expires.
     pub lease_secs: u64,
+    /// TLS to PostgreSQL, the server's certificate verified against the CA
+    /// certificates (PEM) in this file. Without it: plain TCP.
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -195,6 +198,7 @@ impl Default for StoreConfig {
             schema: "tagent_hub".into(),
             pool_size: 8,
             lease_secs: 10,
+            tls_ca: None,
         }
     }
 }

@@ -310,6 +310,7 @@ fn a_renewed_lease_fences_off_an_older_runner_lost_decision() {
         url,
         schema,
         pool_size: 2,
+        tls_ca: None,
     };
     let store = PgStore::open(&opts, CredentialCipher::from_hex(KEY).unwrap()).unwrap();
     let a = HubInfo {
@@ -350,4 +351,57 @@ fn a_renewed_lease_fences_off_an_older_runner_lost_decision() {
     assert_eq!(lease_of(&store).epoch, renewed.epoch);
     assert!(!still(&store, seen.epoch));
     assert!(still(&store, renewed.epoch));
+}
+
+/// TLS to PostgreSQL (issue 13 finding 7): with `tls_ca`, the store's
+/// connections are encrypted and the server's certificate verified.
+#[test]
+fn the_store_talks_tls_to_postgresql_when_given_a_ca() {
+    use tagent_hub::store::{CredentialCipher, PgOptions, PgStore};
+    let Some((url, schema)) = common::postgres("the_store_talks_tls_to_postgresql") else {
+        return;
+    };
+    let Some(ca) = std::env::var_os("TAGENT_HUB_TEST_PG_CA") else {
+        eprintln!("skipped the_store_talks_tls_to_postgresql: TAGENT_HUB_TEST_PG_CA is not set");
+        return;
+    };
+    let open = |tls_ca: Option<std::path::PathBuf>| {
+        PgStore::open(
+            &PgOptions {
+                url: url.clone(),
+                schema: schema.clone(),
+                pool_size: 2,
+                tls_ca,
+            },
+            CredentialCipher::from_hex(KEY).unwrap(),
+        )
+    };
+    let store = open(Some(ca.into())).expect("open over TLS");
+    assert!(store.encrypted().unwrap());
+    drop(store);
+    assert!(
+        !open(None).unwrap().encrypted().unwrap(),
+        "plain without tls_ca"
+    );
+    // A certificate that does not chain to the given CA: refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let wrong = tmp.path().join("other.crt");
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let err = open(Some(wrong)).err().expect("a wrong CA is refused");
+    assert!(!err.to_string().contains("postgres://"), "{err}");
+    // A URL asking for TLS without a CA is not silently downgraded.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let err = PgStore::open(
+        &PgOptions {
+            url: format!("{url}{sep}sslmode=require"),
+            schema: schema.clone(),
+            pool_size: 2,
+            tls_ca: None,
+        },
+        CredentialCipher::from_hex(KEY).unwrap(),
+    )
+    .err()
+    .expect("sslmode=require without tls_ca is refused");
+    assert!(err.to_string().contains("set store.tls_ca"), "{err}");
 }

@@ -779,6 +779,7 @@ fn open_pg(url: &str, schema: &str, live: &Arc<AtomicU64>) -> Registry {
         url: url.to_owned(),
         schema: schema.to_owned(),
         pool_size: 2,
+        tls_ca: None,
     };
     let store = PgStore::open(&opts, CredentialCipher::from_hex(KEY).unwrap()).unwrap();
     let registry = Registry::open(Arc::new(store), runner_groups()).unwrap();

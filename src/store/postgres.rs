@@ -24,6 +24,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::error::{pg_err, pool_err};
 use super::{
@@ -44,6 +45,39 @@ pub struct PgOptions {
     pub schema: String,
     /// Connections in the pool.
     pub pool_size: usize,
+    /// TLS to the database, verified against the CA certificates (PEM) in
+    /// this file; `None`: plain TCP (sslmode is then `disable`).
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+/// The rustls connector for `ca` (PEM certificates the server's must chain
+/// to).
+fn tls_connector(ca: &std::path::Path) -> Result<MakeRustlsConnect, StoreError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .and_then(|c| c.collect())
+        .map_err(|e| StoreError::Config(format!("postgres tls_ca {}: {e}", ca.display())))?;
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| StoreError::Config(format!("postgres tls_ca {}: {e}", ca.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(StoreError::Config(format!(
+            "postgres tls_ca {} holds no certificate",
+            ca.display()
+        )));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Config(format!("postgres TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// The schema, one step per version, each applied in one transaction.
@@ -102,6 +136,8 @@ pub struct PgStore {
     /// The revision the registry's index has seen: what the next
     /// [`WriteTxn::changes`] reads after. Only the writer thread moves it.
     seen: AtomicI64,
+    /// TLS to the database, when configured.
+    tls: Option<MakeRustlsConnect>,
 }
 
 impl Drop for PgStore {
@@ -144,6 +180,23 @@ fn encode(t: &StoredTagent) -> Result<Vec<u8>, StoreError> {
 }
 
 impl PgStore {
+    /// Whether this store's connections to the database are encrypted
+    /// (PostgreSQL's own view, `pg_stat_ssl`).
+    pub fn encrypted(&self) -> Result<bool, StoreError> {
+        self.block_on(async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(row.get::<_, bool>(0))
+        })
+    }
+
     /// Connect, run the migrations, and check the credential key.
     pub fn open(opts: &PgOptions, cipher: CredentialCipher) -> Result<PgStore, StoreError> {
         if !valid_schema(&opts.schema) {
@@ -170,13 +223,30 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Runtime(Arc::new(e)))?;
-        let mgr = Manager::from_config(
-            pg.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = match &opts.tls_ca {
+            Some(ca) => {
+                pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Some(tls_connector(ca)?)
+            }
+            None if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                return Err(StoreError::Config(
+                    "the postgres url asks for sslmode=require: set store.tls_ca to the CA \
+                     certificates the server's must chain to"
+                        .into(),
+                ));
+            }
+            None => {
+                pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                None
+            }
+        };
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match &tls {
+            Some(t) => Manager::from_config(pg.clone(), t.clone(), manager_config),
+            None => Manager::from_config(pg.clone(), NoTls, manager_config),
+        };
         let pool = {
             let _guard = rt.enter();
             Pool::builder(mgr)
@@ -194,6 +264,7 @@ impl PgStore {
             channel: format!("tagent_hub_{}", opts.schema),
             cipher,
             seen: AtomicI64::new(0),
+            tls,
         };
         store.block_on(store.migrate(&opts.schema))?;
         store.block_on(store.check_key())?;
@@ -778,10 +849,14 @@ impl RegistryStore for PgStore {
     fn subscribe(&self, notify: Arc<dyn Fn() + Send + Sync>) {
         let pg = self.pg.clone();
         let listen = format!("LISTEN {}", self.channel);
-        self.rt
+        let rt = self
+            .rt
             .as_ref()
-            .expect("the runtime lives as long as the store")
-            .spawn(listen_loop(pg, listen, notify));
+            .expect("the runtime lives as long as the store");
+        match self.tls.clone() {
+            Some(tls) => rt.spawn(listen_loop(pg, listen, notify, tls)),
+            None => rt.spawn(listen_loop(pg, listen, notify, NoTls)),
+        };
     }
 
     fn renew_lease(&self, hub: &HubInfo, ttl: Duration) -> Result<bool, StoreError> {
@@ -844,13 +919,19 @@ impl RegistryStore for PgStore {
 /// Hold a connection that `LISTEN`s for other hubs' commits and call
 /// `notify` for each, and once per (re)connect for what was missed.
 /// Ends with the store's runtime.
-async fn listen_loop(
+async fn listen_loop<T>(
     pg: tokio_postgres::Config,
     listen: String,
     notify: Arc<dyn Fn() + Send + Sync>,
-) {
+    tls: T,
+) where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Clone + Send + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+{
     loop {
-        match pg.connect(NoTls).await {
+        match pg.connect(tls.clone()).await {
             Ok((client, mut conn)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
