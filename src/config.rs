@@ -264,6 +264,13 @@ pub struct HeartbeatConfig {
     /// A compat connection that leaves more reply bytes unread than this
     /// (a real tagent reads each reply before its next line) is closed.
     pub compat_max_unsent_bytes: usize,
+    /// Most connections from one source (an IPv4 address, an IPv6 /64)
+    /// outside `unlimited_networks` and `compat_trusted_networks`; beyond,
+    /// a new one is closed at once.
+    pub max_sessions_per_ip: usize,
+    /// Sources `max_sessions_per_ip` does not apply to: loopback by
+    /// default; add the NATs many tagents connect through.
+    pub unlimited_networks: Vec<IpNet>,
 }
 
 impl Default for HeartbeatConfig {
@@ -283,6 +290,11 @@ impl Default for HeartbeatConfig {
             status_flush_ms: 100,
             compat_trusted_networks: Vec::new(),
             compat_max_unsent_bytes: 16 * 1024,
+            max_sessions_per_ip: 1024,
+            unlimited_networks: vec![
+                "127.0.0.0/8".parse().expect("a network"),
+                "::1/128".parse().expect("a network"),
+            ],
         }
     }
 }
@@ -411,6 +423,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "heartbeat max_line_bytes and max_frame_bytes must be between 256 and 16777216"
                     .into(),
+            ));
+        }
+        if hb.max_sessions_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "heartbeat max_sessions_per_ip must be at least 1".into(),
             ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&hb.compat_max_unsent_bytes) {

@@ -353,6 +353,7 @@ pub const FAMILIES: &[Family] = &[
             "kind",
             &[
                 "max_sessions",
+                "max_sessions_per_ip",
                 "first_message_timeout",
                 "compat_refused",
                 "native_refused",

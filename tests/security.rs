@@ -601,3 +601,54 @@ async fn http_plain(hub: &Server) -> (Option<u16>, String) {
     let reply = String::from_utf8_lossy(&reply).into_owned();
     (reply.split(' ').nth(1).and_then(|c| c.parse().ok()), reply)
 }
+
+#[tokio::test]
+async fn heartbeat_connections_are_capped_per_source() {
+    let hub = Server::start_with(Options::default().config(
+        "[heartbeat]\nmax_sessions_per_ip = 3\nunlimited_networks = []\nfirst_message_timeout_secs = 30\n",
+    ));
+    let (id, group) = hub.register_tagent("t", "127.0.21.1", "c").await;
+    // A flood from one source: 3 held, the rest closed at once.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            connect_from(hub.heartbeat_addr(), ip("127.0.21.99"))
+                .await
+                .unwrap(),
+        );
+    }
+    for _ in 0..5 {
+        let mut s = connect_from(hub.heartbeat_addr(), ip("127.0.21.99"))
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut s, WAIT).await,
+            "a 4th from one source was kept"
+        );
+    }
+    assert!(!closed_within(&mut held[0], Duration::from_millis(300)).await);
+    // The tagent, from its own address, connects and is answered.
+    let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), "127.0.21.1").await;
+    let line = json!({"type":"monitor","tenant":"t","agentId":id,"port":3939,
+        "ipString":"127.0.21.1","proxyGroup":group,"mgmtIp":"127.0.21.1",
+        "status":"working","version":"1.5.4"});
+    assert_eq!(tagent.send(&line).await, json!({"Status":"OK"}));
+    // Once the flood leaves, its source may connect again.
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s = connect_from(hub.heartbeat_addr(), ip("127.0.21.99"))
+            .await
+            .unwrap();
+        if !closed_within(&mut s, Duration::from_millis(300)).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the source stays refused");
+    }
+    let m = hub.metrics().await;
+    assert!(
+        m.value("tagent_hub_connection_errors_total{kind=\"max_sessions_per_ip\"}") >= 5.0,
+        "{}",
+        m.text
+    );
+}

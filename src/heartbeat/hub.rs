@@ -6,6 +6,8 @@
 //! removes entries that still point at it, so it never touches its
 //! replacement.
 
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -29,6 +31,7 @@ use super::status::StatusReports;
 use super::sweeper::sweeper;
 use crate::model::now_millis;
 use crate::model::{DisconnectReason, TagentId};
+use crate::net::source_key;
 use crate::registry::{IndexView, Liveness, Registry};
 use crate::shutdown::Shutdown;
 
@@ -47,6 +50,10 @@ pub(super) struct Inner {
     pub(super) live: DashMap<TagentId, Arc<Session>>,
     /// Open connections, identified or not (what `max_sessions` bounds).
     pub(super) open: AtomicUsize,
+    /// Open connections by the hash of their source, outside the unlimited
+    /// networks (what `max_sessions_per_ip` bounds); a source leaves with
+    /// its last connection.
+    pub(super) by_source: DashMap<u64, usize>,
     /// Where status transitions go, batched, to the registry's writer.
     pub(super) status: StatusReports,
     /// Sessions waiting for their rate-limited `reload`; each session is
@@ -154,6 +161,7 @@ impl Hub {
                 by_key: DashMap::new(),
                 live: DashMap::new(),
                 open: AtomicUsize::new(0),
+                by_source: DashMap::new(),
                 status,
                 reload_tx,
                 advertised,
@@ -240,12 +248,14 @@ impl Hub {
     }
 
     /// Count a new connection; `None` when `max_sessions` are open.
-    pub(crate) fn admit(&self) -> Option<OpenGuard> {
+    /// Count a new connection from `peer`, or say which bound refuses it:
+    /// `max_sessions`, or `max_sessions_per_ip` for its source.
+    pub(crate) fn admit(&self, peer: IpAddr) -> Result<OpenGuard, &'static str> {
         let max = self.inner.settings.max_sessions;
         let mut cur = self.inner.open.load(Ordering::Acquire);
         loop {
             if cur >= max {
-                return None;
+                return Err("max_sessions");
             }
             match self.inner.open.compare_exchange_weak(
                 cur,
@@ -253,10 +263,34 @@ impl Hub {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(OpenGuard(self.clone())),
+                Ok(_) => break,
                 Err(now) => cur = now,
             }
         }
+        let mut guard = OpenGuard {
+            hub: self.clone(),
+            source: 0,
+        };
+        let settings = &self.inner.settings;
+        let peer = peer.to_canonical();
+        if settings.unlimited_sources.iter().any(|n| n.contains(&peer)) {
+            return Ok(guard);
+        }
+        // Counted under a hash of the source (8 bytes in every session's
+        // guard, not an address): two sources that collide share a count,
+        // which can only refuse early, never admit more.
+        let source =
+            foldhash::fast::FixedState::with_seed(0x7461_6765_6e74).hash_one(source_key(peer)) | 1;
+        let mut n = self.inner.by_source.entry(source).or_insert(0);
+        if *n >= settings.max_per_source {
+            drop(n);
+            // `guard` gives the total back as it drops.
+            return Err("max_sessions_per_ip");
+        }
+        *n += 1;
+        drop(n);
+        guard.source = source;
+        Ok(guard)
     }
 
     pub(crate) fn new_session(
@@ -598,19 +632,33 @@ impl Hub {
 }
 
 /// A connection's handle on the hub, which counts it as open until dropped
-/// (what `max_sessions` bounds). A session's protocol half holds it.
-pub struct OpenGuard(Hub);
+/// (what `max_sessions` and `max_sessions_per_ip` bound). A session's
+/// protocol half holds it.
+pub struct OpenGuard {
+    hub: Hub,
+    /// The hash its source is counted under; 0: not counted (unlimited).
+    source: u64,
+}
 
 impl std::ops::Deref for OpenGuard {
     type Target = Hub;
 
     fn deref(&self) -> &Hub {
-        &self.0
+        &self.hub
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.inner.open.fetch_sub(1, Ordering::AcqRel);
+        if self.source != 0 {
+            self.hub
+                .inner
+                .by_source
+                .remove_if_mut(&self.source, |_, n| {
+                    *n -= 1;
+                    *n == 0
+                });
+        }
+        self.hub.inner.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

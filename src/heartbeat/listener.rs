@@ -45,11 +45,14 @@ pub async fn run(hub: Hub, listener: TcpListener) {
         .accept(&listener, &shutdown, || hub.open_connections())
         .await
     {
-        let Some(guard) = hub.admit() else {
-            HbMetrics::rejected("max_sessions");
-            let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            drop(stream);
-            continue;
+        let guard = match hub.admit(peer.ip()) {
+            Ok(guard) => guard,
+            Err(bound) => {
+                HbMetrics::rejected(bound);
+                let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                drop(stream);
+                continue;
+            }
         };
         configure(&stream);
         tokio::spawn(serve(hub.clone(), stream, peer, guard));

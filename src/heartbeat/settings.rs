@@ -27,6 +27,9 @@ pub struct Settings {
     /// A compat connection is closed once it leaves this many reply bytes
     /// unread (see `conn.rs`); its kernel send buffer is sized to it too.
     pub compat_max_unsent: usize,
+    /// Most connections from one source, and the sources exempt.
+    pub max_per_source: usize,
+    pub unlimited_sources: Vec<ipnet::IpNet>,
 }
 
 /// File descriptors kept back from `max_sessions` for the store, the
@@ -58,6 +61,13 @@ impl Settings {
             status_flush: Duration::from_millis(c.status_flush_ms.max(1)),
             compat_trusted_networks: c.compat_trusted_networks.clone(),
             compat_max_unsent: c.compat_max_unsent_bytes,
+            max_per_source: c.max_sessions_per_ip,
+            unlimited_sources: c
+                .unlimited_networks
+                .iter()
+                .chain(&c.compat_trusted_networks)
+                .copied()
+                .collect(),
         }
     }
 
