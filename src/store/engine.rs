@@ -9,6 +9,7 @@ use super::crypto::open_credential;
 use super::{
     Changes, CredentialCipher, ScanItem, StoreError, StoredAccount, StoredGroup, WriteBatch,
 };
+use crate::model::AuditEntry;
 
 /// One write transaction, opened by [`RegistryStore::begin`]. Dropping it
 /// without `commit` rolls it back.
@@ -118,6 +119,14 @@ pub trait RegistryStore: Send + Sync {
         let _ = (hub, ttl);
         Ok(false)
     }
+
+    /// Append `entry` to the audit log (its `seq` is ignored); returns the
+    /// seq given. Its own transaction, never the registry's writer's.
+    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError>;
+
+    /// At most `limit` audit entries, newest first, those before the seq
+    /// `before` (all with `None`).
+    fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// The hubs whose lease has lapsed, and every hub alive, by heartbeat address.
     fn hubs(&self) -> Result<Vec<HubLease>, StoreError> {

@@ -31,7 +31,7 @@ use super::{
     RegistryStore, ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch,
     WriteTxn, account_aad, open_credential, wrong_key,
 };
-use crate::model::{Status, TagentId, account_name};
+use crate::model::{AuditEntry, Status, TagentId, account_name};
 
 /// How to reach the shared database.
 #[derive(Debug, Clone)]
@@ -47,9 +47,10 @@ pub struct PgOptions {
 }
 
 /// The schema, one step per version, each applied in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE registry_meta (key text PRIMARY KEY, value bigint NOT NULL);
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE registry_meta (key text PRIMARY KEY, value bigint NOT NULL);
      INSERT INTO registry_meta (key, value) VALUES ('revision', 0), ('next_id', 1);
      CREATE TABLE tagents (
          id bigint PRIMARY KEY,
@@ -77,7 +78,20 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          http text NOT NULL,
          lease_until timestamptz NOT NULL
      );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE audit (
+         seq bigserial PRIMARY KEY,
+         at_ms bigint NOT NULL,
+         who text NOT NULL,
+         action text NOT NULL,
+         tagent bigint NOT NULL,
+         result text NOT NULL,
+         detail text
+     );",
+    ),
+];
 
 /// Rows read per round trip while the index is rebuilt.
 const SCAN_PAGE: i64 = 10_000;
@@ -808,6 +822,58 @@ impl RegistryStore for PgStore {
                     http: r.get(1),
                 },
                 alive: r.get(2),
+            })
+            .collect())
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
+        let seq: i64 = self.block_on(async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "INSERT INTO audit (at_ms, who, action, tagent, result, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                    &[
+                        &(entry.at_ms as i64),
+                        &entry.who,
+                        &entry.action,
+                        &(entry.tagent as i64),
+                        &entry.result,
+                        &entry.detail,
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok::<_, StoreError>(row.get(0))
+        })?;
+        Ok(seq as u64)
+    }
+
+    fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = self.block_on(async {
+            self.client()
+                .await?
+                .query(
+                    "SELECT seq, at_ms, who, action, tagent, result, detail FROM audit
+                     WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                    &[&before, &limit],
+                )
+                .await
+                .map_err(pg_err)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                seq: r.get::<_, i64>(0) as u64,
+                at_ms: r.get::<_, i64>(1) as u64,
+                who: r.get(2),
+                action: r.get(3),
+                tagent: r.get::<_, i64>(4) as u64,
+                result: r.get(5),
+                detail: r.get(6),
             })
             .collect())
     }
