@@ -47,7 +47,7 @@ pub struct ConfigChange {
     /// Why it failed (also for a failure before any step: busy, unknown
     /// tagent, no credential).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub message: Option<String>,
 }
 
 impl ConfigChange {
@@ -56,7 +56,7 @@ impl ConfigChange {
             id,
             result: "changed".into(),
             steps: Vec::new(),
-            error: None,
+            message: None,
         }
     }
 
@@ -81,7 +81,7 @@ impl ConfigChange {
             });
         }
         self.result = "failed".into();
-        self.error = Some(error);
+        self.message = Some(error);
         self
     }
 
@@ -223,7 +223,7 @@ impl Operations {
         change: &ConfigChange,
         keys: Option<String>,
     ) {
-        let detail = match (keys, &change.error) {
+        let detail = match (keys, &change.message) {
             (Some(k), Some(e)) => Some(format!("{k}: {e}")),
             (Some(k), None) => Some(k),
             (None, e) => e.clone(),
