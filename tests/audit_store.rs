@@ -19,10 +19,15 @@ fn entry(n: u64) -> AuditEntry {
         seq: 0,
         at_ms: 1_700_000_000_000 + n,
         who: "token:0a1b2c3d".into(),
-        action: if n % 2 == 0 { "reload" } else { "set-config" }.into(),
+        action: if n.is_multiple_of(2) {
+            "reload"
+        } else {
+            "set-config"
+        }
+        .into(),
         tagent: 100 + n,
         result: if n == 3 { "wrong_credential" } else { "ok" }.into(),
-        detail: (n % 2 == 1).then(|| format!("proxy.group: try {n}")),
+        detail: (!n.is_multiple_of(2)).then(|| format!("proxy.group: try {n}")),
     }
 }
 
