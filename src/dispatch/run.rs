@@ -145,7 +145,8 @@ impl Dispatch<'_> {
 }
 
 /// A listener reload's failure as a command's outcome: nothing listening
-/// (or no connection within 3 s) is `not-connected`, no answer in time `timeout`, the rest `failed`.
+/// (or no connection within 3 s) is `not-connected`, no answer in time (or
+/// no room on the hub in time) `timeout`, the rest `failed`.
 fn listener_outcome(e: &OperationError) -> CommandOutcome {
     match e {
         OperationError::NoTagent(_) => CommandOutcome::NotFound,
@@ -161,7 +162,57 @@ fn listener_outcome(e: &OperationError) -> CommandOutcome {
             source: ListenerError::Timeout { .. },
             ..
         }
-        | OperationError::Deadline(_) => CommandOutcome::Timeout,
+        | OperationError::Deadline(_)
+        | OperationError::HubBusy(_) => CommandOutcome::Timeout,
         _ => CommandOutcome::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_listener_reload_failure_reads_as_a_command_outcome() {
+        let listener = |source| OperationError::Listener { id: 7, source };
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let addr = "127.0.0.1:3939".parse().unwrap();
+        let cases = [
+            (OperationError::NoTagent(7), CommandOutcome::NotFound),
+            (
+                listener(ListenerError::Connect {
+                    addr,
+                    source: refused,
+                }),
+                CommandOutcome::NotConnected,
+            ),
+            (
+                listener(ListenerError::Timeout {
+                    waited: Duration::from_secs(3),
+                    stage: "connect",
+                }),
+                CommandOutcome::NotConnected,
+            ),
+            (
+                listener(ListenerError::Timeout {
+                    waited: Duration::from_secs(30),
+                    stage: "reload status",
+                }),
+                CommandOutcome::Timeout,
+            ),
+            (OperationError::HubBusy(64), CommandOutcome::Timeout),
+            (
+                OperationError::Deadline(Duration::from_secs(60)),
+                CommandOutcome::Timeout,
+            ),
+            (listener(ListenerError::AuthRefused), CommandOutcome::Failed),
+            (OperationError::NoCredential(7), CommandOutcome::Failed),
+            (OperationError::Busy(7), CommandOutcome::Failed),
+        ];
+        for (e, outcome) in cases {
+            assert_eq!(listener_outcome(&e), outcome, "{e}");
+        }
     }
 }
