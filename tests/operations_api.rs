@@ -527,6 +527,26 @@ async fn the_whole_config_is_written_then_reloaded() {
         );
         assert_eq!(fake.reloads(), 1);
 
+        // The credential cannot change here: the hub logs in with it.
+        let changed: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                if l.starts_with("credential=") {
+                    "credential=something-else".to_owned()
+                } else {
+                    l.clone()
+                }
+            })
+            .collect();
+        let (status, r) = send(&hub, "PUT", &path, json!({"lines": changed}), ADMIN_TOKEN).await;
+        assert_eq!(status, 400, "{r}");
+        assert_eq!(
+            r["steps"],
+            json!([{"step":"read","result":"bad_config","error":
+                "the credential cannot be changed here (the hub must keep knowing it): leave it ****** or use resetcred"}])
+        );
+        assert_eq!(fake.uploads().len(), 1, "nothing uploaded");
+
         // A file without a required key is refused before any connection.
         let before = fake.requests().len();
         let (status, r) = send(

@@ -107,19 +107,20 @@ pub(super) async fn config(
 pub struct ConfigPut {
     /// Every line of the new file. It must set `credential`,
     /// `listen.port`, `proxy.registeraddress` and `tenant`; a `credential`
-    /// of `******` (as `GET` shows it) keeps the tagent's real one.
+    /// of `******` (as `GET` shows it) keeps the tagent's real one, and
+    /// another value than the real one is refused.
     pub lines: Vec<String>,
 }
 
 /// Write the tagent's whole config file over its listener: uploaded to
 /// `$TAGENT_HOME/conf/`, then a reload. The reply has each step's result
-/// (`read` only for a masked credential, `upload`, `reload`). Needs an
+/// (`read`, `upload`, `reload`). Needs an
 /// admin token.
 #[utoipa::path(put, path = "/api/v1/tagents/{id}/config", tag = "operations", operation_id = "put_tagent_config",
     params(("id" = u64, Path, description = "tagent id")),
     request_body = ConfigPut,
     responses((status = 200, body = ConfigChange, description = "uploaded and reloaded"),
-        (status = 400, body = super::ErrorBody, description = "not a valid file (a required key missing, a line with a newline)"),
+        (status = 400, body = super::ErrorBody, description = "not a valid file (a required key missing, a line with a newline, a changed credential: then a ConfigChange whose read step says so)"),
         (status = 404, body = super::ErrorBody, description = "no tagent with this id"),
         (status = 409, body = super::ErrorBody, description = "busy, or no usable credential"),
         (status = 502, body = ConfigChange, description = "a step failed: the steps say which and why")),
@@ -143,6 +144,8 @@ pub(super) async fn put_config(
         .await?;
     let status = if change.ok() {
         StatusCode::OK
+    } else if change.refused() {
+        StatusCode::BAD_REQUEST
     } else {
         StatusCode::BAD_GATEWAY
     };

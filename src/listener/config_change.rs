@@ -72,8 +72,13 @@ impl ConfigChange {
         });
     }
 
+    /// Failed at `step` (a step that had passed, such as a read whose file
+    /// is then refused, is marked failed instead).
     fn failed(mut self, step: Option<StepName>, label: &str, error: String) -> ConfigChange {
         if let Some(step) = step {
+            if self.steps.last().is_some_and(|s| s.step == step) {
+                self.steps.pop();
+            }
             self.steps.push(Step {
                 step,
                 result: label.to_owned(),
@@ -89,6 +94,11 @@ impl ConfigChange {
         self.failed(step, audit::result_of(e), e.to_string())
     }
 
+    /// Whether it failed because the file was refused (not the tagent).
+    pub fn refused(&self) -> bool {
+        !self.ok() && self.label() == "bad_config"
+    }
+
     /// The label the audit log keeps: the result, or the failed step's.
     fn label(&self) -> &str {
         match self.steps.last() {
@@ -100,8 +110,8 @@ impl ConfigChange {
 
 impl Operations {
     /// Write the whole file: required keys checked, a masked credential
-    /// given back its real value (read from the tagent), then the upload
-    /// and a reload. An error for what is refused before any step (a
+    /// given back its real value (read from the tagent; another value is
+    /// refused), then the upload and a reload. An error for what is refused before any step (a
     /// file that lacks a required key, an unknown or busy tagent); a
     /// failed step is in the change.
     pub async fn write_config(
@@ -139,17 +149,13 @@ impl Operations {
         }
         let target = self.target(id, Kind::Upload).await?;
         let mut change = ConfigChange::new(id);
-        let current = if lines.iter().any(|l| config_file::is_masked_credential(l)) {
-            match self.config_lines(&target).await {
-                Ok(current) => {
-                    change.passed(StepName::Read);
-                    Some(current)
-                }
-                Err(e) => return Ok(change.failed_op(Some(StepName::Read), &e)),
-            }
-        } else {
-            None
+        // The tagent's own file: the real credential, to keep it.
+        let current = match self.config_lines(&target).await {
+            Ok(current) => current,
+            Err(e) => return Ok(change.failed_op(Some(StepName::Read), &e)),
         };
+        change.passed(StepName::Read);
+        let current = Some(current);
         let lines = match config_file::unmask(lines, current.as_deref()) {
             Ok(lines) => lines,
             Err(e) => return Ok(change.failed(Some(StepName::Read), "bad_config", e.to_string())),

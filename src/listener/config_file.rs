@@ -63,6 +63,10 @@ pub enum ConfigError {
     MissingKeys(Vec<&'static str>),
     #[error("the file keeps the masked credential but the tagent's own file has none")]
     NoCredentialToKeep,
+    #[error(
+        "the credential cannot be changed here (the hub must keep knowing it): leave it ****** or use resetcred"
+    )]
+    CredentialChanged,
     #[error("no keys to set")]
     Nothing,
 }
@@ -141,7 +145,9 @@ pub fn set_keys(lines: &[String], changes: &KeyChanges) -> Option<Vec<String>> {
 }
 
 /// The file an operator sent, its masked credential lines given the real
-/// value from the tagent's own `current` lines; required keys checked.
+/// value from the tagent's own `current` lines; required keys checked. A
+/// credential other than the real one is refused (the hub logs in with
+/// it); any goes when the tagent's file has none.
 pub fn unmask(lines: Vec<String>, current: Option<&[String]>) -> Result<Vec<String>, ConfigError> {
     let missing = missing_keys(&lines);
     if !missing.is_empty() {
@@ -155,8 +161,15 @@ pub fn unmask(lines: Vec<String>, current: Option<&[String]>) -> Result<Vec<Stri
     lines
         .into_iter()
         .map(|line| {
-            if !is_masked_credential(&line) {
+            if key_of(&line) != Some("credential") {
                 return Ok(line);
+            }
+            if !is_masked_credential(&line) {
+                let value = line.split_once('=').map_or("", |(_, v)| v.trim());
+                return match &real {
+                    Some(r) if r.trim() != value => Err(ConfigError::CredentialChanged),
+                    _ => Ok(line),
+                };
             }
             let real = real.as_deref().ok_or(ConfigError::NoCredentialToKeep)?;
             let at = line.find('=').expect("a key line has '='");
@@ -264,6 +277,13 @@ mod tests {
         assert_eq!(unmask(sent, None), Err(ConfigError::NoCredentialToKeep));
         let new = lines("credential=plain\ntenant=t\nlisten.port=1\nproxy.registeraddress=x");
         assert_eq!(unmask(new.clone(), None).unwrap(), new);
+        assert_eq!(
+            unmask(new, Some(&current)),
+            Err(ConfigError::CredentialChanged)
+        );
+        let same =
+            lines("credential={ENCRYPTED}03b4\ntenant=t\nlisten.port=1\nproxy.registeraddress=x");
+        assert_eq!(unmask(same.clone(), Some(&current)).unwrap(), same);
         assert_eq!(
             unmask(lines("tenant=t\ncredential=x"), None),
             Err(ConfigError::MissingKeys(vec![
