@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, timeout_at};
 
-use super::audit::{self, Record};
+use super::audit::{self, AuditLog, Record};
 use super::client::{Connection, Download};
 use super::commands::{self, is_plain_name};
 use super::config_file;
@@ -36,6 +36,7 @@ struct Inner {
     limits: Limits,
     gate: Arc<Gate>,
     checks: LastChecks,
+    audit: AuditLog,
 }
 
 /// The tagent an operation runs on, held with its pass.
@@ -66,10 +67,13 @@ pub struct LogStream {
 }
 
 impl Operations {
+    /// Operations through `registry`'s tagents, audited into its store
+    /// (starts the audit writer: call on a tokio runtime).
     pub fn new(registry: Registry, limits: Limits) -> Operations {
         Operations {
             inner: Arc::new(Inner {
                 gate: Gate::new(limits.max_operations),
+                audit: AuditLog::start(registry.store().clone()),
                 registry,
                 limits,
                 checks: LastChecks::default(),
@@ -208,7 +212,7 @@ impl Operations {
     }
 
     pub(super) async fn audit(&self, record: Record<'_>) {
-        audit::append(self.inner.registry.store(), record).await;
+        self.inner.audit.append(record).await;
     }
 
     /// One log file, `name` a plain name from [`Operations::list_logs`]:

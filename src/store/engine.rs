@@ -120,9 +120,10 @@ pub trait RegistryStore: Send + Sync {
         Ok(false)
     }
 
-    /// Append `entry` to the audit log (its `seq` is ignored); returns the
-    /// seq given. Its own transaction, never the registry's writer's.
-    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError>;
+    /// Append `entries` to the audit log in one transaction of its own
+    /// (never the registry writer's), numbered in order after the last
+    /// (their `seq` is ignored).
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
 
     /// At most `limit` audit entries, newest first, those before the seq
     /// `before` (all with `None`).

@@ -826,28 +826,34 @@ impl RegistryStore for PgStore {
             .collect())
     }
 
-    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        let seq: i64 = self.block_on(async {
-            let row = self
-                .client()
-                .await?
-                .query_one(
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.block_on(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            let insert = tx
+                .prepare(
                     "INSERT INTO audit (at_ms, who, action, tagent, result, detail)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await
+                .map_err(pg_err)?;
+            for e in entries {
+                tx.execute(
+                    &insert,
                     &[
-                        &(entry.at_ms as i64),
-                        &entry.who,
-                        &entry.action,
-                        &(entry.tagent as i64),
-                        &entry.result,
-                        &entry.detail,
+                        &(e.at_ms as i64),
+                        &e.who,
+                        &e.action,
+                        &(e.tagent as i64),
+                        &e.result,
+                        &e.detail,
                     ],
                 )
                 .await
                 .map_err(pg_err)?;
-            Ok::<_, StoreError>(row.get(0))
-        })?;
-        Ok(seq as u64)
+            }
+            tx.commit().await.map_err(pg_err)
+        })
     }
 
     fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {

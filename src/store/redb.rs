@@ -442,23 +442,27 @@ impl RegistryStore for RedbStore {
         Ok(out)
     }
 
-    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        let record =
-            rmp_serde::to_vec_named(entry).map_err(|e| StoreError::encode("an audit entry", e))?;
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let records = entries
+            .iter()
+            .map(rmp_serde::to_vec_named)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::encode("an audit entry", e))?;
         if self.failed.load(Ordering::Acquire) {
             self.reopen()?;
         }
         let result = self.with_db(|db| {
             let mut tx = db.begin_write()?;
             tx.set_quick_repair(QUICK_REPAIR);
-            let seq = {
+            {
                 let mut table = tx.open_table(AUDIT)?;
-                let seq = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
-                table.insert(seq, record.as_slice())?;
-                seq
-            };
+                let last = table.last()?.map_or(0, |(k, _)| k.value());
+                for (seq, record) in (last + 1..).zip(&records) {
+                    table.insert(seq, record.as_slice())?;
+                }
+            }
             tx.commit()?;
-            Ok(seq)
+            Ok(())
         });
         if result.as_ref().is_err_and(StoreError::is_io) {
             self.failed.store(true, Ordering::Release);
