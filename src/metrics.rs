@@ -401,6 +401,14 @@ pub const FAMILIES: &[Family] = &[
         "Connections to tagents' listeners open now.",
         &[],
     ),
+    // The audit log of operations over tagents' listeners (listener/audit.rs)
+    family(
+        "tagent_hub_audit_entries_total",
+        Kind::Counter,
+        "Audit log entries of operations over tagents' listeners: written to the \
+         store, or failed (the store refused them; logged, the operation stands).",
+        &[label("result", &["written", "failed"])],
+    ),
 ];
 
 const LISTENER_KIND: Label = label("kind", &["execmd", "download", "upload", "reload", "echo"]);

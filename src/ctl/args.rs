@@ -66,8 +66,29 @@ pub(super) enum CtlCommand {
     StatusCheck(Targets),
     /// Connect to a tagent's own listener and log in (an admin token).
     Reachability { id: u64 },
-    /// A tagent's config file, read over its listener, the credential masked.
-    Config { id: u64 },
+    /// A tagent's config file, read over its listener, the credential
+    /// masked; with --set, those keys set in it (then a reload).
+    Config {
+        id: u64,
+        /// KEY=VALUE to set; repeat.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Set KEY=VALUE in the config files of many tagents (ids or filters),
+    /// every other line kept; each is reloaded.
+    ConfigSet(ConfigSetArgs),
+    /// Write a tagent's whole config file from FILE (a credential of
+    /// `******` keeps the real one), then reload it.
+    ConfigPut { id: u64, file: PathBuf },
+    /// The audit log of operations over tagents' listeners, newest first.
+    Audit {
+        /// Entries older than this seq.
+        #[arg(long)]
+        before: Option<u64>,
+        /// How many (default 100).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// A tagent's log files; with a NAME, that file (to stdout or --output).
     Logs {
         id: u64,
@@ -153,6 +174,21 @@ pub(super) struct FilterArgs {
 #[derive(Args)]
 pub(super) struct Targets {
     /// Tagent ids; or use filters.
+    pub(super) ids: Vec<u64>,
+    #[command(flatten)]
+    pub(super) filter: FilterArgs,
+    /// With no ids and no filter: every tagent.
+    #[arg(long)]
+    pub(super) all: bool,
+}
+
+#[derive(Args)]
+pub(super) struct ConfigSetArgs {
+    /// KEY=VALUE to set; one or more.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub(super) pairs: Vec<String>,
+    /// Tagent ids, comma separated; or use filters.
+    #[arg(long, value_delimiter = ',')]
     pub(super) ids: Vec<u64>,
     #[command(flatten)]
     pub(super) filter: FilterArgs,

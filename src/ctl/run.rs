@@ -104,7 +104,32 @@ pub(super) async fn run_async(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::StatusCheck(t) => command(&client, Command::StatusCheck, t, json).await?,
         CtlCommand::Reachability { id } => operations::reachability(&client, *id, json).await?,
-        CtlCommand::Config { id } => operations::config(&client, *id, json).await?,
+        CtlCommand::Config { id, set } if set.is_empty() => {
+            operations::config(&client, *id, json).await?
+        }
+        CtlCommand::Config { id, set } => {
+            let targets = (Some(vec![*id]), None, false);
+            operations::config_set(&client, set, targets, json).await?
+        }
+        CtlCommand::ConfigSet(a) => {
+            let filter = a.filter.params()?;
+            let targets = match (a.ids.is_empty(), filter.is_empty()) {
+                (false, false) => bail!("give tagent ids or filters, not both"),
+                (false, true) => (Some(a.ids.clone()), None, false),
+                (true, false) => (None, Some(filter), false),
+                (true, true) if a.all => (None, None, true),
+                (true, true) => {
+                    bail!("name the tagents: --ids, filters (e.g. --ip 10.1.0.0/16), or --all")
+                }
+            };
+            operations::config_set(&client, &a.pairs, targets, json).await?
+        }
+        CtlCommand::ConfigPut { id, file } => {
+            operations::config_put(&client, *id, file, json).await?
+        }
+        CtlCommand::Audit { before, limit } => {
+            operations::audit(&client, *before, *limit, json).await?
+        }
         CtlCommand::Logs { id, name: None, .. } => operations::logs(&client, *id, json).await?,
         CtlCommand::Logs {
             id,

@@ -62,6 +62,22 @@ impl AdminTokens {
     }
 }
 
+/// Who made an admin request, as the audit log names it: `token:` and the
+/// first 8 hex digits of the token's SHA-256 (never the token). Put in the
+/// request's extensions by [`require`] and [`require_admin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub Arc<str>);
+
+impl Actor {
+    pub fn of_token(token: &str) -> Actor {
+        Actor(format!("token:{}", hex::encode(&digest(token)[..4])).into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 fn read_or_generate(path: &PathBuf) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
@@ -119,7 +135,7 @@ pub async fn require_admin(
     check(&tokens, Scope::Admin, req, next).await
 }
 
-async fn check(tokens: &AdminTokens, needed: Scope, req: Request, next: Next) -> Response {
+async fn check(tokens: &AdminTokens, needed: Scope, mut req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -142,7 +158,11 @@ async fn check(tokens: &AdminTokens, needed: Scope, req: Request, next: Next) ->
             "scope",
             "this token is read-only; the request needs an admin token",
         ),
-        Some(_) => next.run(req).await.into_response(),
+        Some(_) => {
+            let actor = Actor::of_token(presented);
+            req.extensions_mut().insert(actor);
+            next.run(req).await.into_response()
+        }
     }
 }
 

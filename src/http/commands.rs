@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::Actor;
 use super::{ApiError, HttpState};
 use crate::dispatch::{Command, CommandResult};
 use crate::model::{FilterParams, TagentId};
@@ -55,49 +56,17 @@ pub struct BatchReply {
     security(("bearer" = [])))]
 pub(super) async fn batch(
     State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
     body: Result<Json<BatchRequest>, JsonRejection>,
 ) -> Result<Json<BatchReply>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let bad = |m: &str| ApiError(StatusCode::BAD_REQUEST, m.into());
-    let ids = match (&req.ids, &req.filter) {
-        (Some(_), Some(_)) => return Err(bad("give ids or a filter, not both")),
-        (Some(ids), None) => {
-            if ids.len() > MAX_TARGETS {
-                return Err(too_many(ids.len()));
-            }
-            let mut ids = ids.clone();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        }
-        (None, filter) => {
-            let params = filter.clone().unwrap_or_default();
-            if params.is_empty() && !req.all {
-                return Err(bad(
-                    "an empty filter names every tagent: set \"all\": true if that is meant",
-                ));
-            }
-            let filter = Filter::try_from(&params)?;
-            let registry = s.registry.clone();
-            let ids = tokio::task::spawn_blocking(move || {
-                let mut ids = Vec::new();
-                registry.for_each_matching(&filter, |t, _| ids.push(t.id));
-                ids
-            })
-            .await
-            .map_err(ApiError::internal)?;
-            if ids.len() > MAX_TARGETS {
-                return Err(too_many(ids.len()));
-            }
-            ids
-        }
-    };
+    let ids = targets(&s, req.ids.as_deref(), req.filter.as_ref(), req.all).await?;
     let matched = ids.len();
     let command = req.command;
     let mut results: Vec<CommandResult> = futures_util::stream::iter(ids)
         .map(|id| {
-            let s = s.clone();
-            async move { s.dispatch().run(id, command).await }
+            let (s, who) = (s.clone(), who.clone());
+            async move { s.dispatch(who.as_str()).run(id, command).await }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -117,6 +86,51 @@ pub(super) async fn batch(
         summary,
         results,
     }))
+}
+
+/// The tagents a batch names: its `ids` (deduplicated), or those matching
+/// its `filter` (an empty one only with `all`); at most [`MAX_TARGETS`].
+pub(super) async fn targets(
+    s: &HttpState,
+    ids: Option<&[TagentId]>,
+    filter: Option<&FilterParams>,
+    all: bool,
+) -> Result<Vec<TagentId>, ApiError> {
+    let bad = |m: &str| ApiError(StatusCode::BAD_REQUEST, m.into());
+    let ids = match (ids, filter) {
+        (Some(_), Some(_)) => return Err(bad("give ids or a filter, not both")),
+        (Some(ids), None) => {
+            if ids.len() > MAX_TARGETS {
+                return Err(too_many(ids.len()));
+            }
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        }
+        (None, filter) => {
+            let params = filter.cloned().unwrap_or_default();
+            if params.is_empty() && !all {
+                return Err(bad(
+                    "an empty filter names every tagent: set \"all\": true if that is meant",
+                ));
+            }
+            let filter = Filter::try_from(&params)?;
+            let registry = s.registry.clone();
+            let ids = tokio::task::spawn_blocking(move || {
+                let mut ids = Vec::new();
+                registry.for_each_matching(&filter, |t, _| ids.push(t.id));
+                ids
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            if ids.len() > MAX_TARGETS {
+                return Err(too_many(ids.len()));
+            }
+            ids
+        }
+    };
+    Ok(ids)
 }
 
 fn too_many(n: usize) -> ApiError {

@@ -2,9 +2,11 @@
 //! admin API under `/api/v1` (bearer tokens, OpenAPI at
 //! `/api/v1/openapi.json`), Prometheus metrics and health (open).
 
+pub mod audit;
 pub mod auth;
 mod client_ip;
 pub mod commands;
+pub mod config_set;
 mod error;
 pub mod events;
 pub mod groups;

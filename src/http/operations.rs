@@ -2,23 +2,25 @@
 //! (SPEC §5): reachability, the config file, the log files. Every one
 //! needs an admin token, even a `GET`: it logs in to the tagent.
 
-use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::Actor;
 use super::{ApiError, HttpState};
-use crate::listener::{ListenerError, OperationError, Reachability};
+use crate::listener::{ConfigChange, ListenerError, OperationError, Reachability};
 use crate::model::TagentId;
 
 impl From<OperationError> for ApiError {
     fn from(e: OperationError) -> Self {
         let status = match &e {
             OperationError::NoTagent(_) | OperationError::NoSuchLog { .. } => StatusCode::NOT_FOUND,
-            OperationError::BadName(_) => StatusCode::BAD_REQUEST,
+            OperationError::BadName(_) | OperationError::BadConfig(_) => StatusCode::BAD_REQUEST,
             OperationError::Busy(_)
             | OperationError::NoCredential(_)
             | OperationError::BadCredential { .. } => StatusCode::CONFLICT,
@@ -68,9 +70,12 @@ pub struct LogList {
     security(("bearer" = [])))]
 pub(super) async fn reachability(
     State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
     Path(id): Path<TagentId>,
 ) -> Result<Json<Reachability>, ApiError> {
-    Ok(Json(s.operations.check_reachability(id).await?))
+    Ok(Json(
+        s.operations.check_reachability(who.as_str(), id).await?,
+    ))
 }
 
 /// The tagent's config file (`$TAGENT_HOME/conf/tagent.conf`), read over
@@ -85,14 +90,66 @@ pub(super) async fn reachability(
     security(("bearer" = [])))]
 pub(super) async fn config(
     State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
     Path(id): Path<TagentId>,
 ) -> Result<Json<ConfigView>, ApiError> {
-    let file = s.operations.read_config(id).await?;
+    let file = s.operations.read_config(who.as_str(), id).await?;
     Ok(Json(ConfigView {
         id,
         lines: file.lines,
         missing_keys: file.missing_keys.into_iter().map(str::to_owned).collect(),
     }))
+}
+
+/// A whole config file, as `PUT /api/v1/tagents/{id}/config` takes it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPut {
+    /// Every line of the new file. It must set `credential`,
+    /// `listen.port`, `proxy.registeraddress` and `tenant`; a `credential`
+    /// of `******` (as `GET` shows it) keeps the tagent's real one, and
+    /// another value than the real one is refused.
+    pub lines: Vec<String>,
+}
+
+/// Write the tagent's whole config file over its listener: uploaded to
+/// `$TAGENT_HOME/conf/`, then a reload. The reply has each step's result
+/// (`read`, `upload`, `reload`). Needs an
+/// admin token.
+#[utoipa::path(put, path = "/api/v1/tagents/{id}/config", tag = "operations", operation_id = "put_tagent_config",
+    params(("id" = u64, Path, description = "tagent id")),
+    request_body = ConfigPut,
+    responses((status = 200, body = ConfigChange, description = "uploaded and reloaded"),
+        (status = 400, body = super::ErrorBody, description = "not a valid file (a required key missing, a line with a newline, a changed credential: then a ConfigChange whose read step says so)"),
+        (status = 404, body = super::ErrorBody, description = "no tagent with this id"),
+        (status = 409, body = super::ErrorBody, description = "busy, or no usable credential"),
+        (status = 502, body = ConfigChange, description = "a step failed: the steps say which and why")),
+    security(("bearer" = [])))]
+pub(super) async fn put_config(
+    State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
+    Path(id): Path<TagentId>,
+    body: Result<Json<ConfigPut>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(put) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if let Some(n) = put.lines.iter().position(|l| l.contains(['\n', '\r'])) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("line {} holds a line break: send one line per item", n + 1),
+        ));
+    }
+    let change = s
+        .operations
+        .write_config(who.as_str(), id, put.lines)
+        .await?;
+    let status = if change.ok() {
+        StatusCode::OK
+    } else if change.refused() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    Ok((status, Json(change)).into_response())
 }
 
 /// The tagent's log files (`$TAGENT_HOME/logs/*.log*`). Needs an admin token.
@@ -106,9 +163,10 @@ pub(super) async fn config(
     security(("bearer" = [])))]
 pub(super) async fn logs(
     State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
     Path(id): Path<TagentId>,
 ) -> Result<Json<LogList>, ApiError> {
-    let logs = s.operations.list_logs(id).await?;
+    let logs = s.operations.list_logs(who.as_str(), id).await?;
     Ok(Json(LogList { id, logs }))
 }
 
@@ -127,9 +185,10 @@ pub(super) async fn logs(
     security(("bearer" = [])))]
 pub(super) async fn log(
     State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
     Path((id, name)): Path<(TagentId, String)>,
 ) -> Result<Response, ApiError> {
-    let stream = s.operations.download_log(id, &name).await?;
+    let stream = s.operations.download_log(who.as_str(), id, &name).await?;
     let mut response = Body::from_stream(stream.into_stream()).into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -13,6 +13,9 @@ use super::HttpState;
 use crate::dispatch::Command;
 use crate::model::{TagentId, now_millis};
 
+/// Who a forwarded command runs for (it never reaches a listener).
+const PEER: &str = "peer";
+
 /// A command another hub of the group forwarded, run on this hub's
 /// session. Only hubs that share the credential key get in.
 pub(super) async fn run_forwarded(
@@ -40,5 +43,5 @@ pub(super) async fn run_forwarded(
     let Some(command) = Command::parse(&command) else {
         return super::api_error(StatusCode::NOT_FOUND, "no such command");
     };
-    Json(s.dispatch().run_local(id, command).await).into_response()
+    Json(s.dispatch(PEER).run_local(id, command).await).into_response()
 }

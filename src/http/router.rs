@@ -15,7 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    ErrorBody, HttpState, auth, commands, events, groups, operations, peer, register, tagents,
+    ErrorBody, HttpState, audit, auth, commands, config_set, events, groups, operations, peer,
+    register, tagents,
 };
 
 /// The path a real tagent is configured with (`proxy.registeraddress`).
@@ -55,7 +56,8 @@ fn admin_api() -> (
 ) {
     let (operations, operations_doc) = OpenApiRouter::new()
         .routes(routes!(operations::reachability))
-        .routes(routes!(operations::config))
+        .routes(routes!(operations::config, operations::put_config))
+        .routes(routes!(config_set::set_config))
         .routes(routes!(operations::logs))
         .routes(routes!(operations::log))
         .split_for_parts();
@@ -72,6 +74,7 @@ fn admin_api() -> (
         .routes(routes!(groups::get, groups::update, groups::delete))
         .routes(routes!(commands::batch))
         .routes(routes!(events::stream))
+        .routes(routes!(audit::list))
         .split_for_parts();
     doc.merge(operations_doc);
     (admin, operations, doc)

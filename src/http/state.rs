@@ -27,11 +27,14 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    /// Where the handlers send commands for tagents.
-    pub fn dispatch(&self) -> Dispatch<'_> {
+    /// Where the handlers send commands for tagents, on behalf of `who`
+    /// (the audit log's name of the admin token).
+    pub fn dispatch<'a>(&'a self, who: &'a str) -> Dispatch<'a> {
         Dispatch {
             registry: &self.registry,
             hub: &self.hub,
+            operations: &self.operations,
+            who,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! `/api/v1/tagents`: list, counts, one tagent, delete, and the commands
 //! that go down one tagent's session (SPEC §3.2).
 
-use axum::Json;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Actor;
 use super::{ApiError, HttpState};
 use crate::dispatch::{Command, CommandResult};
 use crate::heartbeat::SessionView;
@@ -333,8 +334,12 @@ enum Delivery {
         (status = 404, body = CommandResult, description = "no tagent with this id"),
         (status = 409, body = CommandResult, description = "not connected")),
     security(("bearer" = [])))]
-pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
-    command_reply(s.dispatch().run(id, Command::StatusCheck).await)
+pub(super) async fn status_check(
+    State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
+    Path(id): Path<TagentId>,
+) -> Response {
+    command_reply(s.dispatch(who.as_str()).run(id, Command::StatusCheck).await)
 }
 
 /// Tell the tagent to restart and register again.
@@ -342,8 +347,12 @@ pub(super) async fn status_check(State(s): State<HttpState>, Path(id): Path<Tage
     params(("id" = u64, Path, description = "tagent id")),
     responses(Delivery),
     security(("bearer" = [])))]
-pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
-    command_reply(s.dispatch().run(id, Command::Reload).await)
+pub(super) async fn reload(
+    State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
+    Path(id): Path<TagentId>,
+) -> Response {
+    command_reply(s.dispatch(who.as_str()).run(id, Command::Reload).await)
 }
 
 /// Tell the tagent to pick a new credential, restart and register again.
@@ -351,8 +360,12 @@ pub(super) async fn reload(State(s): State<HttpState>, Path(id): Path<TagentId>)
     params(("id" = u64, Path, description = "tagent id")),
     responses(Delivery),
     security(("bearer" = [])))]
-pub(super) async fn resetcred(State(s): State<HttpState>, Path(id): Path<TagentId>) -> Response {
-    command_reply(s.dispatch().run(id, Command::Resetcred).await)
+pub(super) async fn resetcred(
+    State(s): State<HttpState>,
+    Extension(who): Extension<Actor>,
+    Path(id): Path<TagentId>,
+) -> Response {
+    command_reply(s.dispatch(who.as_str()).run(id, Command::Resetcred).await)
 }
 
 /// How long an operator's approval of a reinstall lasts.

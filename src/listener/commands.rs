@@ -12,6 +12,19 @@ pub fn read_config(on: &Greeting) -> &'static str {
     }
 }
 
+/// The config file's name, as an upload sends it.
+pub const CONFIG_FILE: &str = "tagent.conf";
+
+/// The directory the config file is uploaded into (ending with the
+/// separator: the tagent appends the file's name).
+pub fn config_dir(on: &Greeting) -> &'static str {
+    if on.is_windows() {
+        r"%TAGENT_HOME%\conf\"
+    } else {
+        "$TAGENT_HOME/conf/"
+    }
+}
+
 /// List the log files, one name a line.
 pub fn list_logs(on: &Greeting) -> &'static str {
     if on.is_windows() {

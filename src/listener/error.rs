@@ -137,6 +137,8 @@ pub enum OperationError {
     BadName(String),
     #[error("tagent {id} lists no log file '{name}'")]
     NoSuchLog { id: TagentId, name: String },
+    #[error("not a valid config: {0}")]
+    BadConfig(#[from] super::ConfigError),
     #[error("tagent {id}: {source}")]
     Listener {
         id: TagentId,
@@ -162,7 +164,8 @@ impl OperationError {
         Some(match self {
             OperationError::NoTagent(_)
             | OperationError::BadName(_)
-            | OperationError::NoSuchLog { .. } => return None,
+            | OperationError::NoSuchLog { .. }
+            | OperationError::BadConfig(_) => return None,
             OperationError::NoCredential(_) => "no_credential",
             OperationError::BadCredential { .. } => "bad_credential",
             OperationError::Store { .. } | OperationError::StorePanicked(_) => "store_error",

@@ -15,14 +15,19 @@
 //! - [`gate`]: one operation per tagent, a bounded number per hub.
 //! - [`commands`]: the operations' commands and paths per os; plain file names.
 //! - [`config_file`]: the tagent's config lines; the credential masked.
+//! - [`config_change`]: the whole file or some keys written, then a
+//!   reload, step by step; the reload alone.
+//! - [`audit`]: each operation's entry in the store's audit log.
 //! - [`reachability`]: the last check of each tagent (in memory).
 //! - [`operations`]: the operations, as the admin API runs them.
 //! - [`metrics`]: operations by kind and result, durations, connections open.
 
+pub mod audit;
 pub mod cipher;
 pub mod client;
 pub mod codec;
 pub mod commands;
+pub mod config_change;
 pub mod config_file;
 pub mod error;
 pub mod gate;
@@ -35,6 +40,8 @@ pub mod request;
 
 pub use cipher::{CredentialError, Password};
 pub use client::{Connection, Download, ExecOutput, ExecStatus, FileType};
+pub use config_change::{ConfigChange, Step, StepName};
+pub use config_file::{ConfigError, KeyChanges};
 pub use error::{ListenerError, OperationError};
 pub use handshake::{Greeting, HandshakeError, Mode};
 pub use limits::Limits;

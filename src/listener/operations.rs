@@ -1,6 +1,7 @@
 //! The operations on a tagent over its listener (SPEC §5.5): find its
 //! address and password, take its pass, run one or more connections within
-//! the operation's deadline, count each request.
+//! the operation's deadline, count each request; each operation goes into
+//! the audit log with who asked for it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, timeout_at};
 
+use super::audit::{self, AuditLog, Record};
 use super::client::{Connection, Download};
 use super::commands::{self, is_plain_name};
 use super::config_file;
@@ -34,10 +36,11 @@ struct Inner {
     limits: Limits,
     gate: Arc<Gate>,
     checks: LastChecks,
+    audit: AuditLog,
 }
 
 /// The tagent an operation runs on, held with its pass.
-struct Target {
+pub(super) struct Target {
     id: TagentId,
     addr: SocketAddr,
     password: Password,
@@ -64,10 +67,13 @@ pub struct LogStream {
 }
 
 impl Operations {
+    /// Operations through `registry`'s tagents, audited into its store
+    /// (starts the audit writer: call on a tokio runtime).
     pub fn new(registry: Registry, limits: Limits) -> Operations {
         Operations {
             inner: Arc::new(Inner {
                 gate: Gate::new(limits.max_operations),
+                audit: AuditLog::start(registry.store().clone()),
                 registry,
                 limits,
                 checks: LastChecks::default(),
@@ -86,7 +92,29 @@ impl Operations {
 
     /// Connect and log in (`echo`); the result is also kept as the
     /// tagent's last check. Errors only for an unknown or busy tagent.
-    pub async fn check_reachability(&self, id: TagentId) -> Result<Reachability, OperationError> {
+    /// `who` asked (for the audit log).
+    pub async fn check_reachability(
+        &self,
+        who: &str,
+        id: TagentId,
+    ) -> Result<Reachability, OperationError> {
+        let result = self.reachability_of(id).await;
+        let (label, detail) = match &result {
+            Ok(check) => (check.result.clone(), check.message.clone()),
+            Err(e) => (audit::result_of(e).to_owned(), Some(e.to_string())),
+        };
+        self.audit(Record {
+            who,
+            action: "reachability",
+            tagent: id,
+            result: &label,
+            detail,
+        })
+        .await;
+        result
+    }
+
+    async fn reachability_of(&self, id: TagentId) -> Result<Reachability, OperationError> {
         let result = match self.target(id, Kind::Echo).await {
             Ok(target) => {
                 self.exchange(&target, Kind::Echo, |conn| async move {
@@ -113,35 +141,95 @@ impl Operations {
     }
 
     /// The tagent's config file, its credential masked.
-    pub async fn read_config(&self, id: TagentId) -> Result<ConfigFile, OperationError> {
-        let target = self.target(id, Kind::Execmd).await?;
+    pub async fn read_config(&self, who: &str, id: TagentId) -> Result<ConfigFile, OperationError> {
+        let result = async {
+            let target = self.target(id, Kind::Execmd).await?;
+            let lines = self.config_lines(&target).await?;
+            let missing_keys = config_file::missing_keys(&lines);
+            Ok(ConfigFile {
+                lines: config_file::masked(lines),
+                missing_keys,
+            })
+        }
+        .await;
+        self.audited(who, "read-config", id, None, result).await
+    }
+
+    /// The config file's lines as the tagent has them (credential too).
+    pub(super) async fn config_lines(
+        &self,
+        target: &Target,
+    ) -> Result<Vec<String>, OperationError> {
         let max = self.inner.limits.max_output_bytes;
         let out = self
-            .exchange(&target, Kind::Execmd, |conn| async move {
+            .exchange(target, Kind::Execmd, |conn| async move {
                 let command = commands::read_config(conn.greeting());
                 conn.execmd(command, max).await?.success()
             })
             .await?;
-        let missing_keys = config_file::missing_keys(&out.lines);
-        Ok(ConfigFile {
-            lines: config_file::masked(out.lines),
-            missing_keys,
-        })
+        Ok(out.lines)
     }
 
     /// The tagent's log files, as plain names.
-    pub async fn list_logs(&self, id: TagentId) -> Result<Vec<String>, OperationError> {
-        let target = self.target(id, Kind::Execmd).await?;
-        self.logs_of(&target).await
+    pub async fn list_logs(&self, who: &str, id: TagentId) -> Result<Vec<String>, OperationError> {
+        let result = async {
+            let target = self.target(id, Kind::Execmd).await?;
+            self.logs_of(&target).await
+        }
+        .await;
+        self.audited(who, "list-logs", id, None, result).await
+    }
+
+    /// Append `who`'s operation `action` on `id` to the audit log, with its
+    /// result; the result passes through.
+    pub(super) async fn audited<T>(
+        &self,
+        who: &str,
+        action: &'static str,
+        id: TagentId,
+        detail: Option<String>,
+        result: Result<T, OperationError>,
+    ) -> Result<T, OperationError> {
+        let (label, detail) = match &result {
+            Ok(_) => ("ok", detail),
+            Err(e) => (
+                audit::result_of(e),
+                Some(match detail {
+                    Some(d) => format!("{d}: {e}"),
+                    None => e.to_string(),
+                }),
+            ),
+        };
+        self.audit(Record {
+            who,
+            action,
+            tagent: id,
+            result: label,
+            detail,
+        })
+        .await;
+        result
+    }
+
+    pub(super) async fn audit(&self, record: Record<'_>) {
+        self.inner.audit.append(record).await;
     }
 
     /// One log file, `name` a plain name from [`Operations::list_logs`]:
-    /// its head is read here, its data by [`LogStream::into_stream`].
+    /// its head is read here, its data by [`LogStream::into_stream`]. The
+    /// audit log has its start (the stream's end is in the metrics).
     pub async fn download_log(
         &self,
+        who: &str,
         id: TagentId,
         name: &str,
     ) -> Result<LogStream, OperationError> {
+        let result = self.open_log(id, name).await;
+        self.audited(who, "download-log", id, Some(name.to_owned()), result)
+            .await
+    }
+
+    async fn open_log(&self, id: TagentId, name: &str) -> Result<LogStream, OperationError> {
         if !is_plain_name(name) {
             return Err(OperationError::BadName(name.to_owned()));
         }
@@ -192,7 +280,7 @@ impl Operations {
 
     /// Find the tagent and its password and take its pass; a failure is
     /// counted under `kind`.
-    async fn target(&self, id: TagentId, kind: Kind) -> Result<Target, OperationError> {
+    pub(super) async fn target(&self, id: TagentId, kind: Kind) -> Result<Target, OperationError> {
         let mut recorder = Recorder::start(kind);
         let found = self.find(id).await;
         match found.as_ref().err().and_then(OperationError::label) {
@@ -232,7 +320,7 @@ impl Operations {
     }
 
     /// One connection running `f`, counted under `kind`.
-    async fn exchange<T, F, Fut>(
+    pub(super) async fn exchange<T, F, Fut>(
         &self,
         target: &Target,
         kind: Kind,

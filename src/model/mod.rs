@@ -14,8 +14,10 @@
 //! - [`number`]: the one reading of "a number or a string of digits".
 //! - [`addr`]: ip and `host:port` parsing.
 //! - [`clock`]: Unix milliseconds.
+//! - [`audit`]: an entry of the audit log of operations over listeners.
 
 pub mod addr;
+pub mod audit;
 pub mod clock;
 pub mod command;
 pub mod credential;
@@ -28,6 +30,7 @@ pub mod status;
 pub mod tagent;
 
 pub use addr::{host_port, parse_host_port, parse_ip};
+pub use audit::AuditEntry;
 pub use clock::now_millis;
 pub use command::CommandOutcome;
 pub use credential::CredentialPrint;

@@ -9,6 +9,7 @@ use super::crypto::open_credential;
 use super::{
     Changes, CredentialCipher, ScanItem, StoreError, StoredAccount, StoredGroup, WriteBatch,
 };
+use crate::model::AuditEntry;
 
 /// One write transaction, opened by [`RegistryStore::begin`]. Dropping it
 /// without `commit` rolls it back.
@@ -125,6 +126,15 @@ pub trait RegistryStore: Send + Sync {
         let _ = (hub, ttl);
         Ok(false)
     }
+
+    /// Append `entries` to the audit log in one transaction of its own
+    /// (never the registry writer's), numbered in order after the last
+    /// (their `seq` is ignored).
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+
+    /// At most `limit` audit entries, newest first, those before the seq
+    /// `before` (all with `None`).
+    fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// The hubs whose lease has lapsed, and every hub alive, by heartbeat address.
     fn hubs(&self) -> Result<Vec<HubLease>, StoreError> {

@@ -32,7 +32,7 @@ use super::{
     RegistryStore, ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch,
     WriteTxn, account_aad, open_credential, wrong_key,
 };
-use crate::model::{Status, TagentId, account_name};
+use crate::model::{AuditEntry, Status, TagentId, account_name};
 
 /// How to reach the shared database.
 #[derive(Debug, Clone)]
@@ -119,6 +119,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         2,
         "ALTER TABLE hubs ADD COLUMN epoch bigint NOT NULL DEFAULT 1;",
+    ),
+    (
+        3,
+        "CREATE TABLE audit (
+         seq bigserial PRIMARY KEY,
+         at_ms bigint NOT NULL,
+         who text NOT NULL,
+         action text NOT NULL,
+         tagent bigint NOT NULL,
+         result text NOT NULL,
+         detail text
+     );",
     ),
 ];
 
@@ -907,6 +919,64 @@ impl RegistryStore for PgStore {
                 },
                 alive: r.get(2),
                 epoch: r.get::<_, i64>(3) as u64,
+            })
+            .collect())
+    }
+
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.block_on(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO audit (at_ms, who, action, tagent, result, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await
+                .map_err(pg_err)?;
+            for e in entries {
+                tx.execute(
+                    &insert,
+                    &[
+                        &(e.at_ms as i64),
+                        &e.who,
+                        &e.action,
+                        &(e.tagent as i64),
+                        &e.result,
+                        &e.detail,
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            }
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+
+    fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = self.block_on(async {
+            self.client()
+                .await?
+                .query(
+                    "SELECT seq, at_ms, who, action, tagent, result, detail FROM audit
+                     WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                    &[&before, &limit],
+                )
+                .await
+                .map_err(pg_err)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                seq: r.get::<_, i64>(0) as u64,
+                at_ms: r.get::<_, i64>(1) as u64,
+                who: r.get(2),
+                action: r.get(3),
+                tagent: r.get::<_, i64>(4) as u64,
+                result: r.get(5),
+                detail: r.get(6),
             })
             .collect())
     }

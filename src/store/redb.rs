@@ -22,7 +22,7 @@ use super::{
     ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn,
     account_aad, open_credential, wrong_key,
 };
-use crate::model::{TagentId, account_name};
+use crate::model::{AuditEntry, TagentId, account_name};
 
 /// Tagent records by id (MessagePack, named fields so the schema can grow).
 const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
@@ -33,6 +33,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The runner groups, one ordered list under the key `all`.
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("runner_groups");
 /// A value sealed with the credential key, to refuse a wrong key at start.
+/// The audit log of operations over tagents' listeners, by seq (from 1).
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
 
 const SCHEMA_VERSION: u64 = 1;
@@ -192,6 +194,7 @@ impl RedbStore {
             tx.open_table(TAGENTS)?;
             tx.open_table(ACCOUNTS)?;
             tx.open_table(GROUPS)?;
+            tx.open_table(AUDIT)?;
             let mut meta = tx.open_table(META)?;
             let version = meta.get("schema_version")?.map(|v| v.value());
             match version {
@@ -435,6 +438,48 @@ impl RegistryStore for RedbStore {
             let (k, _) = row?;
             let (tenant, name) = k.value();
             out.push((tenant.to_owned(), name.to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let records = entries
+            .iter()
+            .map(rmp_serde::to_vec_named)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::encode("an audit entry", e))?;
+        if self.failed.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let result = self.with_db(|db| {
+            let mut tx = db.begin_write()?;
+            tx.set_quick_repair(QUICK_REPAIR);
+            {
+                let mut table = tx.open_table(AUDIT)?;
+                let last = table.last()?.map_or(0, |(k, _)| k.value());
+                for (seq, record) in (last + 1..).zip(&records) {
+                    table.insert(seq, record.as_slice())?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        });
+        if result.as_ref().is_err_and(StoreError::is_io) {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for item in table.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
+            let (k, v) = item?;
+            let mut entry: AuditEntry = rmp_serde::from_slice(v.value())
+                .map_err(|e| StoreError::decode("an audit entry", e))?;
+            entry.seq = k.value();
+            out.push(entry);
         }
         Ok(out)
     }

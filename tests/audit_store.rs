@@ -1,0 +1,109 @@
+//! The audit log in both store engines: entries appended in their own
+//! transactions, numbered from 1, read newest first a page at a time, and
+//! still there after the store is reopened. PostgreSQL where
+//! `TAGENT_HUB_TEST_DATABASE_URL` is set (`.ci/with-postgres`).
+
+mod common;
+
+use tagent_hub::model::AuditEntry;
+use tagent_hub::store::{CredentialCipher, PgOptions, PgStore, RedbStore, RegistryStore};
+
+const KEY: &str = "4b1d000000000000000000000000000000000000000000000000000000000001";
+
+fn cipher() -> CredentialCipher {
+    CredentialCipher::from_hex(KEY).unwrap()
+}
+
+fn entry(n: u64) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at_ms: 1_700_000_000_000 + n,
+        who: "token:0a1b2c3d".into(),
+        action: if n.is_multiple_of(2) {
+            "reload"
+        } else {
+            "set-config"
+        }
+        .into(),
+        tagent: 100 + n,
+        result: if n == 3 { "wrong_credential" } else { "ok" }.into(),
+        detail: (!n.is_multiple_of(2)).then(|| format!("proxy.group: try {n}")),
+    }
+}
+
+/// Append five (three in one call), page through them by two, and check
+/// every field.
+fn check(store: &dyn RegistryStore) {
+    assert_eq!(store.audit(None, 10).unwrap(), vec![]);
+    store.append_audit(&[entry(1)]).unwrap();
+    store.append_audit(&[entry(2), entry(3), entry(4)]).unwrap();
+    store.append_audit(&[]).unwrap();
+    store.append_audit(&[entry(5)]).unwrap();
+    let all = store.audit(None, 10).unwrap();
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        [5, 4, 3, 2, 1],
+        "numbered from 1 in order, newest first"
+    );
+    for e in &all {
+        assert_eq!(
+            *e,
+            AuditEntry {
+                seq: e.seq,
+                ..entry(e.seq)
+            }
+        );
+    }
+    let page = store.audit(None, 2).unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 4]);
+    let page = store.audit(Some(4), 2).unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 2]);
+    let page = store.audit(Some(2), 2).unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
+    assert_eq!(store.audit(Some(1), 2).unwrap(), vec![]);
+}
+
+/// The same store opened again: the five kept, the next numbered 6.
+fn check_reopened(store: &dyn RegistryStore) {
+    assert_eq!(
+        store.audit(None, 10).unwrap().len(),
+        5,
+        "kept across a reopen"
+    );
+    store.append_audit(&[entry(6)]).unwrap();
+    assert_eq!(
+        store.audit(None, 1).unwrap()[0],
+        AuditEntry { seq: 6, ..entry(6) }
+    );
+}
+
+#[test]
+fn the_audit_log_in_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RedbStore::open(dir.path(), cipher(), 1 << 20).unwrap();
+        check(&store);
+    }
+    let store = RedbStore::open(dir.path(), cipher(), 1 << 20).unwrap();
+    check_reopened(&store);
+}
+
+#[test]
+fn the_audit_log_in_postgres() {
+    let Some((url, schema)) = common::postgres("the_audit_log_in_postgres") else {
+        return;
+    };
+    let opts = PgOptions {
+        url,
+        schema,
+        pool_size: 2,
+        tls_ca: None,
+    };
+    {
+        let store = PgStore::open(&opts, cipher()).unwrap();
+        check(&store);
+    }
+    let store = PgStore::open(&opts, cipher()).unwrap();
+    check_reopened(&store);
+}
