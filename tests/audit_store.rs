@@ -6,7 +6,7 @@
 mod common;
 
 use tagent_hub::model::AuditEntry;
-use tagent_hub::store::{CredentialCipher, PgOptions, PgStore, RedbStore, RegistryStore};
+use tagent_hub::store::{CredentialCipher, PgStore, RedbStore, RegistryStore};
 
 const KEY: &str = "4b1d000000000000000000000000000000000000000000000000000000000001";
 
@@ -94,12 +94,7 @@ fn the_audit_log_in_postgres() {
     let Some((url, schema)) = common::postgres("the_audit_log_in_postgres") else {
         return;
     };
-    let opts = PgOptions {
-        url,
-        schema,
-        pool_size: 2,
-        tls_ca: None,
-    };
+    let opts = common::pg_options(&url, &schema);
     {
         let store = PgStore::open(&opts, cipher()).unwrap();
         check(&store);

@@ -302,16 +302,11 @@ fn a_hub_sharing_a_store_must_name_its_runner() {
 #[test]
 fn a_renewed_lease_fences_off_an_older_runner_lost_decision() {
     use std::time::Duration;
-    use tagent_hub::store::{CredentialCipher, HubInfo, PgOptions, PgStore, RegistryStore};
+    use tagent_hub::store::{CredentialCipher, HubInfo, PgStore, RegistryStore};
     let Some((url, schema)) = common::postgres("a_renewed_lease_fences_off") else {
         return;
     };
-    let opts = PgOptions {
-        url,
-        schema,
-        pool_size: 2,
-        tls_ca: None,
-    };
+    let opts = common::pg_options(&url, &schema);
     let store = PgStore::open(&opts, CredentialCipher::from_hex(KEY).unwrap()).unwrap();
     let a = HubInfo {
         heartbeat: "127.0.0.1:18888".into(),
@@ -368,10 +363,8 @@ fn the_store_talks_tls_to_postgresql_when_given_a_ca() {
     let open = |tls_ca: Option<std::path::PathBuf>| {
         PgStore::open(
             &PgOptions {
-                url: url.clone(),
-                schema: schema.clone(),
-                pool_size: 2,
                 tls_ca,
+                ..common::pg_options(&url, &schema)
             },
             CredentialCipher::from_hex(KEY).unwrap(),
         )
@@ -393,12 +386,7 @@ fn the_store_talks_tls_to_postgresql_when_given_a_ca() {
     // A URL asking for TLS without a CA is not silently downgraded.
     let sep = if url.contains('?') { '&' } else { '?' };
     let err = PgStore::open(
-        &PgOptions {
-            url: format!("{url}{sep}sslmode=require"),
-            schema: schema.clone(),
-            pool_size: 2,
-            tls_ca: None,
-        },
+        &common::pg_options(&format!("{url}{sep}sslmode=require"), &schema),
         CredentialCipher::from_hex(KEY).unwrap(),
     )
     .err()

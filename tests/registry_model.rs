@@ -30,9 +30,7 @@ use tagent_hub::registry::rules::{Decision, decide};
 use tagent_hub::registry::{
     Index, IndexView, Liveness, RegisterRequest, Registry, Secret, to_stored,
 };
-use tagent_hub::store::{
-    AccountKey, CredentialCipher, PgOptions, PgStore, RedbStore, StoredTagent,
-};
+use tagent_hub::store::{AccountKey, CredentialCipher, PgStore, RedbStore, StoredTagent};
 
 // ---------------------------------------------------------------------------
 // The world the sequences play in.
@@ -775,12 +773,7 @@ proptest! {
 const HUBS: usize = 3;
 
 fn open_pg(url: &str, schema: &str, live: &Arc<AtomicU64>) -> Registry {
-    let opts = PgOptions {
-        url: url.to_owned(),
-        schema: schema.to_owned(),
-        pool_size: 2,
-        tls_ca: None,
-    };
+    let opts = common::pg_options(url, schema);
     let store = PgStore::open(&opts, CredentialCipher::from_hex(KEY).unwrap()).unwrap();
     let registry = Registry::open(Arc::new(store), runner_groups()).unwrap();
     registry.set_liveness(Arc::new(SharedMask(live.clone())));

@@ -703,6 +703,17 @@ pub async fn tagent_json(hub: &Server, id: u64) -> Value {
 /// The throwaway PostgreSQL cluster `.ci/with-postgres` started: its URL and
 /// a schema of this test's own. `None`, with the reason printed, when no
 /// cluster was started, so that `cargo test` still passes on a bare machine.
+/// The store options of a test's PostgreSQL schema: a pool of 2, no TLS.
+#[allow(dead_code)] // not every test file opens a store itself
+pub fn pg_options(url: &str, schema: &str) -> tagent_hub::store::PgOptions {
+    tagent_hub::store::PgOptions {
+        url: url.to_owned(),
+        schema: schema.to_owned(),
+        pool_size: 2,
+        tls_ca: None,
+    }
+}
+
 pub fn postgres(test: &str) -> Option<(String, String)> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
