@@ -352,11 +352,11 @@ async fn changes_need_the_csrf_token_and_an_admin_sign_in() {
         .unwrap();
     let csrf = csrf_of(&page);
     let action = hub.url(&format!("/ui/tagents/{id}/action/status-check"));
-    let post = |form: Vec<(&'static str, String)>| {
+    let post = |fields: Vec<(&'static str, String)>| {
         http.post(&action)
             .header("cookie", &cookie)
             .header("content-type", FORM)
-            .body(form(&form))
+            .body(form(&fields))
             .send()
     };
     assert_eq!(post(vec![]).await.unwrap().status(), 403);
