@@ -25,10 +25,13 @@ use crate::model::{FilterParams, TagentId};
 /// Batch results kept for their CSV, newest last.
 const KEPT: usize = 64;
 
+/// One batch's results and the random key that names them.
+type Kept = (String, Arc<BatchReply>);
+
 /// The last [`KEPT`] batches' results, by a random key.
 #[derive(Clone, Default)]
 pub struct Batches {
-    kept: Arc<Mutex<VecDeque<(String, Arc<BatchReply>)>>>,
+    kept: Arc<Mutex<VecDeque<Kept>>>,
 }
 
 impl Batches {

@@ -121,13 +121,18 @@ fn sort(rows: &mut [Row], by: &str) {
     }
 }
 
+/// A row; a live session's heartbeat time, cpu and memory win over the
+/// record's.
 pub fn row(c: &Console, t: TagentView) -> Row {
-    let heartbeat = c
-        .http
-        .hub
-        .session_of(t.id)
-        .map(|s| when(c.http.hub.view(&s).last_heartbeat))
-        .unwrap_or_default();
+    let live = c.http.hub.session_of(t.id).map(|s| c.http.hub.view(&s));
+    let (heartbeat, pcpu, mem) = match &live {
+        Some(v) => (
+            when(v.last_heartbeat),
+            v.pcpu.or(t.host.pcpu),
+            v.mem.or(t.host.mem),
+        ),
+        None => (String::new(), t.host.pcpu, t.host.mem),
+    };
     Row {
         connected: t.status == Connection::Connected,
         reason: t
@@ -136,8 +141,8 @@ pub fn row(c: &Console, t: TagentView) -> Row {
             .unwrap_or_default(),
         since: when(t.last_status_change_ms),
         heartbeat,
-        cpu: percent(t.host.pcpu),
-        mem: percent(t.host.mem),
+        cpu: percent(pcpu),
+        mem: percent(mem),
         runner: t.runner.map(|r| r.to_string()).unwrap_or_default(),
         t,
     }
