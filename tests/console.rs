@@ -373,6 +373,47 @@ async fn changes_need_the_csrf_token_and_an_admin_sign_in() {
             .contains("status-check: not-connected")
     );
 
+    // A batch on a filter: a changed count asks again, then a CSV of the
+    // results.
+    let batch = |expect: &str| {
+        http.post(hub.url("/ui/batch"))
+            .header("cookie", &cookie)
+            .header("content-type", FORM)
+            .body(form(&[
+                ("csrf", csrf.as_str()),
+                ("command", "status-check"),
+                ("target", "filter"),
+                ("filter", "ip=127.0.6.0/24"),
+                ("expect", expect),
+            ]))
+            .send()
+    };
+    let stale = batch("2").await.unwrap();
+    assert_eq!(stale.status(), 409);
+    assert!(stale.text().await.unwrap().contains("matches 1 now"));
+    let done = batch("1").await.unwrap();
+    assert_eq!(done.status(), 200);
+    let done = done.text().await.unwrap();
+    let at = done.find("/ui/batch/").expect("a CSV link");
+    let link = &done[at..at + done[at..].find('"').unwrap()];
+    let csv = http
+        .get(hub.url(link))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        [
+            "id,command,result,message".to_owned(),
+            format!("{id},status-check,not-connected,"),
+        ],
+        "{csv}"
+    );
+
     // A read sign-in may look, not change, even with its own CSRF token.
     let reader = http_sign_in(&http, &hub, READ_TOKEN).await;
     let page = http
