@@ -30,6 +30,7 @@
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod ctl;
 pub mod data_dir;
 pub mod dispatch;

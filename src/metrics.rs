@@ -240,6 +240,22 @@ pub const FAMILIES: &[Family] = &[
          read token for a change (scope).",
         &[label("reason", &["missing", "invalid", "scope"])],
     ),
+    // The web console (console/)
+    family(
+        "tagent_hub_console_signins_total",
+        Kind::Counter,
+        "Console sign-ins: ok, an unknown token (invalid), or refused because \
+         the most sessions are held (full).",
+        &[label("result", &["ok", "invalid", "full"])],
+    ),
+    family(
+        "tagent_hub_console_refusals_total",
+        Kind::Counter,
+        "Console requests refused: no session (no-session), a read sign-in \
+         asking for a change (scope), a form too large (form), a missing or \
+         wrong CSRF token (csrf).",
+        &[label("reason", &["no-session", "scope", "form", "csrf"])],
+    ),
     family(
         "tagent_hub_event_stream_gaps_total",
         Kind::Counter,

@@ -54,7 +54,7 @@ pub struct BatchReply {
         (status = 400, body = super::ErrorBody, description = "not a valid batch request"),
         (status = 413, body = super::ErrorBody, description = "the batch names too many tagents")),
     security(("bearer" = [])))]
-pub(super) async fn batch(
+pub(crate) async fn batch(
     State(s): State<HttpState>,
     Extension(who): Extension<Actor>,
     body: Result<Json<BatchRequest>, JsonRejection>,

@@ -63,7 +63,7 @@ fn reset(why: &str) -> SseEvent {
     responses((status = 200, content_type = "text/event-stream", body = EventJson,
         description = "a stream of events; `data` is one Event as JSON")),
     security(("bearer" = [])))]
-pub(super) async fn stream(
+pub(crate) async fn stream(
     State(s): State<HttpState>,
     headers: HeaderMap,
     Query(p): Query<EventParams>,

@@ -188,7 +188,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 #[utoipa::path(get, path = "/api/v1/runner-groups", tag = "runner-groups", operation_id = "list_runner_groups",
     responses((status = 200, body = Vec<GroupView>, description = "every runner group")),
     security(("bearer" = [])))]
-pub(super) async fn list(State(s): State<HttpState>) -> Result<Json<Vec<GroupView>>, ApiError> {
+pub(crate) async fn list(State(s): State<HttpState>) -> Result<Json<Vec<GroupView>>, ApiError> {
     let registry = s.registry.clone();
     tokio::task::spawn_blocking(move || Json(views(&registry, &registry.groups())))
         .await
@@ -201,7 +201,7 @@ pub(super) async fn list(State(s): State<HttpState>) -> Result<Json<Vec<GroupVie
     responses((status = 200, body = GroupView, description = "the runner group"),
         (status = 404, body = super::ErrorBody, description = "no runner group with this id")),
     security(("bearer" = [])))]
-pub(super) async fn get(
+pub(crate) async fn get(
     State(s): State<HttpState>,
     Path(id): Path<u32>,
 ) -> Result<Json<GroupView>, ApiError> {
@@ -214,7 +214,7 @@ pub(super) async fn get(
     responses((status = 201, body = GroupView, description = "created"),
         (status = 400, body = super::ErrorBody, description = "not a valid runner group")),
     security(("bearer" = [])))]
-pub(super) async fn create(
+pub(crate) async fn create(
     State(s): State<HttpState>,
     body: Result<Json<GroupBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
@@ -253,7 +253,7 @@ pub(super) async fn create(
         (status = 400, body = super::ErrorBody, description = "not a valid runner group"),
         (status = 404, body = super::ErrorBody, description = "no runner group with this id")),
     security(("bearer" = [])))]
-pub(super) async fn update(
+pub(crate) async fn update(
     State(s): State<HttpState>,
     Path(id): Path<u32>,
     body: Result<Json<GroupBody>, JsonRejection>,
@@ -287,7 +287,7 @@ pub(super) async fn update(
         (status = 404, body = super::ErrorBody, description = "no runner group with this id"),
         (status = 409, body = super::ErrorBody, description = "tagents belong to the group")),
     security(("bearer" = [])))]
-pub(super) async fn delete(
+pub(crate) async fn delete(
     State(s): State<HttpState>,
     Path(id): Path<u32>,
 ) -> Result<StatusCode, ApiError> {

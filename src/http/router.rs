@@ -87,6 +87,7 @@ pub fn openapi_json() -> String {
 
 pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens) -> Router {
     let (admin, operations, _) = admin_api();
+    let console = crate::console::router(state.clone(), tokens.clone());
     let doc: Arc<str> = openapi_json().into();
     let admin = admin
         .layer(axum::middleware::from_fn_with_state(
@@ -122,6 +123,7 @@ pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens
         .merge(peers)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .nest_service("/ui", console)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

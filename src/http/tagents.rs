@@ -180,7 +180,7 @@ fn parse_cursor<T: std::str::FromStr>(cursor: Option<&str>) -> Result<Option<T>,
     responses((status = 200, body = TagentPage, description = "one page of tagents, in id order"),
         (status = 400, body = super::ErrorBody, description = "a bad filter or cursor")),
     security(("bearer" = [])))]
-pub(super) async fn list(
+pub(crate) async fn list(
     State(s): State<HttpState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<TagentPage>, ApiError> {
@@ -222,7 +222,7 @@ pub(super) async fn list(
     responses((status = 200, body = Counts, description = "totals of the matching tagents"),
         (status = 400, body = super::ErrorBody, description = "a bad filter")),
     security(("bearer" = [])))]
-pub(super) async fn counts(
+pub(crate) async fn counts(
     State(s): State<HttpState>,
     params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Counts>, ApiError> {
@@ -245,7 +245,7 @@ pub(super) async fn counts(
     responses((status = 200, body = TagentDetail, description = "the tagent"),
         (status = 404, body = super::ErrorBody, description = "no tagent with this id")),
     security(("bearer" = [])))]
-pub(super) async fn get(
+pub(crate) async fn get(
     State(s): State<HttpState>,
     Path(id): Path<TagentId>,
 ) -> Result<Json<TagentDetail>, ApiError> {
@@ -279,7 +279,7 @@ pub(super) async fn get(
         (status = 404, body = super::ErrorBody, description = "no tagent with this id"),
         (status = 409, body = super::ErrorBody, description = "the tagent is connected")),
     security(("bearer" = [])))]
-pub(super) async fn delete(
+pub(crate) async fn delete(
     State(s): State<HttpState>,
     Path(id): Path<TagentId>,
 ) -> Result<StatusCode, ApiError> {
@@ -422,7 +422,7 @@ pub struct UnregisteredSessions {
     responses((status = 200, body = UnregisteredSessions, description = "one page of the unregistered sessions"),
         (status = 400, body = super::ErrorBody, description = "a bad cursor or limit")),
     security(("bearer" = [])))]
-pub(super) async fn unregistered(
+pub(crate) async fn unregistered(
     State(s): State<HttpState>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<UnregisteredSessions>, ApiError> {

@@ -1,0 +1,43 @@
+//! The console's routes under `/ui`: sign-in and the assets open, every
+//! other page behind the session guard.
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+
+use super::state::Console;
+use super::{Sessions, assets, batch, events, groups, guard, overview, signin, tagent, tagents};
+use crate::http::HttpState;
+use crate::http::auth::AdminTokens;
+
+/// The console, to nest at `/ui` in the HTTP router.
+pub fn router(http: HttpState, tokens: AdminTokens) -> Router {
+    let c = Console {
+        http,
+        sessions: Sessions::default(),
+        tokens,
+        batches: Default::default(),
+    };
+    let pages = Router::new()
+        .route("/", get(overview::page))
+        .route("/tagents", get(tagents::page))
+        .route("/tagents/{id}", get(tagent::page))
+        .route("/tagents/{id}/action/{action}", post(tagent::action))
+        .route("/tagents/{id}/config", get(tagent::config))
+        .route("/tagents/{id}/logs", get(tagent::logs))
+        .route("/tagents/{id}/logs/{name}", get(tagent::log))
+        .route("/groups", get(groups::list).post(groups::create))
+        .route("/groups/{id}", get(groups::edit).post(groups::update))
+        .route("/groups/{id}/delete", post(groups::delete))
+        .route("/batch", post(batch::run))
+        .route("/batch/{key}", get(batch::csv))
+        .route("/events", get(events::follow))
+        .route("/signout", post(signin::signout))
+        .route_layer(from_fn_with_state(c.clone(), guard::require));
+    Router::new()
+        .merge(pages)
+        .route("/signin", get(signin::form).post(signin::submit))
+        .route("/assets/{name}", get(assets::serve))
+        .layer(from_fn(guard::headers))
+        .with_state(c)
+}
