@@ -72,6 +72,20 @@ fn spec_rules(doc: &Value) -> Vec<String> {
                     ));
                 }
             }
+            // And the converse: a path parameter the path has no place for.
+            let path_params = [&item["parameters"], &op["parameters"]]
+                .into_iter()
+                .filter_map(Value::as_array)
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str());
+            for name in path_params {
+                if !templated.contains(&name) {
+                    out.push(format!(
+                        "{method} {path}: path parameter {name} is not in the path"
+                    ));
+                }
+            }
         }
     }
     for (id, n) in ids {
@@ -142,7 +156,10 @@ fn the_check_catches_invalid_documents() {
             "/x": {"get": {"operationId": "get", "responses": {"200": {
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Gone"}}}
             }}}},
-            "/y/{id}": {"get": {"operationId": "get", "responses": {"204": {"description": "ok"}}}}
+            "/y/{id}": {"get": {"operationId": "get", "responses": {"204": {"description": "ok"}}}},
+            "/z": {"post": {"operationId": "z", "parameters": [
+                {"name": "minutes", "in": "path", "required": true, "schema": {"type": "integer"}}
+            ], "responses": {"204": {"description": "ok"}}}}
         },
         "components": {"schemas": {"Bad": {"type": "no-such-type"}}}
     });
@@ -156,5 +173,11 @@ fn the_check_catches_invalid_documents() {
             .iter()
             .any(|p| p.starts_with("/components/schemas/Bad")),
         "an invalid schema object: {problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("path parameter minutes is not in the path")),
+        "a path parameter the path has no place for: {problems:?}"
     );
 }

@@ -370,6 +370,7 @@ pub(super) async fn resetcred(
 
 /// How long an operator's approval of a reinstall lasts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AllowReinstall {
     /// Minutes the approval lasts (default 60, at most 10080: a week).
     pub minutes: Option<u64>,
