@@ -605,13 +605,13 @@ async fn heartbeat_connections_are_capped_per_source() {
         );
     }
     for _ in 0..5 {
-        let mut s = connect_from(hub.heartbeat_addr(), ip("127.0.21.99"))
-            .await
-            .unwrap();
-        assert!(
-            closed_within(&mut s, WAIT).await,
-            "a 4th from one source was kept"
-        );
+        // Refused with a reset, which may even arrive as the connect's error.
+        if let Ok(mut s) = connect_from(hub.heartbeat_addr(), ip("127.0.21.99")).await {
+            assert!(
+                closed_within(&mut s, WAIT).await,
+                "a 4th from one source was kept"
+            );
+        }
     }
     assert!(!closed_within(&mut held[0], Duration::from_millis(300)).await);
     // The tagent, from its own address, connects and is answered.
@@ -624,10 +624,9 @@ async fn heartbeat_connections_are_capped_per_source() {
     drop(held);
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut s = connect_from(hub.heartbeat_addr(), ip("127.0.21.99"))
-            .await
-            .unwrap();
-        if !closed_within(&mut s, Duration::from_millis(300)).await {
+        if let Ok(mut s) = connect_from(hub.heartbeat_addr(), ip("127.0.21.99")).await
+            && !closed_within(&mut s, Duration::from_millis(300)).await
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the source stays refused");
