@@ -222,20 +222,26 @@ fn group_page(
     render(status, &page)
 }
 
+/// A group as the store holds it, in its form.
+fn stored_page(session: &Session, id: u32, g: crate::http::groups::GroupView) -> Response {
+    let form = GroupForm::of(&g);
+    group_page(
+        session,
+        id,
+        g.tagents,
+        form,
+        FieldErrors::default(),
+        StatusCode::OK,
+    )
+}
+
 pub async fn edit(
     State(c): State<Console>,
     Extension(session): Extension<Session>,
     Path(id): Path<u32>,
 ) -> Response {
     match api::get(State(c.http.clone()), Path(id)).await {
-        Ok(Json(g)) => group_page(
-            &session,
-            id,
-            g.tagents,
-            GroupForm::of(&g),
-            FieldErrors::default(),
-            StatusCode::OK,
-        ),
+        Ok(Json(g)) => stored_page(&session, id, g),
         Err(e) => error(&session, &e),
     }
 }
@@ -257,14 +263,7 @@ pub async fn update(
         }
     };
     match api::update(State(c.http.clone()), Path(id), Ok(Json(body))).await {
-        Ok(Json(g)) => group_page(
-            &session,
-            id,
-            g.tagents,
-            GroupForm::of(&g),
-            FieldErrors::default(),
-            StatusCode::OK,
-        ),
+        Ok(Json(g)) => stored_page(&session, id, g),
         Err(e) => {
             let status = refused(&e);
             group_page(&session, id, tagents, form, FieldErrors::of(e.1), status)

@@ -5,9 +5,8 @@
 
 use askama::Template;
 use axum::Extension;
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::overview::{Change, recent};
@@ -231,14 +230,5 @@ pub async fn log(
         Ok(s) => s,
         Err(e) => return error(&session, &e),
     };
-    let mut response = Body::from_stream(stream.into_stream()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        headers.insert(header::CONTENT_DISPOSITION, v);
-    }
-    response
+    crate::http::operations::download(stream, &name)
 }

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use super::session::{ProtocolKind, Session, SessionKey};
-use crate::model::{Tagent, TagentId, parse_ip};
+use crate::model::{TagentId, parse_ip};
 use crate::registry::IndexView;
 
 /// Why a heartbeat was refused; the session is closed.
@@ -51,10 +51,6 @@ impl Refused {
 }
 
 /// Whether `t` answers for `ip`, as primary or contained ip.
-fn holds(t: &Tagent, ip: IpAddr) -> bool {
-    t.ip == ip || t.ips.contains(&ip)
-}
-
 /// Whether `peer` is among the comma-joined ips of an `ipString`.
 fn listed(ip_string: Option<&str>, peer: IpAddr) -> bool {
     ip_string.is_some_and(|s| {
@@ -83,7 +79,7 @@ pub(super) fn vouched(
         return true;
     }
     if let Some(id) = resolved {
-        return index.get(id).is_some_and(|t| holds(t, peer));
+        return index.get(id).is_some_and(|t| t.answers_for(peer));
     }
     let under = index.lookup(key.tenant, key.port, key.ip);
     if under.is_empty() {
@@ -91,7 +87,7 @@ pub(super) fn vouched(
     }
     under
         .iter()
-        .any(|id| index.get(*id).is_some_and(|t| holds(t, peer)))
+        .any(|id| index.get(*id).is_some_and(|t| t.answers_for(peer)))
 }
 
 /// Whether `held` may not be replaced by `by`: it proved the credential
@@ -106,7 +102,7 @@ pub(super) fn outranks(held: &Session, by: &Session) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DisconnectReason, HostFacts, Status, Sym};
+    use crate::model::{DisconnectReason, HostFacts, Status, Sym, Tagent};
     use crate::registry::Index;
 
     /// Tagent 7 at 10.0.0.5:3939, which also holds 10.0.0.6.

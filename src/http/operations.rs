@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::auth::Actor;
 use super::{ApiError, HttpState};
-use crate::listener::{ConfigChange, ListenerError, OperationError, Reachability};
+use crate::listener::{ConfigChange, ListenerError, LogStream, OperationError, Reachability};
 use crate::model::TagentId;
 
 impl From<OperationError> for ApiError {
@@ -189,6 +189,12 @@ pub(super) async fn log(
     Path((id, name)): Path<(TagentId, String)>,
 ) -> Result<Response, ApiError> {
     let stream = s.operations.download_log(who.as_str(), id, &name).await?;
+    Ok(download(stream, &name))
+}
+
+/// A log file streamed as an attachment named `name` (the API's and the
+/// console's download).
+pub(crate) fn download(stream: LogStream, name: &str) -> Response {
     let mut response = Body::from_stream(stream.into_stream()).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -198,5 +204,5 @@ pub(super) async fn log(
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(response)
+    response
 }
