@@ -2,6 +2,10 @@
 //! would otherwise run for agent liveness, an MQTT broker with keepalive
 //! (mosquitto) and NATS (nats-server), on this machine, in one run.
 //!
+//! Beside them runs the *floor* of each of tagent-hub's protocols
+//! ([`crate::floor`]: one thread, epoll, no logic, the reply bytes for the
+//! heartbeat bytes), so every figure has the physical floor beside it.
+//!
 //! It installs the two peers from Debian's packages if they are missing,
 //! then for each target in turn starts the server on loopback (config in a
 //! temporary directory), runs the same two `sessions` runs against it, and
@@ -14,7 +18,8 @@
 //!    CPU per heartbeat, and the generator's own CPU.
 //!
 //! It prints one table: every target's figures and the ratios
-//! tagent-hub / peer.
+//! tagent-hub / peer (and / its protocol's floor), then the goals of the
+//! connect-storm issue, each met or missed by how much.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -51,6 +56,9 @@ pub struct Args {
     /// The tagent-hub binary (default: `tagent-hub` beside this program).
     #[arg(long)]
     pub hub_bin: Option<PathBuf>,
+    /// Leave the floor targets out.
+    #[arg(long)]
+    pub no_floor: bool,
     /// Do not install missing peers (fail instead).
     #[arg(long)]
     pub no_install: bool,
@@ -73,6 +81,8 @@ struct Target {
 
 struct Row {
     label: String,
+    kind: Kind,
+    protocol: Proto,
     idle: Figures,
     saturate: Figures,
 }
@@ -174,6 +184,13 @@ async fn run_all(
             protocol: p,
         })
         .collect();
+    if !args.no_floor {
+        targets.extend(args.hub_protocols.iter().map(|&p| Target {
+            label: format!("floor {}", p.name()),
+            kind: Kind::Floor,
+            protocol: p,
+        }));
+    }
     targets.push(Target {
         label: "mosquitto".into(),
         kind: Kind::Mosquitto,
@@ -196,6 +213,7 @@ async fn run_all(
             Kind::Hub => Server::hub(hub_bin, dir.path()),
             Kind::Mosquitto => Server::mosquitto(mosquitto, dir.path()),
             Kind::Nats => Server::nats(nats, dir.path()),
+            Kind::Floor => Server::floor(t.protocol, dir.path()),
         }
         .with_context(|| format!("cannot start {}", t.kind.name()))?;
         let idle = session_args::Args {
@@ -218,6 +236,7 @@ async fn run_all(
             failover: Vec::new(),
             spawn_hub: None,
             admin_token: server.admin_token.clone(),
+            floor: t.kind == Kind::Floor,
             server_pid: Some(server.pid()),
             json: false,
             quiet: args.quiet,
@@ -238,6 +257,8 @@ async fn run_all(
         drop(server);
         rows.push(Row {
             label: t.label,
+            kind: t.kind,
+            protocol: t.protocol,
             idle,
             saturate,
         });
@@ -297,13 +318,97 @@ const METRICS: [Metric; 5] = [
     },
 ];
 
-/// (hub row, peer row) pairs for the ratio columns.
+/// (hub row, peer row) pairs for the ratio columns: each hub protocol
+/// against mosquitto, nats-server and its own protocol's floor.
 fn pairs(rows: &[Row]) -> Vec<(&Row, &Row)> {
-    let (hubs, peers): (Vec<&Row>, Vec<&Row>) =
-        rows.iter().partition(|r| r.label.starts_with("tagent-hub"));
+    let (hubs, peers): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.kind == Kind::Hub);
     hubs.iter()
-        .flat_map(|h| peers.iter().map(move |p| (*h, *p)))
+        .flat_map(|h| {
+            peers
+                .iter()
+                .filter(|p| p.kind != Kind::Floor || p.protocol == h.protocol)
+                .map(move |p| (*h, *p))
+        })
         .collect()
+}
+
+/// One target of the connect-storm issue, checked on one hub row.
+struct Goal {
+    name: &'static str,
+    /// Against which row (the hub's protocol's floor, or mosquitto).
+    against: Kind,
+    metric: usize,
+    /// The hub's figure over the other's must be at most this (or, for a
+    /// rate, at least).
+    bound: f64,
+    at_least: bool,
+}
+
+const GOALS: [Goal; 6] = [
+    Goal {
+        name: "max rate ≥ 0.95 of the floor",
+        against: Kind::Floor,
+        metric: 2,
+        bound: 0.95,
+        at_least: true,
+    },
+    Goal {
+        name: "CPU per heartbeat ≤ 1.15 of the floor",
+        against: Kind::Floor,
+        metric: 1,
+        bound: 1.15,
+        at_least: false,
+    },
+    Goal {
+        name: "p99 ≤ 1.1 of the floor",
+        against: Kind::Floor,
+        metric: 3,
+        bound: 1.1,
+        at_least: false,
+    },
+    Goal {
+        name: "p99 ≤ mosquitto",
+        against: Kind::Mosquitto,
+        metric: 3,
+        bound: 1.0,
+        at_least: false,
+    },
+    Goal {
+        name: "bytes per idle session ≤ 0.8 of mosquitto",
+        against: Kind::Mosquitto,
+        metric: 0,
+        bound: 0.8,
+        at_least: false,
+    },
+    Goal {
+        name: "connect storm ≤ mosquitto",
+        against: Kind::Mosquitto,
+        metric: 4,
+        bound: 1.0,
+        at_least: false,
+    },
+];
+
+/// Each goal on each hub row: (goal, hub label, ratio, met); a goal whose
+/// other row did not run is left out.
+fn goals(rows: &[Row]) -> Vec<(&'static str, &str, f64, bool)> {
+    let mut out = Vec::new();
+    for g in &GOALS {
+        for h in rows.iter().filter(|r| r.kind == Kind::Hub) {
+            let other = rows.iter().find(|r| {
+                r.kind == g.against && (r.kind != Kind::Floor || r.protocol == h.protocol)
+            });
+            if let Some(ratio) = other.and_then(|o| ratio(&METRICS[g.metric], h, o)) {
+                let met = if g.at_least {
+                    ratio >= g.bound
+                } else {
+                    ratio <= g.bound
+                };
+                out.push((g.name, h.label.as_str(), ratio, met));
+            }
+        }
+    }
+    out
 }
 
 fn ratio(m: &Metric, hub: &Row, peer: &Row) -> Option<f64> {
@@ -356,6 +461,30 @@ fn table(args: &Args, rows: &[Row], before: &str, after: &str, took: f64) -> Str
         s,
         "\nRatios are tagent-hub / peer: below 1 is better for tagent-hub on every row but max heartbeats/s."
     );
+    let goals = goals(rows);
+    if !goals.is_empty() {
+        let _ = writeln!(s, "\n| goal | target | ratio | met? |\n|---|---|---|---|");
+        for (goal, label, ratio, met) in &goals {
+            let _ = writeln!(
+                s,
+                "| {goal} | {label} | {ratio:.2} | {} |",
+                if *met { "yes" } else { "**no**" }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "Every session held: {}.\n",
+            if rows
+                .iter()
+                .filter(|r| r.kind == Kind::Hub)
+                .all(|r| r.idle.established == args.sessions)
+            {
+                "yes"
+            } else {
+                "**no**"
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "Idle: {} sessions, storm then {} s held idle. Max rate: {} sessions back to back for {} s, {} worker processes.",
@@ -439,7 +568,12 @@ fn to_json(args: &Args, rows: &[Row], before: &str, after: &str, took: f64) -> V
             json!({"hub": h.label, "peer": p.label, "ratios": by})
         })
         .collect();
+    let goals: Vec<Value> = goals(rows)
+        .into_iter()
+        .map(|(goal, target, ratio, met)| json!({"goal": goal, "target": target, "ratio": ratio, "met": met}))
+        .collect();
     json!({
+        "goals": goals,
         "sessions": args.sessions,
         "saturate_sessions": args.saturate_sessions,
         "saturate_secs": args.saturate_secs,

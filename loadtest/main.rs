@@ -16,7 +16,8 @@
 //!   [`session_args`]; the parent holds each worker as a [`worker_process`],
 //!   and the two speak the messages of [`wire`].
 //! - [`server`]: servers it starts itself (tagent-hub, mosquitto, nats-server).
-//! - [`compare`]: tagent-hub side by side with mosquitto and nats-server.
+//! - [`compare`]: tagent-hub side by side with mosquitto and nats-server,
+//!   and with the [`floor`]: the least any server can do per heartbeat.
 //! - [`progress`]: the live progress line (indicatif).
 //!
 //! A new scenario (heartbeats, say) is one more module beside `register`
@@ -25,6 +26,7 @@
 
 mod client;
 mod compare;
+mod floor;
 mod outcomes;
 mod peers;
 mod proc_status;
@@ -62,6 +64,9 @@ enum Scenario {
     Sessions(session_args::Args),
     /// tagent-hub, mosquitto and nats-server under the same load, one table.
     Compare(compare::Args),
+    /// A minimal responder (one thread, epoll, no logic) answering one of
+    /// tagent-hub's protocols: the physical floor `compare` measures against.
+    Floor(floor::Args),
 }
 
 /// What every scenario takes: how much load, for how long, what to watch.
@@ -153,6 +158,7 @@ fn main() -> anyhow::Result<()> {
             };
         }
         Scenario::Compare(args) => return compare::main(args),
+        Scenario::Floor(args) => return floor::main(args),
     };
     run.validate()?;
     let runtime = runtime(run.threads)?;
@@ -162,7 +168,9 @@ fn main() -> anyhow::Result<()> {
         let work = async {
             match cli.scenario {
                 Scenario::Register(args) => register::run(args).await,
-                Scenario::Sessions(_) | Scenario::Compare(_) => unreachable!("handled above"),
+                Scenario::Sessions(_) | Scenario::Compare(_) | Scenario::Floor(_) => {
+                    unreachable!("handled above")
+                }
             }
         };
         match tokio::time::timeout(hard_stop, work).await {

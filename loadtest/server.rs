@@ -1,6 +1,7 @@
 //! Servers the generator starts itself, on loopback, each in its own
 //! temporary directory: tagent-hub (for the `restart` mode and `compare`),
-//! and the baseline peers mosquitto and nats-server (for `compare`).
+//! and for `compare` the baseline peers mosquitto and nats-server and the
+//! floor (`tagent-load floor`).
 //!
 //! A server is started with a config written into its directory, on ports
 //! picked free on 127.0.0.1, and counts as up when its port accepts. It is
@@ -13,11 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::session_args::Proto;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Hub,
     Mosquitto,
     Nats,
+    /// `tagent-load floor`: the least any server can do per heartbeat.
+    Floor,
 }
 
 impl Kind {
@@ -26,6 +31,7 @@ impl Kind {
             Kind::Hub => "tagent-hub",
             Kind::Mosquitto => "mosquitto",
             Kind::Nats => "nats-server",
+            Kind::Floor => "floor",
         }
     }
 }
@@ -89,6 +95,21 @@ impl Server {
             Some(format!("http://127.0.0.1:{http}")),
             Some(token),
         )
+    }
+
+    /// `tagent-load floor` (this program) answering `protocol`.
+    pub fn floor(protocol: Proto, dir: &Path) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let command = vec![
+            std::env::current_exe()?.display().to_string(),
+            "floor".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "--protocol".into(),
+            protocol.name().into(),
+        ];
+        Self::start(Kind::Floor, command, dir, addr, None, None)
     }
 
     /// mosquitto with anonymous clients on one loopback listener, no

@@ -37,6 +37,14 @@ impl Proto {
     }
 }
 
+impl Args {
+    /// Whether the target wants its tagents registered (tagent-hub does;
+    /// the peers and the floor do not).
+    pub fn registers(&self) -> bool {
+        self.protocol.registers() && !self.floor
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Steady,
@@ -112,6 +120,10 @@ pub struct Args {
     /// `proxy.group` (loopback only).
     #[arg(long)]
     pub failover: Vec<SocketAddr>,
+    /// The target is a `tagent-load floor` answering --protocol compat or
+    /// native: nothing to register, no admin view to ask.
+    #[arg(long)]
+    pub floor: bool,
     /// The server's pid: report its CPU and memory.
     #[arg(long)]
     pub server_pid: Option<u32>,

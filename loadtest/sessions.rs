@@ -17,7 +17,7 @@
 //!   started itself, `--spawn-hub`), starts it again, and times until the
 //!   hub's own admin view counts every tagent `connected` again.
 //!
-//! Session `n` connects from loopback source address `127.1.x.y` (and
+//! Session `n` connects from loopback source address `127.a.x.y` (a from 1 to 4; and
 //! registers it as its `mgmtIp`), so ports never run out and no address
 //! outside 127/8 is used. The parent samples the server's RSS before any
 //! session and with every session held idle: the difference per session is
@@ -151,7 +151,7 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
     let n = args.sessions;
     let live = Arc::new(Live::default());
     let progress = Progress::start(live.clone(), args.server_pid, Some(n as u64), args.quiet);
-    progress.phase(if args.protocol.registers() {
+    progress.phase(if args.registers() {
         "register"
     } else {
         "start"
@@ -197,7 +197,7 @@ async fn parent(mut args: Args) -> anyhow::Result<Outcome> {
     progress.phase("settle");
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     let rss_held = rss_kib(args.server_pid);
-    let hub_view = if args.protocol.registers() {
+    let hub_view = if args.registers() {
         hub_connected(&target, token.as_deref()).await
     } else {
         None

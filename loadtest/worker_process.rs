@@ -41,6 +41,9 @@ impl WorkerProcess {
         if args.reconnect {
             cmd.arg("--reconnect");
         }
+        if args.floor {
+            cmd.arg("--floor");
+        }
         for a in &args.failover {
             cmd.arg("--failover").arg(a.to_string());
         }
