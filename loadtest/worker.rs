@@ -25,13 +25,17 @@ use crate::procstat::sample;
 use crate::session_args::{Args, Mode, Proto};
 use crate::wire::{self, FromWorker, Tally, ToWorker};
 
-/// Loopback source addresses used: 127.1.0.1 ..= 127.1.239.250.
-const SOURCES: usize = 240 * 250;
+/// Loopback source addresses per second octet: 127.a.0.1 ..= 127.a.239.250.
+const PER_OCTET: usize = 240 * 250;
+/// Second octets used: 127.1.x.y ..= 127.4.x.y, 240,000 addresses, enough
+/// for a runner group of 10 x 17,000 tagents, each with its own ip.
+const SOURCES: usize = 4 * PER_OCTET;
 
 /// The loopback address tagent `n` connects from and registers as its ip.
 fn source_ip(n: usize) -> Ipv4Addr {
     let k = n % SOURCES;
-    Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250 + 1) as u8)
+    let (a, k) = (1 + k / PER_OCTET, k % PER_OCTET);
+    Ipv4Addr::new(127, a as u8, (k / 250) as u8, (k % 250 + 1) as u8)
 }
 
 fn credential(n: usize) -> String {
@@ -56,7 +60,7 @@ pub fn main(args: Args, range: (usize, usize)) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args, (a, b): (usize, usize)) -> anyhow::Result<()> {
-    let ids = if args.protocol.registers() {
+    let ids = if args.registers() {
         let target = Arc::new(Target::parse(&args.url)?);
         register_all(&target, &args.tenant, a, b).await?
     } else {
@@ -228,6 +232,9 @@ impl Drop for Up<'_> {
 
 /// Open tagent `n`'s session to its `attempt`-th runner: its own first, then
 /// each `--failover` runner in turn, as a tagent walks its `proxy.group`.
+/// Tagent `n` starts its walk at failover runner `n mod len`, so a dead
+/// runner's tagents spread over the others instead of all landing on the
+/// first of the list (which could not hold them all under its file limit).
 async fn open(
     n: usize,
     id: u64,
@@ -239,7 +246,7 @@ async fn open(
     let runners = 1 + args.failover.len();
     let to = match *attempt % runners {
         0 => args.heartbeat,
-        k => args.failover[k - 1],
+        k => args.failover[(k - 1 + n) % args.failover.len()],
     };
     *attempt += 1;
     let t0 = Instant::now();
@@ -434,6 +441,8 @@ async fn connect(n: usize, id: u64, args: &Args, to: SocketAddr) -> Result<Sessi
         Proto::Nats => Session::Nats(Nats::connect(stream).await?),
     };
     if args.protocol.registers() {
+        // The session's first heartbeat answered: acknowledged (the floor
+        // answers it too).
         s.heartbeat().await?;
     }
     Ok(s)
