@@ -77,6 +77,9 @@ impl Server {
     pub fn hub(bin: &Path, dir: &Path) -> anyhow::Result<Server> {
         let (http, hb) = (free_port()?, free_port()?);
         let token = hex::encode(rand::random::<[u8; 16]>());
+        // The hub runs in its own directory: a relative path would not name it there.
+        let bin = std::fs::canonicalize(bin)
+            .with_context(|| format!("no tagent-hub binary at {}", bin.display()))?;
         let command = vec![
             bin.display().to_string(),
             "serve".into(),
