@@ -167,7 +167,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             }
         });
     }
-    let router = http::router(state, config.max_body_bytes, tokens);
+    let router = http::router(
+        state,
+        config.max_body_bytes,
+        tokens,
+        config.http.tls_cert.is_some(),
+    );
     let limits = http::Limits::from_config(&config.http);
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => {

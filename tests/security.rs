@@ -506,6 +506,17 @@ async fn guessing_native_credentials_is_held_back_per_source() {
 /// One request over TLS to `hub`, trusting `ca` (DER): the reply's status
 /// and body, or `None` when the connection or handshake failed.
 async fn tls_exchange(hub: &Server, ca: &[u8], request: String) -> Option<(u16, String)> {
+    let reply = tls_reply(hub, ca, request).await?;
+    let status = reply.split(' ').nth(1)?.parse().ok()?;
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
+}
+
+/// One request over TLS to `hub`, trusting `ca` (DER): the whole reply.
+async fn tls_reply(hub: &Server, ca: &[u8], request: String) -> Option<String> {
     use std::sync::Arc;
     use tokio_rustls::TlsConnector;
     use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
@@ -527,13 +538,7 @@ async fn tls_exchange(hub: &Server, ca: &[u8], request: String) -> Option<(u16, 
         tls.write_all(request.as_bytes()).await.ok()?;
         let mut reply = Vec::new();
         let _ = tls.read_to_end(&mut reply).await;
-        let reply = String::from_utf8_lossy(&reply).into_owned();
-        let status = reply.split(' ').nth(1)?.parse().ok()?;
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_owned();
-        Some((status, body))
+        Some(String::from_utf8_lossy(&reply).into_owned())
     };
     tokio::time::timeout(WAIT, exchange).await.ok().flatten()
 }
@@ -570,6 +575,21 @@ async fn the_http_port_serves_tls_when_configured() {
     let (status, reply) = tls_exchange(&hub, &ca, post).await.expect("a reply");
     assert_eq!(status, 200, "{reply}");
     assert!(reply.contains(r#""Status":"OK""#), "{reply}");
+    // The console's session cookie is marked Secure: it never leaves TLS.
+    let signin = format!("token={}", common::ADMIN_TOKEN);
+    let post = format!(
+        "POST /ui/signin HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{signin}",
+        signin.len()
+    );
+    let reply = tls_reply(&hub, &ca, post).await.expect("a reply");
+    let cookie = reply
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("a session cookie: {reply}"));
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     // Plain HTTP on the TLS port: no reply, the connection closed, counted.
     assert_eq!(healthz_from(&hub, "127.0.0.1").await, None);
     let (_, metrics) = tls_exchange(&hub, &ca, get("/metrics"))

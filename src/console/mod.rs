@@ -4,6 +4,7 @@
 //! the event stream through a few lines of EventSource.
 
 mod assets;
+mod audit;
 mod batch;
 mod events;
 mod groups;

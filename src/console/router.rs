@@ -6,29 +6,37 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 
 use super::state::Console;
-use super::{Sessions, assets, batch, events, groups, guard, overview, signin, tagent, tagents};
+use super::{
+    Sessions, assets, audit, batch, events, groups, guard, overview, signin, tagent, tagents,
+};
 use crate::http::HttpState;
 use crate::http::auth::AdminTokens;
 
-/// The console, to nest at `/ui` in the HTTP router.
-pub fn router(http: HttpState, tokens: AdminTokens) -> Router {
+/// The console, to nest at `/ui` in the HTTP router; `tls`: served over
+/// TLS only, so its cookie is `Secure`.
+pub fn router(http: HttpState, tokens: AdminTokens, tls: bool) -> Router {
     let c = Console {
         http,
         sessions: Sessions::default(),
         tokens,
         batches: Default::default(),
+        secure_cookie: tls,
     };
     let pages = Router::new()
         .route("/", get(overview::page))
         .route("/tagents", get(tagents::page))
         .route("/tagents/{id}", get(tagent::page))
         .route("/tagents/{id}/action/{action}", post(tagent::action))
-        .route("/tagents/{id}/config", get(tagent::config))
+        .route(
+            "/tagents/{id}/config",
+            get(tagent::config).post(tagent::save_config),
+        )
         .route("/tagents/{id}/logs", get(tagent::logs))
         .route("/tagents/{id}/logs/{name}", get(tagent::log))
         .route("/groups", get(groups::list).post(groups::create))
         .route("/groups/{id}", get(groups::edit).post(groups::update))
         .route("/groups/{id}/delete", post(groups::delete))
+        .route("/audit", get(audit::page))
         .route("/batch", post(batch::run))
         .route("/batch/{key}", get(batch::csv))
         .route("/events", get(events::follow))

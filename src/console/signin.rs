@@ -52,6 +52,7 @@ pub async fn submit(
     let cookie = Cookie::build((COOKIE, id))
         .path("/ui")
         .http_only(true)
+        .secure(c.secure_cookie)
         .same_site(SameSite::Strict);
     (jar.add(cookie), Redirect::to("/ui/")).into_response()
 }

@@ -14,4 +14,6 @@ pub struct Console {
     pub tokens: AdminTokens,
     /// Recent batch results, for their CSV.
     pub batches: Batches,
+    /// The port serves TLS: the session cookie is marked `Secure`.
+    pub secure_cookie: bool,
 }

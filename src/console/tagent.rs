@@ -1,11 +1,12 @@
 //! One tagent: its record, accounts (never a credential), live session and
 //! recent events; the actions (reload, resetcred, status check, delete, a
-//! reachability check) with their results; its config file and logs read
-//! over its listener (admin only, as in the API).
+//! reachability check, allowing a reinstall) with their results; its config
+//! file read, edited and written back, and its logs, over its listener
+//! (admin only, as in the API).
 
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
@@ -17,8 +18,10 @@ use super::tagents::{Row, row};
 use crate::dispatch::Command;
 use crate::heartbeat::SessionView;
 use crate::http::ApiError;
-use crate::http::tagents::{AccountView, TagentDetail, delete, get};
-use crate::listener::Reachability;
+use crate::http::tagents::{
+    AccountView, AllowReinstall, TagentDetail, allow_reinstall, delete, get,
+};
+use crate::listener::{Reachability, Step};
 use crate::model::TagentId;
 
 /// Events of this tagent shown.
@@ -73,14 +76,45 @@ pub async fn page(
     show(&c, &session, id, None).await
 }
 
+/// What an action's form may carry besides its CSRF token.
+#[derive(serde::Deserialize)]
+pub struct ActionForm {
+    /// `allow-reinstall`: how many minutes the approval lasts.
+    minutes: Option<String>,
+}
+
 /// `POST /ui/tagents/{id}/action/{action}`: the guard has checked the CSRF
 /// token and the admin scope.
 pub async fn action(
     State(c): State<Console>,
     Extension(session): Extension<Session>,
     Path((id, action)): Path<(TagentId, String)>,
+    Form(form): Form<ActionForm>,
 ) -> Response {
     let result = match action.as_str() {
+        "allow-reinstall" => {
+            let minutes = match form.minutes.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(m) => match m.parse() {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        let why = format!("allow-reinstall: '{m}' is not a number of minutes");
+                        return show(&c, &session, id, Some((false, why))).await;
+                    }
+                },
+            };
+            let query = Ok(Query(AllowReinstall { minutes }));
+            match allow_reinstall(State(c.http.clone()), Path(id), query).await {
+                Ok(_) => (
+                    true,
+                    format!(
+                        "allow-reinstall: the next registration may bring a new credential for {} minutes",
+                        minutes.unwrap_or(60)
+                    ),
+                ),
+                Err(e) => (false, format!("allow-reinstall: {}", e.1)),
+            }
+        }
         "delete" => match delete(State(c.http.clone()), Path(id)).await {
             Ok(_) => return Redirect::to("/ui/tagents").into_response(),
             Err(e) => (false, e.1),
@@ -143,11 +177,35 @@ struct FilesPage {
     c: Chrome,
     id: TagentId,
     heading: String,
-    lines: Vec<String>,
     logs: Vec<String>,
 }
 
-/// The tagent's config file, the credential masked by the listener client.
+#[derive(Template)]
+#[template(path = "console/config.html")]
+struct ConfigPage {
+    c: Chrome,
+    id: TagentId,
+    /// The file as the form shows it: the credential masked.
+    text: String,
+    missing: Vec<String>,
+    /// After a save: whether it went through, and each step's result.
+    outcome: Option<(bool, String)>,
+    steps: Vec<Step>,
+}
+
+fn config_page(session: &Session, id: TagentId, text: String) -> ConfigPage {
+    ConfigPage {
+        c: Chrome::new(format!("Config of tagent {id}"), session),
+        id,
+        text,
+        missing: Vec::new(),
+        outcome: None,
+        steps: Vec::new(),
+    }
+}
+
+/// The tagent's config file, the credential masked by the listener client,
+/// in a form that writes it back.
 pub async fn config(
     State(c): State<Console>,
     Extension(session): Extension<Session>,
@@ -164,21 +222,54 @@ pub async fn config(
     };
     match file {
         Ok(file) => {
-            let mut lines = file.lines;
-            if !file.missing_keys.is_empty() {
-                lines.push(format!("# missing keys: {}", file.missing_keys.join(", ")));
-            }
-            let page = FilesPage {
-                c: Chrome::new("Config", &session),
-                id,
-                heading: "tagent.conf".into(),
-                lines,
-                logs: Vec::new(),
-            };
+            let mut page = config_page(&session, id, file.lines.join("\n"));
+            page.missing = file.missing_keys.iter().map(|k| (*k).to_owned()).collect();
             render(StatusCode::OK, &page)
         }
         Err(e) => error(&session, &e),
     }
+}
+
+#[derive(serde::Deserialize)]
+pub struct ConfigForm {
+    file: String,
+}
+
+/// `POST /ui/tagents/{id}/config`: the whole file back, as `PUT
+/// /api/v1/tagents/{id}/config` takes it (a masked credential keeps the
+/// real one), then uploaded and reloaded; each step's result shown with
+/// the file as sent, so a refused one can be mended.
+pub async fn save_config(
+    State(c): State<Console>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<TagentId>,
+    Form(form): Form<ConfigForm>,
+) -> Response {
+    let lines: Vec<String> = form.file.lines().map(str::to_owned).collect();
+    let mut page = config_page(&session, id, lines.join("\n"));
+    let status = match c
+        .http
+        .operations
+        .write_config(session.actor.as_str(), id, lines)
+        .await
+    {
+        Ok(change) => {
+            let status = crate::http::operations::change_status(&change);
+            let text = match &change.message {
+                Some(m) => format!("{}: {m}", change.result),
+                None => format!("{}: uploaded and reloaded", change.result),
+            };
+            page.outcome = Some((change.ok(), text));
+            page.steps = change.steps;
+            status
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            page.outcome = Some((false, e.1.clone()));
+            e.0
+        }
+    };
+    render(status, &page)
 }
 
 /// The tagent's log files, each a download link.
@@ -202,7 +293,6 @@ pub async fn logs(
                 c: Chrome::new("Logs", &session),
                 id,
                 heading: "Log files".into(),
-                lines: Vec::new(),
                 logs,
             };
             render(StatusCode::OK, &page)

@@ -38,7 +38,7 @@ pub struct AuditPage {
     responses((status = 200, body = AuditPage, description = "a page of the log"),
         (status = 503, body = super::ErrorBody, description = "the store cannot be read")),
     security(("bearer" = [])))]
-pub(super) async fn list(
+pub(crate) async fn list(
     State(s): State<HttpState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {

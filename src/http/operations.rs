@@ -142,14 +142,19 @@ pub(super) async fn put_config(
         .operations
         .write_config(who.as_str(), id, put.lines)
         .await?;
-    let status = if change.ok() {
+    Ok((change_status(&change), Json(change)).into_response())
+}
+
+/// A config change's answer: 200 done, 400 the file was refused, 502 a
+/// step on the tagent failed.
+pub(crate) fn change_status(change: &ConfigChange) -> StatusCode {
+    if change.ok() {
         StatusCode::OK
     } else if change.refused() {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::BAD_GATEWAY
-    };
-    Ok((status, Json(change)).into_response())
+    }
 }
 
 /// The tagent's log files (`$TAGENT_HOME/logs/*.log*`). Needs an admin token.

@@ -85,9 +85,16 @@ pub fn openapi_json() -> String {
     admin_api().2.to_pretty_json().unwrap_or_default()
 }
 
-pub fn router(state: HttpState, max_body_bytes: usize, tokens: auth::AdminTokens) -> Router {
+/// The HTTP side's routes. `tls`: the port serves TLS, so the console's
+/// cookie is marked `Secure`.
+pub fn router(
+    state: HttpState,
+    max_body_bytes: usize,
+    tokens: auth::AdminTokens,
+    tls: bool,
+) -> Router {
     let (admin, operations, _) = admin_api();
-    let console = crate::console::router(state.clone(), tokens.clone());
+    let console = crate::console::router(state.clone(), tokens.clone(), tls);
     let doc: Arc<str> = openapi_json().into();
     let admin = admin
         .layer(axum::middleware::from_fn_with_state(

@@ -386,7 +386,7 @@ pub struct AllowReinstall {
         (status = 400, body = super::ErrorBody, description = "minutes out of range"),
         (status = 404, body = super::ErrorBody, description = "no tagent with this id")),
     security(("bearer" = [])))]
-pub(super) async fn allow_reinstall(
+pub(crate) async fn allow_reinstall(
     State(s): State<HttpState>,
     Path(id): Path<TagentId>,
     params: Result<Query<AllowReinstall>, axum::extract::rejection::QueryRejection>,

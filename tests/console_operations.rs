@@ -1,0 +1,233 @@
+//! The console's operations over a tagent's listener, over real sockets
+//! against a fake tagent (no browser: forms as a browser posts them): the
+//! config file edited and written back (credential kept masked, a refused
+//! file shown with why), the audit log page, and an operator allowing a
+//! reinstall.
+
+mod common;
+mod fake_tagent;
+
+use std::future::Future;
+use std::time::Duration;
+
+use common::{ADMIN_TOKEN, Server};
+use fake_tagent::{EXAMPLE_CONFIG, FakeTagent, Setup};
+use serde_json::json;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), f)
+        .await
+        .expect("the test finished within 120 s")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signed in as admin: the cookie and the session's CSRF token.
+async fn sign_in(http: &reqwest::Client, hub: &Server) -> (String, String) {
+    let resp = http
+        .post(hub.url("/ui/signin"))
+        .header("content-type", FORM)
+        .body(serde_urlencoded::to_string([("token", ADMIN_TOKEN)]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = get(http, hub, &cookie, "/ui/").await.1;
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    (cookie, page[at..at + 64].to_owned())
+}
+
+async fn get(http: &reqwest::Client, hub: &Server, cookie: &str, path: &str) -> (u16, String) {
+    let resp = http
+        .get(hub.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn post(
+    http: &reqwest::Client,
+    hub: &Server,
+    cookie: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let resp = http
+        .post(hub.url(path))
+        .header("cookie", cookie)
+        .header("content-type", FORM)
+        .body(serde_urlencoded::to_string(fields).unwrap())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The textarea's content, unescaped as a browser would.
+fn textarea(page: &str) -> String {
+    let start = page.find("<textarea").expect("a textarea");
+    let start = start + page[start..].find('>').unwrap() + 1;
+    let end = start + page[start..].find("</textarea>").unwrap();
+    page[start..end]
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+async fn register(hub: &Server, fake: &FakeTagent) -> u64 {
+    let (status, reply) = hub
+        .register(
+            &json!({"tagentId":"","port":fake.port().to_string(),"ipString":"127.0.0.1",
+                    "mgmtIp":"127.0.0.1","name":"fake","osType":"Linux",
+                    "credential":fake.credential()}),
+            Some("demo"),
+        )
+        .await;
+    common::ok_id(status, &reply)
+}
+
+#[tokio::test]
+async fn an_operator_edits_a_config_in_the_console_and_sees_it_audited() {
+    bounded(async {
+        let hub = Server::start();
+        let fake = FakeTagent::start(Setup::default()).await;
+        let id = register(&hub, &fake).await;
+        let http = http();
+        let (cookie, csrf) = sign_in(&http, &hub).await;
+        let path = format!("/ui/tagents/{id}/config");
+
+        let (status, page) = get(&http, &hub, &cookie, &path).await;
+        assert_eq!(status, 200, "{page}");
+        let text = textarea(&page);
+        assert!(text.contains("credential=******"), "masked: {text}");
+        assert!(!text.contains("03b4236"), "never the credential: {text}");
+        assert!(text.contains("# runners, comma separated"), "{text}");
+
+        // One value changed in the form, the masked credential sent back.
+        let edited = text.replace("127.0.0.2:8888", "127.0.0.3:8888");
+        let (status, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            &path,
+            &[("csrf", &csrf), ("file", &edited.replace('\n', "\r\n"))],
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("changed: uploaded and reloaded"), "{page}");
+        assert_eq!(
+            page.matches("<td class=\"ok\">ok</td>").count(),
+            3,
+            "{page}"
+        );
+        let uploads = fake.uploads();
+        assert_eq!(uploads.len(), 1);
+        let sent = String::from_utf8(uploads[0].2.clone()).unwrap();
+        let want = EXAMPLE_CONFIG.replace("127.0.0.2:8888", "127.0.0.3:8888");
+        assert_eq!(sent.trim_end(), want.trim_end(), "the real credential kept");
+        assert_eq!(fake.reloads(), 1);
+
+        // A file without a required key: refused before any upload, the
+        // reason and the text kept on the page.
+        let broken: String = edited
+            .lines()
+            .filter(|l| !l.starts_with("listen.port"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let (status, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            &path,
+            &[("csrf", &csrf), ("file", &broken)],
+        )
+        .await;
+        assert_eq!(status, 400, "{page}");
+        assert!(page.contains("listen.port"), "{page}");
+        assert!(textarea(&page).contains("127.0.0.3:8888"), "{page}");
+        assert_eq!(fake.uploads().len(), 1, "nothing sent");
+
+        // Without the CSRF token nothing happens.
+        let (status, _) = post(&http, &hub, &cookie, &path, &[("file", &edited)]).await;
+        assert_eq!(status, 403);
+        assert_eq!(fake.uploads().len(), 1);
+
+        // The audit page lists the reads and the write, newest first.
+        let (status, page) = get(&http, &hub, &cookie, "/ui/audit").await;
+        assert_eq!(status, 200, "{page}");
+        let write = page.find("write-config").expect("the write audited");
+        let read = page.find("read-config").expect("the read audited");
+        assert!(write < read, "newest first: {page}");
+        assert!(page.contains("bad_config"), "the refused write: {page}");
+        assert!(!page.contains(ADMIN_TOKEN), "never the token");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_operator_allows_a_reinstall_from_the_console() {
+    bounded(async {
+        let hub = Server::start();
+        let (id, _) = hub.register_tagent("demo", "127.0.31.1", "first").await;
+        let again = json!({"tagentId":"","port":"3939","ipString":"127.0.31.1",
+                           "mgmtIp":"127.0.31.1","name":"h","credential":"second"});
+        let (status, _) = hub.register(&again, Some("demo")).await;
+        assert_eq!(status, 403, "a new credential needs an approval");
+
+        let http = http();
+        let (cookie, csrf) = sign_in(&http, &hub).await;
+        let action = format!("/ui/tagents/{id}/action/allow-reinstall");
+        let (status, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            &action,
+            &[("csrf", &csrf), ("minutes", "abc")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(page.contains("is not a number of minutes"), "{page}");
+        let (_, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            &action,
+            &[("csrf", &csrf), ("minutes", "99999")],
+        )
+        .await;
+        assert!(page.contains("between 1 and 10080"), "{page}");
+        let (status, _) = hub.register(&again, Some("demo")).await;
+        assert_eq!(status, 403, "still refused after refused approvals");
+
+        let (_, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            &action,
+            &[("csrf", &csrf), ("minutes", "5")],
+        )
+        .await;
+        assert!(page.contains("for 5 minutes"), "{page}");
+        let (status, reply) = hub.register(&again, Some("demo")).await;
+        assert_eq!(
+            common::ok_id(status, &reply),
+            id,
+            "the reinstall is the same tagent"
+        );
+    })
+    .await;
+}
