@@ -231,3 +231,85 @@ async fn an_operator_allows_a_reinstall_from_the_console() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_batch_sets_a_config_key_on_every_tagent_of_a_filter() {
+    bounded(async {
+        let hub = Server::start();
+        let up = FakeTagent::start(Setup::default()).await;
+        let down = FakeTagent::start(Setup::default()).await;
+        let (up_id, down_id) = (register(&hub, &up).await, register(&hub, &down).await);
+        let down_port = down.port();
+        drop(down);
+        let http = http();
+        let (cookie, csrf) = sign_in(&http, &hub).await;
+        let fields = |expect: &'static str| {
+            vec![
+                ("csrf", csrf.clone()),
+                ("command", "set-config".to_owned()),
+                ("set_key", "log.level".to_owned()),
+                ("set_value", "DEBUG".to_owned()),
+                ("target", "filter".to_owned()),
+                ("filter", "ip=127.0.0.1/32".to_owned()),
+                ("expect", expect.to_owned()),
+            ]
+        };
+        let send = |v: Vec<(&'static str, String)>| {
+            let v: Vec<(&str, &str)> = v.iter().map(|(k, x)| (*k, x.as_str())).collect();
+            let body = serde_urlencoded::to_string(&v).unwrap();
+            http.post(hub.url("/ui/batch"))
+                .header("cookie", &cookie)
+                .header("content-type", FORM)
+                .body(body)
+                .send()
+        };
+        // A stale count asks again, carrying the key and value.
+        let stale = send(fields("5")).await.unwrap();
+        assert_eq!(stale.status(), 409);
+        let page = stale.text().await.unwrap();
+        assert!(page.contains("matches 2 now"), "{page}");
+        assert!(
+            page.contains("name=\"set_key\" value=\"log.level\""),
+            "{page}"
+        );
+        assert!(
+            up.uploads().is_empty(),
+            "nothing sent before the count is confirmed"
+        );
+
+        let done = send(fields("2")).await.unwrap();
+        assert_eq!(done.status(), 200);
+        let page = done.text().await.unwrap();
+        assert!(
+            page.contains("set-config log.level=DEBUG: 2 tagents"),
+            "{page}"
+        );
+        assert!(
+            page.contains("changed 1") && page.contains("failed 1"),
+            "{page}"
+        );
+        let sent = String::from_utf8(up.uploads()[0].2.clone()).unwrap();
+        assert!(sent.ends_with("log.level=DEBUG\n"), "appended: {sent}");
+        assert!(
+            sent.contains("# runners, comma separated"),
+            "the rest kept: {sent}"
+        );
+
+        let at = page.find("/ui/batch/").expect("a CSV link");
+        let link = &page[at..at + page[at..].find('"').unwrap()];
+        let csv = get(&http, &hub, &cookie, link).await.1;
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "id,command,result,message");
+        assert!(
+            lines.contains(&format!("{up_id},set-config log.level=DEBUG,changed,").as_str()),
+            "{csv}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{down_id},set-config log.level=DEBUG,failed,"))),
+            "{csv} (tagent on port {down_port} was down)"
+        );
+    })
+    .await;
+}

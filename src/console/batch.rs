@@ -1,6 +1,7 @@
-//! Batch actions on a filter or a selection: the exact count is checked
-//! again before anything is sent (a changed count asks again), then a
-//! result per tagent, and a CSV of them.
+//! Batch actions on a filter or a selection: a command down the sessions,
+//! or setting one config key over the tagents' listeners. The exact count
+//! is checked again before anything is sent (a changed count asks again),
+//! then a result per tagent, and a CSV of them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,17 +17,55 @@ use parking_lot::Mutex;
 use super::page::{Chrome, error, render};
 use super::session::Session;
 use super::state::Console;
-use crate::dispatch::Command;
+use crate::dispatch::{Command, CommandResult};
 use crate::http::ApiError;
-use crate::http::commands::{BatchReply, BatchRequest, batch};
+use crate::http::commands::{BatchRequest, batch};
+use crate::http::config_set::{ConfigSetRequest, set_config};
 use crate::http::tagents::counts;
+use crate::listener::ConfigChange;
 use crate::model::{FilterParams, TagentId};
 
 /// Batch results kept for their CSV, newest last.
 const KEPT: usize = 64;
 
+/// One tagent's result in a batch.
+pub struct Outcome {
+    id: TagentId,
+    result: String,
+    message: String,
+}
+
+impl From<CommandResult> for Outcome {
+    fn from(r: CommandResult) -> Outcome {
+        Outcome {
+            id: r.id,
+            result: r.result.as_str().to_owned(),
+            message: r.message.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<ConfigChange> for Outcome {
+    fn from(r: ConfigChange) -> Outcome {
+        Outcome {
+            id: r.id,
+            result: r.result,
+            message: r.message.unwrap_or_default(),
+        }
+    }
+}
+
+/// What a batch did: the action (a command, or `set-config key=value`),
+/// how many tagents it matched, the count per result, each result.
+pub struct Done {
+    action: String,
+    matched: usize,
+    summary: std::collections::BTreeMap<String, usize>,
+    results: Vec<Outcome>,
+}
+
 /// One batch's results and the random key that names them.
-type Kept = (String, Arc<BatchReply>);
+type Kept = (String, Arc<Done>);
 
 /// The last [`KEPT`] batches' results, by a random key.
 #[derive(Clone, Default)]
@@ -35,7 +74,7 @@ pub struct Batches {
 }
 
 impl Batches {
-    fn keep(&self, reply: Arc<BatchReply>) -> String {
+    fn keep(&self, reply: Arc<Done>) -> String {
         let key = hex::encode(rand::random::<[u8; 16]>());
         let mut kept = self.kept.lock();
         if kept.len() == KEPT {
@@ -45,7 +84,7 @@ impl Batches {
         key
     }
 
-    fn get(&self, key: &str) -> Option<Arc<BatchReply>> {
+    fn get(&self, key: &str) -> Option<Arc<Done>> {
         self.kept
             .lock()
             .iter()
@@ -54,9 +93,30 @@ impl Batches {
     }
 }
 
+/// What a batch does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Command(Command),
+    /// Set one key of the tagents' config files (over their listeners).
+    SetConfig {
+        key: String,
+        value: String,
+    },
+}
+
+impl Action {
+    /// As the form's `command` field names it.
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Command(c) => c.as_str(),
+            Action::SetConfig { .. } => "set-config",
+        }
+    }
+}
+
 /// The batch form, read by hand: `id` repeats.
 struct BatchForm {
-    command: Option<Command>,
+    command: Option<Action>,
     /// `selected` (the `id`s) or `filter`.
     target: String,
     ids: Vec<TagentId>,
@@ -69,6 +129,8 @@ impl BatchForm {
         let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_bytes(body).map_err(|e| bad(e.to_string()))?;
+        let mut command = None;
+        let (mut key, mut value) = (String::new(), String::new());
         let mut f = BatchForm {
             command: None,
             target: String::new(),
@@ -78,10 +140,9 @@ impl BatchForm {
         };
         for (k, v) in pairs {
             match k.as_str() {
-                "command" => {
-                    f.command =
-                        Some(Command::parse(&v).ok_or_else(|| bad(format!("no command '{v}'")))?)
-                }
+                "command" => command = Some(v),
+                "set_key" => key = v.trim().to_owned(),
+                "set_value" => value = v,
                 "target" => f.target = v,
                 "id" => f.ids.push(
                     v.parse()
@@ -92,6 +153,16 @@ impl BatchForm {
                 _ => {}
             }
         }
+        f.command = match command.as_deref() {
+            None => None,
+            Some("set-config") if key.is_empty() => {
+                return Err(bad("set-config: name the key to set".into()));
+            }
+            Some("set-config") => Some(Action::SetConfig { key, value }),
+            Some(v) => Some(Action::Command(
+                Command::parse(v).ok_or_else(|| bad(format!("no command '{v}'")))?,
+            )),
+        };
         Ok(f)
     }
 }
@@ -101,10 +172,13 @@ impl BatchForm {
 struct BatchPage {
     c: Chrome,
     command: &'static str,
+    /// `set-config`'s key and value, carried into a confirmation.
+    set_key: String,
+    set_value: String,
     /// Set when the count changed and the operator must confirm again.
     recount: Option<(u64, u64)>,
     filter: String,
-    reply: Option<Arc<BatchReply>>,
+    reply: Option<Arc<Done>>,
     key: String,
 }
 
@@ -124,19 +198,18 @@ async fn run_batch(c: &Console, session: &Session, body: &[u8]) -> Result<Respon
     let command = form
         .command
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "choose a command".into()))?;
-    let request = match form.target.as_str() {
+    let (set_key, set_value) = match &command {
+        Action::SetConfig { key, value } => (key.clone(), value.clone()),
+        Action::Command(_) => Default::default(),
+    };
+    let (ids, filter, all) = match form.target.as_str() {
         "selected" if form.ids.is_empty() => {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
                 "select at least one tagent".into(),
             ));
         }
-        "selected" => BatchRequest {
-            command,
-            ids: Some(form.ids),
-            filter: None,
-            all: false,
-        },
+        "selected" => (Some(form.ids), None, false),
         "filter" => {
             let filter: FilterParams = serde_urlencoded::from_str(&form.filter)
                 .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid filter: {e}")))?;
@@ -145,7 +218,9 @@ async fn run_batch(c: &Console, session: &Session, body: &[u8]) -> Result<Respon
             if form.expect != Some(now) {
                 let page = BatchPage {
                     c: Chrome::new("Confirm batch", session),
-                    command: command.as_str(),
+                    command: command.name(),
+                    set_key,
+                    set_value,
                     recount: Some((form.expect.unwrap_or(0), now)),
                     filter: form.filter,
                     reply: None,
@@ -156,12 +231,7 @@ async fn run_batch(c: &Console, session: &Session, body: &[u8]) -> Result<Respon
             // The operator saw and confirmed this count, an empty filter
             // (every tagent) included.
             let all = filter.is_empty();
-            BatchRequest {
-                command,
-                ids: None,
-                filter: (!all).then_some(filter),
-                all,
-            }
+            (None, (!all).then_some(filter), all)
         }
         other => {
             return Err(ApiError(
@@ -171,12 +241,46 @@ async fn run_batch(c: &Console, session: &Session, body: &[u8]) -> Result<Respon
         }
     };
     let who = axum::Extension(session.actor.clone());
-    let Json(reply) = batch(State(c.http.clone()), who, Ok(Json(request))).await?;
-    let reply = Arc::new(reply);
+    let done = match command.clone() {
+        Action::Command(command) => {
+            let request = BatchRequest {
+                command,
+                ids,
+                filter,
+                all,
+            };
+            let Json(r) = batch(State(c.http.clone()), who, Ok(Json(request))).await?;
+            Done {
+                action: command.as_str().to_owned(),
+                matched: r.matched,
+                summary: r.summary,
+                results: r.results.into_iter().map(Outcome::from).collect(),
+            }
+        }
+        Action::SetConfig { key, value } => {
+            let action = format!("set-config {key}={value}");
+            let request = ConfigSetRequest {
+                set: [(key, value)].into(),
+                ids,
+                filter,
+                all,
+            };
+            let Json(r) = set_config(State(c.http.clone()), who, Ok(Json(request))).await?;
+            Done {
+                action,
+                matched: r.matched,
+                summary: r.summary,
+                results: r.results.into_iter().map(Outcome::from).collect(),
+            }
+        }
+    };
+    let reply = Arc::new(done);
     let key = c.batches.keep(reply.clone());
     let page = BatchPage {
         c: Chrome::new("Batch results", session),
-        command: command.as_str(),
+        command: command.name(),
+        set_key,
+        set_value,
         recount: None,
         filter: form.filter,
         reply: Some(reply),
@@ -185,7 +289,7 @@ async fn run_batch(c: &Console, session: &Session, body: &[u8]) -> Result<Respon
     Ok(render(StatusCode::OK, &page))
 }
 
-/// The results of a batch as CSV: id, command, result, message.
+/// The results of a batch as CSV: id, action, result, message.
 pub async fn csv(
     State(c): State<Console>,
     Extension(session): Extension<Session>,
@@ -219,15 +323,15 @@ pub async fn csv(
     }
 }
 
-fn to_csv(reply: &BatchReply) -> Result<Vec<u8>, csv::Error> {
+fn to_csv(done: &Done) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["id", "command", "result", "message"])?;
-    for r in &reply.results {
+    for r in &done.results {
         w.write_record([
             r.id.to_string().as_str(),
-            r.command.as_str(),
+            done.action.as_str(),
             r.result.as_str(),
-            r.message.as_deref().unwrap_or(""),
+            r.message.as_str(),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -240,7 +344,7 @@ mod tests {
     #[test]
     fn the_form_names_ids_or_a_filter() {
         let f = BatchForm::parse(b"command=reload&target=selected&id=3&id=7&csrf=x").unwrap();
-        assert_eq!(f.command, Some(Command::Reload));
+        assert_eq!(f.command, Some(Action::Command(Command::Reload)));
         assert_eq!(f.ids, vec![3, 7]);
         let f = BatchForm::parse(
             b"command=status-check&target=filter&filter=status%3Dconnected&expect=12",
@@ -249,6 +353,16 @@ mod tests {
         assert_eq!(f.filter, "status=connected");
         assert_eq!(f.expect, Some(12));
         assert!(BatchForm::parse(b"command=explode").is_err());
+        let f =
+            BatchForm::parse(b"command=set-config&set_key=+log.level+&set_value=DEBUG").unwrap();
+        assert_eq!(
+            f.command,
+            Some(Action::SetConfig {
+                key: "log.level".into(),
+                value: "DEBUG".into()
+            })
+        );
+        assert!(BatchForm::parse(b"command=set-config&set_key=&set_value=x").is_err());
         assert!(BatchForm::parse(b"id=x").is_err());
     }
 }

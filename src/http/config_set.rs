@@ -53,7 +53,7 @@ pub struct ConfigSetReply {
         (status = 400, body = super::ErrorBody, description = "not a valid request (a key or value refused, no targets)"),
         (status = 413, body = super::ErrorBody, description = "the batch names too many tagents")),
     security(("bearer" = [])))]
-pub(super) async fn set_config(
+pub(crate) async fn set_config(
     State(s): State<HttpState>,
     Extension(who): Extension<Actor>,
     body: Result<Json<ConfigSetRequest>, JsonRejection>,
