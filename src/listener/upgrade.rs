@@ -10,7 +10,8 @@ use utoipa::ToSchema;
 
 use super::audit::{self, Record};
 use super::commands;
-use super::{Kind, OperationError, Operations};
+use super::operations::Target;
+use super::{Greeting, Kind, OperationError, Operations};
 use crate::model::TagentId;
 
 /// The most bytes of a step's output kept (its last lines).
@@ -113,7 +114,6 @@ impl Operations {
         data: Bytes,
         mut report: impl FnMut(UpgradeStepResult),
     ) -> bool {
-        let max = self.limits().max_output_bytes;
         let target = match self.target(id, Kind::Execmd).await {
             Ok(t) => t,
             Err(e) => {
@@ -125,19 +125,11 @@ impl Operations {
                 return false;
             }
         };
-        let mut output = Vec::new();
-        let r = self
-            .exchange(&target, Kind::Execmd, |conn| async move {
-                let command = commands::upgrade_prepare(conn.greeting());
-                conn.execmd(command, max).await
+        let step = self
+            .exec_step(&target, UpgradeStep::Prepare, |on| {
+                commands::upgrade_prepare(on).to_owned()
             })
             .await;
-        let r = r.and_then(|out| {
-            output = out.lines.clone();
-            out.success()
-                .map_err(|source| OperationError::Listener { id, source })
-        });
-        let step = UpgradeStepResult::of(UpgradeStep::Prepare, bounded_output(&output), &r);
         let passed = step.ok();
         report(step);
         if !passed {
@@ -157,19 +149,11 @@ impl Operations {
             return false;
         }
 
-        let mut output = Vec::new();
-        let r = self
-            .exchange(&target, Kind::Execmd, |conn| async move {
-                let command = commands::upgrade_unpack(conn.greeting(), file);
-                conn.execmd(&command, max).await
+        let step = self
+            .exec_step(&target, UpgradeStep::Unpack, |on| {
+                commands::upgrade_unpack(on, file)
             })
             .await;
-        let r = r.and_then(|out| {
-            output = out.lines.clone();
-            out.success()
-                .map_err(|source| OperationError::Listener { id, source })
-        });
-        let step = UpgradeStepResult::of(UpgradeStep::Unpack, bounded_output(&output), &r);
         let passed = step.ok();
         report(step);
         if !passed {
@@ -181,6 +165,31 @@ impl Operations {
         let passed = step.ok();
         report(step);
         passed
+    }
+
+    /// An `execmd` step: the command for the tagent's os, its output kept.
+    async fn exec_step(
+        &self,
+        target: &Target,
+        step: UpgradeStep,
+        command: impl FnOnce(&Greeting) -> String,
+    ) -> UpgradeStepResult {
+        let max = self.limits().max_output_bytes;
+        let mut output = Vec::new();
+        let r = self
+            .exchange(target, Kind::Execmd, |conn| async move {
+                let command = command(conn.greeting());
+                conn.execmd(&command, max).await
+            })
+            .await;
+        let r = r.and_then(|out| {
+            output = out.lines.clone();
+            out.success().map_err(|source| OperationError::Listener {
+                id: target.id(),
+                source,
+            })
+        });
+        UpgradeStepResult::of(step, bounded_output(&output), &r)
     }
 
     /// The audit log's entry of one tagent's upgrade in a rollout.
