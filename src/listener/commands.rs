@@ -88,6 +88,30 @@ pub fn is_plain_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn greeting(ostype: &str) -> Greeting {
+        let text = format!("{ostype}|UTF-8|4fc119f3e02e81317adf5c22b5da35f8c39b1eb5|Tagent1.1");
+        Greeting::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn upgrade_commands_per_os() {
+        let (unix, win) = (greeting("Linux"), greeting("windows"));
+        assert_eq!(
+            upgrade_prepare(&unix),
+            r#"cd "$TAGENT_BASE" && mkdir -p tmp"#
+        );
+        assert_eq!(upgrade_dir(&unix), "$TAGENT_BASE/tmp/");
+        assert_eq!(
+            upgrade_unpack(&unix, "p.tar"),
+            r#"cd "$TAGENT_BASE" && tar xvf "$TAGENT_BASE/tmp/p.tar" bin lib tools mod"#
+        );
+        assert_eq!(upgrade_dir(&win), r"%TAGENT_BASE%\tmp\");
+        assert_eq!(
+            upgrade_unpack(&win, "p.tar"),
+            r#"7z x -ttar -y "%TAGENT_BASE%\tmp\p.tar" -o"%TAGENT_BASE%" bin lib tools mod"#
+        );
+    }
+
     #[test]
     fn plain_names_only() {
         for ok in ["tagent.log", "tagent.log.1", "a b.log", "日志.log"] {
