@@ -17,6 +17,8 @@
 //! - [`config_file`]: the tagent's config lines; the credential masked.
 //! - [`config_change`]: the whole file or some keys written, then a
 //!   reload, step by step; the reload alone.
+//! - [`upgrade`]: one tagent's upgrade steps (prepare, upload, unpack,
+//!   reload), each reported as it ends.
 //! - [`audit`]: each operation's entry in the store's audit log.
 //! - [`reachability`]: the last check of each tagent (in memory).
 //! - [`operations`]: the operations, as the admin API runs them.
@@ -37,6 +39,7 @@ mod metrics;
 pub mod operations;
 pub mod reachability;
 pub mod request;
+pub mod upgrade;
 
 pub use cipher::{CredentialError, Password};
 pub use client::{Connection, Download, ExecOutput, ExecStatus, FileType};
@@ -48,3 +51,4 @@ pub use limits::Limits;
 pub use operations::{ConfigFile, LogStream, Operations};
 pub use reachability::Reachability;
 pub use request::{Kind, Request};
+pub use upgrade::{UpgradeStep, UpgradeStepResult};

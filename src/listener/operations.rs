@@ -361,6 +361,12 @@ impl Operations {
     }
 }
 
+impl Target {
+    pub(super) fn id(&self) -> TagentId {
+        self.id
+    }
+}
+
 impl LogStream {
     /// The data, chunk by chunk, before the operation's deadline; an error
     /// ends the stream (the HTTP body is then cut short).
