@@ -161,6 +161,22 @@ async fn an_operator_edits_a_config_in_the_console_and_sees_it_audited() {
         assert!(textarea(&page).contains("127.0.0.3:8888"), "{page}");
         assert_eq!(fake.uploads().len(), 1, "nothing sent");
 
+        // A lone carriage return is refused as the API refuses it.
+        let (status, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("file", &edited.replace("listen.port", "x=\rlisten.port")),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400, "{page}");
+        assert!(page.contains("carriage return"), "{page}");
+        assert_eq!(fake.uploads().len(), 1, "nothing sent");
+
         // Without the CSRF token nothing happens.
         let (status, _) = post(&http, &hub, &cookie, &path, &[("file", &edited)]).await;
         assert_eq!(status, 403);
