@@ -132,12 +132,6 @@ pub(super) async fn put_config(
     body: Result<Json<ConfigPut>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(put) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    if let Some(n) = put.lines.iter().position(|l| l.contains(['\n', '\r'])) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("line {} holds a line break: send one line per item", n + 1),
-        ));
-    }
     let change = s
         .operations
         .write_config(who.as_str(), id, put.lines)

@@ -143,6 +143,9 @@ impl Operations {
         id: TagentId,
         lines: Vec<String>,
     ) -> Result<ConfigChange, OperationError> {
+        if let Some(n) = lines.iter().position(|l| l.contains(['\n', '\r'])) {
+            return Err(ConfigError::LineBreak(n + 1).into());
+        }
         let missing = config_file::missing_keys(&lines);
         if !missing.is_empty() {
             return Err(ConfigError::MissingKeys(missing).into());

@@ -69,6 +69,8 @@ pub enum ConfigError {
     CredentialChanged,
     #[error("no keys to set")]
     Nothing,
+    #[error("line {0} holds a line break (a carriage return or a newline): send one line per item")]
+    LineBreak(usize),
 }
 
 /// Keys and values checked for [`set_keys`]: in the order given.
