@@ -242,12 +242,12 @@ fn answer<'i>(
         match proto::decode_client(&input[4..4 + len]) {
             Ok(ClientMsg::Hello { .. }) => out.extend_from_slice(answers.challenge),
             Ok(ClientMsg::Auth { .. }) => out.extend_from_slice(answers.welcome),
-            Ok(ClientMsg::Heartbeat { seq, .. }) => append_frame(
-                out,
+            Ok(ClientMsg::Heartbeat { seq, .. }) => proto::encode_frame(
                 &ServerMsg::Ack {
                     seq,
                     update_group: None,
                 },
+                out,
             ),
             Ok(ClientMsg::CommandResult { .. }) => {}
             Ok(ClientMsg::Bye) | Err(_) => return (false, input),
@@ -309,18 +309,8 @@ fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
 
 fn frame(msg: &ServerMsg<'_>) -> Vec<u8> {
     let mut out = Vec::new();
-    append_frame(&mut out, msg);
+    proto::encode_frame(msg, &mut out);
     out
-}
-
-/// `msg` as one frame: its length, then its MessagePack (named fields, as
-/// the hub sends them).
-fn append_frame(out: &mut Vec<u8>, msg: &ServerMsg<'_>) {
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    rmp_serde::encode::write_named(out, msg).expect("a server message encodes into a Vec");
-    let len = (out.len() - at - 4) as u32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 #[cfg(test)]
