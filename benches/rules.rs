@@ -83,6 +83,8 @@ fn request(tagent_id: Option<u64>, ip: IpAddr, ips: Vec<IpAddr>, i: u64) -> Regi
         name: format!("host-{i}"),
         host: host(),
         credential: Some(Secret("{ENCRYPTED}0af3c1d2e4b5a69788".into())),
+        token: None,
+        source: ip,
     }
 }
 
@@ -143,7 +145,7 @@ fn bench_decide(c: &mut Criterion) {
     for (name, pool, ok) in cases {
         // Check the case decides the way its name says before timing it.
         for req in pool.iter().take(16) {
-            let d = rules::decide(&index, &interner, &groups, &live, req, None, now);
+            let d = rules::decide(&index, &interner, &groups, &live, req, None, false, now);
             assert_eq!(d.is_ok(), ok, "{name}: {d:?}");
             if let Ok(d) = d {
                 assert_eq!(d.created, name == "new_tagent", "{name}");
@@ -161,6 +163,7 @@ fn bench_decide(c: &mut Criterion) {
                     &live,
                     req,
                     None,
+                    false,
                     now,
                 ))
             })

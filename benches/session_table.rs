@@ -55,6 +55,8 @@ fn request(i: usize) -> RegisterRequest {
         name: format!("host-{i}"),
         host: host(),
         credential: Some(Secret(format!("cred-{i}"))),
+        token: None,
+        source: ip(i),
     }
 }
 

@@ -101,6 +101,15 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .context("cannot rebuild the registry from the store")?
     };
     tracing::info!(tagents = registry.index().len(), "registry loaded");
+    registry.set_policy(crate::registry::PolicyConfig {
+        policies: config.registration.policies(),
+        max_pending: config.registration.max_pending,
+    });
+    tracing::info!(
+        policy = %config.registration.policy,
+        tenants_with_their_own = config.registration.tenants.len(),
+        "registration policy"
+    );
 
     let http_listener = TcpListener::bind(config.http_addr)
         .await

@@ -1,6 +1,7 @@
 //! Configuration: a TOML file, overridden by environment variables and flags
 //! (see `main.rs`), with defaults that work with no file at all.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use crate::model::parse_host_port;
-use crate::model::{Runner, RunnerGroup, RunnerGroups};
+use crate::model::{Policies, Policy, Runner, RunnerGroup, RunnerGroups};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +46,45 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub http: HttpConfig,
     pub listener: ListenerConfig,
+    pub registration: RegistrationConfig,
+}
+
+/// `[registration]`: what a registration needs (SPEC §6).
+///
+/// ```toml
+/// [registration]
+/// policy = "token"        # open (the default), token or approve
+/// max_pending = 10000
+/// [registration.tenants]  # tenants with a policy of their own
+/// lab = "open"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// The policy of every tenant not listed in `tenants`.
+    pub policy: Policy,
+    pub tenants: HashMap<String, Policy>,
+    /// The most registrations pending approval at once.
+    pub max_pending: u64,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            policy: Policy::Open,
+            tenants: HashMap::new(),
+            max_pending: 10_000,
+        }
+    }
+}
+
+impl RegistrationConfig {
+    pub fn policies(&self) -> Policies {
+        Policies {
+            default: self.policy,
+            tenants: self.tenants.clone(),
+        }
+    }
 }
 
 /// `[http]`: limits of the HTTP server against slow and bloated clients.
@@ -316,6 +356,7 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             http: HttpConfig::default(),
             listener: ListenerConfig::default(),
+            registration: RegistrationConfig::default(),
         }
     }
 }
@@ -408,6 +449,11 @@ impl Config {
 
     /// Check everything that does not depend on the bound addresses.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.registration.max_pending == 0 {
+            return Err(ConfigError::Invalid(
+                "registration max_pending must be at least 1".into(),
+            ));
+        }
         if let Some(a) = &self.advertise {
             parse_host_port(a).map_err(ConfigError::Invalid)?;
         }

@@ -458,6 +458,8 @@ fn request(s: &Step, model: &Model) -> RegisterRequest {
         credential: s
             .credential
             .map(|c| Secret(format!("{{ENCRYPTED}}{c:02x}"))),
+        token: None,
+        source: ip,
     }
 }
 
@@ -557,6 +559,7 @@ fn step_and_compare(
         &Mask(s.live),
         &req,
         print_of(&req),
+        false,
         1,
     );
     let (want, change) = model.register(&req, |id| is_live(s.live, id));

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             "::ffff:10.0.0.2".parse().unwrap()
         },
+        token: (pick & 8 != 0).then_some("0123456789abcdef.0123456789abcdef0123456789abcdef"),
     };
     if let Ok(r) = RegisterRequest::parse(body, origin) {
         assert!(validate_tenant(&r.tenant).is_ok(), "{r:?}");

@@ -7,6 +7,7 @@ pub mod auth;
 mod client_ip;
 pub mod commands;
 pub mod config_set;
+pub mod enrollment;
 mod error;
 pub mod events;
 pub mod groups;

@@ -67,8 +67,12 @@ fn ok_reply(r: &Registered) -> Response {
 fn status_of(e: &RegisterError) -> StatusCode {
     match e {
         RegisterError::Invalid(_) => StatusCode::BAD_REQUEST,
-        RegisterError::Store(_) | RegisterError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        RegisterError::CredentialChange { .. } => StatusCode::FORBIDDEN,
+        RegisterError::Store(_) | RegisterError::ShuttingDown | RegisterError::PendingFull(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        RegisterError::CredentialChange { .. }
+        | RegisterError::TokenRequired { .. }
+        | RegisterError::Pending { .. } => StatusCode::FORBIDDEN,
         _ => StatusCode::CONFLICT,
     }
 }
@@ -137,6 +141,7 @@ pub(super) async fn register(
         tenant_header: headers.get("tenant").and_then(|v| v.to_str().ok()),
         tenant_query: query.get("tenant").map(String::as_str),
         client_ip: client,
+        token: query.get("token").map(String::as_str),
     };
     let result = match RegisterRequest::parse(&body, origin) {
         Ok(req) => s.registry.register(req).await,

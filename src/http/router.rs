@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
+    enrollment,
     ErrorBody, HttpState, audit, auth, commands, config_set, events, groups, operations, peer,
     register, tagents,
 };
@@ -60,6 +61,8 @@ fn admin_api() -> (
         .routes(routes!(config_set::set_config))
         .routes(routes!(operations::logs))
         .routes(routes!(operations::log))
+        .routes(routes!(enrollment::list_tokens, enrollment::create_token))
+        .routes(routes!(enrollment::revoke_token))
         .split_for_parts();
     let (admin, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tagents::list))
@@ -75,6 +78,9 @@ fn admin_api() -> (
         .routes(routes!(commands::batch))
         .routes(routes!(events::stream))
         .routes(routes!(audit::list))
+        .routes(routes!(enrollment::list_pending))
+        .routes(routes!(enrollment::approve))
+        .routes(routes!(enrollment::reject))
         .split_for_parts();
     doc.merge(operations_doc);
     (admin, operations, doc)

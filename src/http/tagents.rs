@@ -290,7 +290,9 @@ pub(crate) async fn delete(
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         let status = match &e {
-            ChangeError::NotFound(_) | ChangeError::NoGroup(_) => StatusCode::NOT_FOUND,
+            ChangeError::NotFound(_) | ChangeError::NoGroup(_) | ChangeError::Unknown(_) => {
+                StatusCode::NOT_FOUND
+            }
             ChangeError::Connected(_) | ChangeError::GroupInUse { .. } => StatusCode::CONFLICT,
             ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
             ChangeError::Store(_) | ChangeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -211,7 +211,9 @@ impl Operations {
         result
     }
 
-    pub(super) async fn audit(&self, record: Record<'_>) {
+    /// Append an entry to the audit log: an operation, or an operator's
+    /// change to enrollment tokens and pending registrations.
+    pub async fn audit(&self, record: Record<'_>) {
         self.inner.audit.append(record).await;
     }
 

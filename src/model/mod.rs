@@ -15,17 +15,23 @@
 //! - [`addr`]: ip and `host:port` parsing.
 //! - [`clock`]: Unix milliseconds.
 //! - [`audit`]: an entry of the audit log of operations over listeners.
+//! - [`policy`]: what a first registration needs, per tenant.
+//! - [`enrollment`]: enrollment tokens.
+//! - [`pending`]: registrations waiting for an operator's approval.
 
 pub mod addr;
 pub mod audit;
 pub mod clock;
 pub mod command;
 pub mod credential;
+pub mod enrollment;
 pub mod filter;
 pub mod group;
 pub mod host;
 pub mod intern;
 pub mod number;
+pub mod pending;
+pub mod policy;
 pub mod status;
 pub mod tagent;
 
@@ -34,10 +40,13 @@ pub use audit::AuditEntry;
 pub use clock::now_millis;
 pub use command::CommandOutcome;
 pub use credential::CredentialPrint;
+pub use enrollment::{EnrollToken, TokenRefusal};
 pub use filter::FilterParams;
 pub use group::{Runner, RunnerGroup, RunnerGroups};
 pub use host::HostFacts;
 pub use intern::{Interner, Sym};
 pub use number::{NotDigits, parse_digits};
+pub use pending::{Pending, pending_key};
+pub use policy::{Policies, Policy};
 pub use status::{DisconnectReason, Status};
 pub use tagent::{MAX_TAGENT_ID, Tagent, TagentId, account_name};

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::model::TagentId;
+use crate::model::{TagentId, TokenRefusal};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,6 +48,29 @@ pub enum RegisterError {
          credential it registered with"
     )]
     CredentialChange { id: TagentId, ip: IpAddr, port: u16 },
+    /// The tenant's policy is `token`, and the request brought none that
+    /// admits it.
+    #[error("{}", token_required(tenant, *refusal))]
+    TokenRequired {
+        tenant: String,
+        refusal: Option<TokenRefusal>,
+    },
+    /// Waiting for an operator's approval (SPEC §6); retried, it is
+    /// accepted once approved.
+    #[error(
+        "registration of {ip}:{port} (tenant {tenant}{}) is pending approval by an operator \
+         (tagent-hub ctl pending approve {tenant}/{ip}/{port}); it is accepted at a retry once approved",
+        reinstall_of.map(|id| format!(", a new credential for tagent {id}")).unwrap_or_default()
+    )]
+    Pending {
+        tenant: String,
+        ip: IpAddr,
+        port: u16,
+        reinstall_of: Option<TagentId>,
+    },
+    /// The pending list is full.
+    #[error("{0} registrations are pending approval already; an operator must approve or reject some first")]
+    PendingFull(u64),
     #[error("tagent ids are exhausted")]
     IdsExhausted,
     /// The store could not make the registration durable; nothing was stored.
@@ -68,11 +91,26 @@ impl RegisterError {
             Self::ContainsOtherPrimary { .. } => "contains_other_primary",
             Self::PrimaryTaken { .. } => "primary_taken",
             Self::CredentialChange { .. } => "credential_change",
+            Self::TokenRequired { .. } => "token_required",
+            Self::Pending { .. } => "pending",
+            Self::PendingFull(_) => "pending_full",
             Self::IdsExhausted => "ids_exhausted",
             Self::Store(_) => "store_error",
             Self::ShuttingDown => "shutting_down",
         }
     }
+}
+
+fn token_required(tenant: &str, refusal: Option<TokenRefusal>) -> String {
+    let why = match refusal {
+        None => "none was given".to_owned(),
+        Some(TokenRefusal::Invalid) => "the one given is not valid for this tenant".to_owned(),
+        Some(r) => format!("the one given is {}", r.as_str().replace('_', " ")),
+    };
+    format!(
+        "tenant {tenant} registers new tagents with an enrollment token only, and {why}: \
+         add ?token=<token> to the tagent's proxy.registeraddress"
+    )
 }
 
 /// Why an operator's change (delete, runner groups) was refused.
@@ -88,6 +126,8 @@ pub enum ChangeError {
         "runner group {group} still holds {tagents} registered tagents; delete them or move their networks first"
     )]
     GroupInUse { group: u32, tagents: usize },
+    #[error("{0}")]
+    Unknown(String),
     #[error("invalid runner groups: {0}")]
     Invalid(String),
     #[error("not stored: {0}")]

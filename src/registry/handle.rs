@@ -12,7 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::liveness::{Liveness, Mine, Sessions};
 use super::stored::{apply_changes, from_stored, to_stored};
 use super::writer::Job;
-use super::{ChangeError, EventLog, Index, IndexView, RegisterError, RegisterRequest};
+use super::{
+    ChangeError, EnrollJob, EnrollOutcome, EventLog, Index, IndexView, PolicyConfig, RegisterError,
+    RegisterRequest,
+};
 use super::{query, writer};
 
 use crate::model::{
@@ -68,6 +71,8 @@ pub(super) struct Shared {
     pub(super) generation: AtomicU64,
     pub(super) sessions: Sessions,
     pub(super) events: EventLog,
+    /// What registrations need, per tenant (SPEC §6).
+    pub(super) policy: RwLock<Arc<PolicyConfig>>,
     pub(super) writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -206,6 +211,7 @@ impl Registry {
                 generation: AtomicU64::new(1),
                 sessions,
                 events: EventLog::default(),
+                policy: RwLock::new(Arc::default()),
                 writer: Mutex::new(None),
             }),
         };
@@ -317,6 +323,26 @@ impl Registry {
 
     pub fn store(&self) -> &Arc<dyn RegistryStore> {
         &self.shared.store
+    }
+
+    /// The registration policy in force.
+    pub fn policy(&self) -> Arc<PolicyConfig> {
+        self.shared.policy.read().clone()
+    }
+
+    /// Make `policy` the registration policy (at start, from the config).
+    pub fn set_policy(&self, policy: PolicyConfig) {
+        *self.shared.policy.write() = Arc::new(policy);
+    }
+
+    /// Create or revoke an enrollment token, approve or reject a pending
+    /// registration; returns once it is durable.
+    pub async fn enroll(&self, job: EnrollJob) -> Result<EnrollOutcome, ChangeError> {
+        self.ask(
+            |reply| Job::Enroll { job, reply },
+            || ChangeError::ShuttingDown,
+        )
+        .await
     }
 
     /// The runners whose sessions this hub holds.

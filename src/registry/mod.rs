@@ -8,10 +8,13 @@
 //! - [`writer`]: the one thread that decides and group-commits changes, in
 //!   named stages.
 //! - [`events`]: what watchers hear after each commit; [`query`]: filters.
+//! - [`enrollment`]: operators' jobs on enrollment tokens and pending
+//!   registrations (the registration policy of SPEC §6).
 //!
 //! Readers take the index's read lock briefly and never across `.await`
 //! (`parking_lot` guards are not `Send`, so the compiler enforces it).
 
+pub mod enrollment;
 pub mod error;
 pub mod events;
 mod handle;
@@ -23,6 +26,7 @@ pub mod rules;
 mod stored;
 mod writer;
 
+pub use enrollment::{EnrollJob, EnrollOutcome, PolicyConfig};
 pub use error::{ChangeError, RegisterError};
 pub use events::{Change, Event, EventKind, EventLog};
 pub use handle::{Registered, Registry, StatusChange};

@@ -22,6 +22,8 @@ pub const MAX_CREDENTIAL_LEN: usize = 512;
 /// Most contained ips one tagent may list: a host's NICs' IPv4 addresses
 /// (a Docker or Kubernetes node with many bridges has tens).
 pub const MAX_IPS: usize = 256;
+/// Longest token text kept (a token is 49 bytes).
+const MAX_TOKEN_LEN: usize = 64;
 /// Longest accepted tenant name.
 pub const MAX_TENANT_LEN: usize = 64;
 
@@ -49,6 +51,10 @@ pub struct RegisterRequest {
     pub host: HostFacts<String>,
     /// `None` keeps the credential the accounts already hold.
     pub credential: Option<Secret>,
+    /// The enrollment token of the registration URL (`?token=`), if any.
+    pub token: Option<Secret>,
+    /// Where the request came from: the TCP peer, or a trusted proxy's client.
+    pub source: IpAddr,
 }
 
 /// The body as it arrives: every field loosely typed, unknown fields ignored.
@@ -165,6 +171,8 @@ pub struct Origin<'a> {
     /// The client address (the TCP peer, or the forwarded-for address when the
     /// peer is a trusted proxy).
     pub client_ip: IpAddr,
+    /// The `token` query parameter, if any.
+    pub token: Option<&'a str>,
 }
 
 impl RegisterRequest {
@@ -255,6 +263,12 @@ impl RegisterRequest {
                 mem: float("mem", raw.mem)?,
             },
             credential: string("credential", raw.credential, MAX_CREDENTIAL_LEN)?.map(Secret),
+            // Longer than any token: kept empty, so it is refused as invalid
+            // without holding what an attacker sent.
+            token: origin
+                .token
+                .map(|t| Secret(if t.len() <= MAX_TOKEN_LEN { t.to_owned() } else { String::new() })),
+            source: origin.client_ip.to_canonical(),
         })
     }
 }

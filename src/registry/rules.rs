@@ -80,7 +80,9 @@ pub fn choose_tagent(
 
 /// Decide a registration against `view`: rules 2 to 8 (rule 1 is
 /// [`RegisterRequest::parse`]), and SPEC §6's guard of a known tagent's
-/// credential. `print` is the fingerprint of the request's credential.
+/// credential. `print` is the fingerprint of the request's credential;
+/// `authorized`: the request has a token or an operator's approval, so it
+/// may change the credential of the tagent it finds.
 /// Interns the request's strings only once it is accepted, so refusals
 /// cannot grow the interner.
 pub fn decide(
@@ -90,6 +92,7 @@ pub fn decide(
     live: &dyn Liveness,
     req: &RegisterRequest,
     print: Option<CredentialPrint>,
+    authorized: bool,
     now: u64,
 ) -> Result<Decision, RegisterError> {
     // A tenant the interner has never seen holds no tagent yet.
@@ -114,6 +117,7 @@ pub fn decide(
     // SPEC §6: an unauthenticated request neither replaces a known
     // tagent's credential nor moves its primary ip.
     if let Some(t) = old
+        && !authorized
         && !may_change(
             t.credential,
             print,
@@ -275,6 +279,8 @@ pub(crate) mod tests {
                 mem: None,
             },
             credential: None,
+            token: None,
+            source: ip(primary),
         }
     }
 
@@ -357,6 +363,7 @@ pub(crate) mod tests {
                 &self.live,
                 req,
                 print,
+                false,
                 now,
             )
         }
@@ -506,6 +513,7 @@ pub(crate) mod tests {
                 tenant_header: header,
                 tenant_query: query,
                 client_ip: ip(CLIENT),
+                token: None,
             },
         )
     }
@@ -676,6 +684,7 @@ pub(crate) mod tests {
             tenant_header: None,
             tenant_query: None,
             client_ip: ip("0.0.0.0"),
+            token: None,
         };
         let e = RegisterRequest::parse(br#"{"tenant":"t","port":1}"#, unspecified).unwrap_err();
         assert_eq!(e.kind(), "invalid");

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::{StoredGroup, StoredTagent};
-use crate::model::TagentId;
+use crate::model::{EnrollToken, Pending, TagentId};
 
 /// An account write: `credential` `None` keeps what the account holds
 /// (or creates it without one).
@@ -37,6 +37,11 @@ pub struct WriteBatch<'a> {
     pub next_id: Option<TagentId>,
     /// Replace the runner groups.
     pub groups: Option<Vec<StoredGroup>>,
+    /// Enrollment tokens written whole: created, used, revoked.
+    pub tokens_put: Vec<&'a EnrollToken>,
+    /// Pending registrations written whole, and those gone (by key).
+    pub pending_put: Vec<&'a Pending>,
+    pub pending_delete: Vec<&'a str>,
 }
 
 impl WriteBatch<'_> {
@@ -46,6 +51,9 @@ impl WriteBatch<'_> {
             && self.tagents_delete.is_empty()
             && self.accounts.is_empty()
             && self.next_id.is_none()
+            && self.tokens_put.is_empty()
+            && self.pending_put.is_empty()
+            && self.pending_delete.is_empty()
     }
 }
 

@@ -9,7 +9,7 @@ use super::crypto::open_credential;
 use super::{
     Changes, CredentialCipher, ScanItem, StoreError, StoredAccount, StoredGroup, WriteBatch,
 };
-use crate::model::AuditEntry;
+use crate::model::{AuditEntry, EnrollToken, Pending};
 
 /// One write transaction, opened by [`RegistryStore::begin`]. Dropping it
 /// without `commit` rolls it back.
@@ -24,6 +24,13 @@ pub trait WriteTxn {
     fn still_lapsed(&mut self, _heartbeat: &str, _epoch: u64) -> Result<bool, StoreError> {
         Ok(true)
     }
+    /// The enrollment token `id`, read in this transaction.
+    fn token(&mut self, id: &str) -> Result<Option<EnrollToken>, StoreError>;
+    /// The pending registration of `key` ([`crate::model::pending_key`]),
+    /// read in this transaction.
+    fn pending(&mut self, key: &str) -> Result<Option<Pending>, StoreError>;
+    /// How many registrations are pending, read in this transaction.
+    fn pending_len(&mut self) -> Result<u64, StoreError>;
     /// Write `batch`; returns once it is durable.
     fn commit(self: Box<Self>, batch: &WriteBatch<'_>) -> Result<(), StoreError>;
 }
@@ -135,6 +142,12 @@ pub trait RegistryStore: Send + Sync {
     /// At most `limit` audit entries, newest first, those before the seq
     /// `before` (all with `None`).
     fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Every enrollment token, by id.
+    fn tokens(&self) -> Result<Vec<EnrollToken>, StoreError>;
+
+    /// Every pending registration, by key.
+    fn pending_list(&self) -> Result<Vec<Pending>, StoreError>;
 
     /// The hubs whose lease has lapsed, and every hub alive, by heartbeat address.
     fn hubs(&self) -> Result<Vec<HubLease>, StoreError> {

@@ -32,7 +32,7 @@ use super::{
     RegistryStore, ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch,
     WriteTxn, account_aad, open_credential, wrong_key,
 };
-use crate::model::{AuditEntry, Status, TagentId, account_name};
+use crate::model::{AuditEntry, EnrollToken, Pending, Status, TagentId, account_name};
 
 /// How to reach the shared database.
 #[derive(Debug, Clone)]
@@ -132,6 +132,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
          detail text
      );",
     ),
+    // Registration policy: enrollment tokens and pending registrations,
+    // written by the registry's writer under the registry's lock.
+    (
+        4,
+        "CREATE TABLE enroll_tokens (id text PRIMARY KEY, record bytea NOT NULL);
+     CREATE TABLE pending (key text PRIMARY KEY, record bytea NOT NULL);",
+    ),
 ];
 
 /// Rows read per round trip while the index is rebuilt.
@@ -183,6 +190,20 @@ fn decode(id: i64, record: &[u8]) -> Result<StoredTagent, StoreError> {
 fn decode_groups(record: &[u8]) -> Result<Vec<StoredGroup>, StoreError> {
     rmp_serde::from_slice(record).map_err(|e| StoreError::decode("the runner groups", e))
 }
+
+fn decode_record<T: serde::de::DeserializeOwned>(
+    record: &[u8],
+    what: &'static str,
+) -> Result<T, StoreError> {
+    rmp_serde::from_slice(record).map_err(|e| StoreError::decode(what, e))
+}
+
+fn encode_record<T: serde::Serialize>(t: &T, what: &'static str) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec_named(t).map_err(|e| StoreError::encode(what, e))
+}
+
+const TOKEN: &str = "an enrollment token";
+const PENDING: &str = "a pending registration";
 
 fn encode(t: &StoredTagent) -> Result<Vec<u8>, StoreError> {
     let mut buf = Vec::with_capacity(256);
@@ -288,6 +309,23 @@ impl PgStore {
             .as_ref()
             .expect("the runtime lives as long as the store")
             .block_on(f)
+    }
+
+    fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self.block_on(async {
+            self.client()
+                .await?
+                .query(sql, &[])
+                .await
+                .map_err(pg_err)
+        })?;
+        rows.iter()
+            .map(|r| decode_record(r.get::<_, &[u8]>(0), what))
+            .collect()
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -511,6 +549,23 @@ impl WriteTxn for PgTxn<'_> {
         Ok(row.is_none_or(|r| r.get::<_, bool>(0)))
     }
 
+    fn token(&mut self, id: &str) -> Result<Option<EnrollToken>, StoreError> {
+        self.record("SELECT record FROM enroll_tokens WHERE id = $1", id, TOKEN)
+    }
+
+    fn pending(&mut self, key: &str) -> Result<Option<Pending>, StoreError> {
+        self.record("SELECT record FROM pending WHERE key = $1", key, PENDING)
+    }
+
+    fn pending_len(&mut self) -> Result<u64, StoreError> {
+        let client = self.client.as_ref().expect("an open transaction");
+        let row = self
+            .store
+            .block_on(client.query_one("SELECT count(*) FROM pending", &[]))
+            .map_err(pg_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     fn changes(&mut self) -> Result<Changes, StoreError> {
         let seen = self.store.seen.load(Ordering::Acquire);
         if self.rev == seen {
@@ -589,6 +644,19 @@ impl WriteTxn for PgTxn<'_> {
             rows.credentials.push(credential);
         }
 
+        let token_ids: Vec<&str> = batch.tokens_put.iter().map(|t| t.id.as_str()).collect();
+        let token_records = batch
+            .tokens_put
+            .iter()
+            .map(|t| encode_record(t, TOKEN))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pending_keys: Vec<String> = batch.pending_put.iter().map(|p| p.key()).collect();
+        let pending_records = batch
+            .pending_put
+            .iter()
+            .map(|p| encode_record(p, PENDING))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pending_gone: Vec<&str> = batch.pending_delete.to_vec();
         let next_id = batch.next_id.map(|n| n as i64);
         let groups = match &batch.groups {
             Some(g) => {
@@ -674,6 +742,34 @@ impl WriteTxn for PgTxn<'_> {
                     )
                     .await?;
             }
+            if !token_ids.is_empty() {
+                client
+                    .execute(
+                        "INSERT INTO enroll_tokens (id, record)
+                         SELECT * FROM UNNEST($1::text[], $2::bytea[])
+                         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+                        &[&token_ids, &token_records],
+                    )
+                    .await?;
+            }
+            if !pending_gone.is_empty() {
+                client
+                    .execute(
+                        "DELETE FROM pending WHERE key = ANY($1)",
+                        &[&pending_gone],
+                    )
+                    .await?;
+            }
+            if !pending_keys.is_empty() {
+                client
+                    .execute(
+                        "INSERT INTO pending (key, record)
+                         SELECT * FROM UNNEST($1::text[], $2::bytea[])
+                         ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+                        &[&pending_keys, &pending_records],
+                    )
+                    .await?;
+            }
             client
                 .execute(
                     "UPDATE registry_meta SET value = $1 WHERE key = 'revision'",
@@ -707,6 +803,24 @@ impl WriteTxn for PgTxn<'_> {
             // Dropping `self` rolls back (or discards the connection).
             Err(e) => Err(pg_err(e)),
         }
+    }
+}
+
+impl PgTxn<'_> {
+    /// One record by key, read in this transaction.
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        let client = self.client.as_ref().expect("an open transaction");
+        let row = self
+            .store
+            .block_on(client.query_opt(sql, &[&key]))
+            .map_err(pg_err)?;
+        row.map(|r| decode_record(r.get::<_, &[u8]>(0), what))
+            .transpose()
     }
 }
 
@@ -979,6 +1093,14 @@ impl RegistryStore for PgStore {
                 detail: r.get(6),
             })
             .collect())
+    }
+
+    fn tokens(&self) -> Result<Vec<EnrollToken>, StoreError> {
+        self.records("SELECT record FROM enroll_tokens ORDER BY id", TOKEN)
+    }
+
+    fn pending_list(&self) -> Result<Vec<Pending>, StoreError> {
+        self.records("SELECT record FROM pending ORDER BY key", PENDING)
     }
 
     fn engine(&self) -> Engine {

@@ -22,7 +22,7 @@ use super::{
     ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn,
     account_aad, open_credential, wrong_key,
 };
-use crate::model::{AuditEntry, TagentId, account_name};
+use crate::model::{AuditEntry, EnrollToken, Pending, TagentId, account_name};
 
 /// Tagent records by id (MessagePack, named fields so the schema can grow).
 const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
@@ -35,6 +35,10 @@ const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("runner_groups
 /// A value sealed with the credential key, to refuse a wrong key at start.
 /// The audit log of operations over tagents' listeners, by seq (from 1).
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Enrollment tokens by id (MessagePack).
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enroll_tokens");
+/// Pending registrations by `tenant/ip/port` (MessagePack).
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
 
 const SCHEMA_VERSION: u64 = 1;
@@ -195,6 +199,8 @@ impl RedbStore {
             tx.open_table(ACCOUNTS)?;
             tx.open_table(GROUPS)?;
             tx.open_table(AUDIT)?;
+            tx.open_table(TOKENS)?;
+            tx.open_table(PENDING)?;
             let mut meta = tx.open_table(META)?;
             let version = meta.get("schema_version")?.map(|v| v.value());
             match version {
@@ -325,6 +331,27 @@ impl RedbStore {
                     .map_err(|e| StoreError::encode("the runner groups", e))?;
                 tx.open_table(GROUPS)?.insert("all", buf.as_slice())?;
             }
+            if !batch.tokens_put.is_empty() {
+                let mut tokens = tx.open_table(TOKENS)?;
+                for t in &batch.tokens_put {
+                    buf.clear();
+                    rmp_serde::encode::write_named(&mut buf, t)
+                        .map_err(|e| StoreError::encode("an enrollment token", e))?;
+                    tokens.insert(t.id.as_str(), buf.as_slice())?;
+                }
+            }
+            if !batch.pending_put.is_empty() || !batch.pending_delete.is_empty() {
+                let mut pending = tx.open_table(PENDING)?;
+                for key in &batch.pending_delete {
+                    pending.remove(*key)?;
+                }
+                for p in &batch.pending_put {
+                    buf.clear();
+                    rmp_serde::encode::write_named(&mut buf, p)
+                        .map_err(|e| StoreError::encode("a pending registration", e))?;
+                    pending.insert(p.key().as_str(), buf.as_slice())?;
+                }
+            }
         }
         tx.commit()?;
         Ok(())
@@ -355,8 +382,55 @@ impl WriteTxn for RedbTxn<'_> {
         Ok(Changes::default())
     }
 
+    /// The writer is the only one to write tokens and pending
+    /// registrations, so a read transaction sees what it last committed.
+    fn token(&mut self, id: &str) -> Result<Option<EnrollToken>, StoreError> {
+        self.0.read_record(TOKENS, id, "an enrollment token")
+    }
+
+    fn pending(&mut self, key: &str) -> Result<Option<Pending>, StoreError> {
+        self.0.read_record(PENDING, key, "a pending registration")
+    }
+
+    fn pending_len(&mut self) -> Result<u64, StoreError> {
+        Ok(self.0.begin_read()?.open_table(PENDING)?.len()?)
+    }
+
     fn commit(self: Box<Self>, batch: &WriteBatch<'_>) -> Result<(), StoreError> {
         self.0.commit(batch)
+    }
+}
+
+impl RedbStore {
+    fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(table)?;
+        let Some(v) = table.get(key)? else {
+            return Ok(None);
+        };
+        rmp_serde::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::decode(what, e))
+    }
+
+    fn read_all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(table)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(rmp_serde::from_slice(v.value()).map_err(|e| StoreError::decode(what, e))?);
+        }
+        Ok(out)
     }
 }
 
@@ -482,6 +556,14 @@ impl RegistryStore for RedbStore {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    fn tokens(&self) -> Result<Vec<EnrollToken>, StoreError> {
+        self.read_all(TOKENS, "an enrollment token")
+    }
+
+    fn pending_list(&self) -> Result<Vec<Pending>, StoreError> {
+        self.read_all(PENDING, "a pending registration")
     }
 
     fn engine(&self) -> Engine {

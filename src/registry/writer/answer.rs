@@ -4,14 +4,14 @@
 //! again with the next batch.
 
 use super::Job;
-use super::decide::{Accepted, Decided, Deleted};
+use super::decide::{Accepted, Decided, Deleted, EnrollReply, RegisterReply};
 use tokio::sync::oneshot;
 
 /// The reply of an opened credential-change window.
 type Opened = oneshot::Sender<Result<(), ChangeError>>;
 use crate::model::RunnerGroups;
 use crate::registry::error::ChangeError;
-use crate::registry::{RegisterError, Registered, StatusChange};
+use crate::registry::{EnrollOutcome, RegisterError, Registered, StatusChange};
 use crate::store::StoreError;
 
 /// Answer a batch whose commit is durable.
@@ -19,8 +19,16 @@ pub(super) fn committed(
     accepted: Vec<Accepted>,
     deleted: Vec<Deleted>,
     opened: Vec<Opened>,
+    refused: Vec<(RegisterReply, RegisterError)>,
+    enrolled: Vec<(EnrollReply, EnrollOutcome)>,
     groups: &RunnerGroups,
 ) {
+    for (reply, e) in refused {
+        let _ = reply.send(Err(e));
+    }
+    for (reply, outcome) in enrolled {
+        let _ = reply.send(Ok(outcome));
+    }
     for d in deleted {
         let _ = d.reply.send(Ok(()));
     }
@@ -54,6 +62,12 @@ pub(super) fn commit_failed(d: Decided, e: &StoreError) -> Vec<StatusChange> {
     for reply in d.opened {
         let _ = reply.send(Err(ChangeError::Store(e.clone())));
     }
+    for (reply, _) in d.refused {
+        let _ = reply.send(Err(RegisterError::Store(e.clone())));
+    }
+    for (reply, _) in d.enrolled {
+        let _ = reply.send(Err(ChangeError::Store(e.clone())));
+    }
     // Registrations were refused (their tagents retry); status changes
     // have no one to retry them.
     d.status_seen
@@ -76,6 +90,9 @@ pub(super) fn unreachable(jobs: Vec<Job>, e: &StoreError) -> Vec<StatusChange> {
                 let _ = reply.send(Err(ChangeError::Store(e.clone())));
             }
             Job::Groups { reply, .. } => {
+                let _ = reply.send(Err(ChangeError::Store(e.clone())));
+            }
+            Job::Enroll { reply, .. } => {
                 let _ = reply.send(Err(ChangeError::Store(e.clone())));
             }
             // The group watcher reports a lapsed hub again at its next

@@ -40,6 +40,9 @@ pub(super) fn batch<'a>(d: &'a Decided, interner: &Interner) -> WriteBatch<'a> {
             }));
         }
     }
+    batch.tokens_put = d.enroll.tokens_put.iter().collect();
+    batch.pending_put = d.enroll.pending_put.iter().collect();
+    batch.pending_delete = d.enroll.pending_delete.iter().map(String::as_str).collect();
     for d in &d.deleted {
         for ip in &d.accounts {
             batch.accounts.push(AccountOp::Delete {

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::Job;
+use super::enroll::{EnrollWrites, Enrollment};
 use crate::model::{Interner, RunnerGroups, Status, Tagent, TagentId};
 use crate::registry::error::ChangeError;
 use crate::registry::index::{Index, IndexView, Overlay};
 use crate::registry::liveness::{InView, Liveness, Mine};
 use crate::registry::rules::{self, Decision};
-use crate::registry::{RegisterError, RegisterRequest, Registered, StatusChange};
+use crate::model::Policy;
+use crate::registry::{EnrollOutcome, RegisterError, RegisterRequest, Registered, StatusChange};
 use crate::store::CredentialCipher;
 
 /// What a batch is decided with.
@@ -45,6 +47,11 @@ pub(super) struct Deleted {
     pub reply: oneshot::Sender<Result<(), ChangeError>>,
 }
 
+/// A registration's reply channel.
+pub(super) type RegisterReply = oneshot::Sender<Result<Registered, RegisterError>>;
+/// An enrollment job's reply channel.
+pub(super) type EnrollReply = oneshot::Sender<Result<EnrollOutcome, ChangeError>>;
+
 /// A status change that changed a record: (tagent, new status, at).
 pub(super) type Transition = (TagentId, Status, u64);
 
@@ -55,6 +62,13 @@ pub(super) struct Decided {
     pub deleted: Vec<Deleted>,
     /// Credential-change windows opened, waiting for the commit.
     pub opened: Vec<oneshot::Sender<Result<(), ChangeError>>>,
+    /// Registrations refused once what they changed is durable: those now
+    /// pending approval.
+    pub refused: Vec<(RegisterReply, RegisterError)>,
+    /// Enrollment jobs done, waiting for the commit.
+    pub enrolled: Vec<(EnrollReply, EnrollOutcome)>,
+    /// What the batch writes to tokens and pending registrations.
+    pub enroll: EnrollWrites,
     pub transitions: Vec<Transition>,
     /// Every status change the batch was given, applied or not: what goes
     /// again with the next batch when this one's commit fails.
@@ -68,12 +82,25 @@ pub(super) struct Decided {
 }
 
 /// Decide `jobs` in order against `index`.
-pub(super) fn decide(index: &Index, cx: &Context<'_>, jobs: Vec<Job>) -> Decided {
+pub(super) fn decide(
+    index: &Index,
+    cx: &Context<'_>,
+    mut enroll: Enrollment<'_>,
+    jobs: Vec<Job>,
+) -> Decided {
     let mut overlay = Overlay::new(index);
     let mut d = Decided::default();
     for job in jobs {
         match job {
-            Job::Register { req, reply } => register(&mut overlay, cx, &mut d, req, reply),
+            Job::Register { req, reply } => {
+                register(&mut overlay, cx, &mut enroll, &mut d, req, reply)
+            }
+            Job::Enroll { job, reply } => match enroll.job(job) {
+                Ok(outcome) => d.enrolled.push((reply, outcome)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Job::Status(changes) => status(&mut overlay, cx.mine, &mut d, changes),
             Job::Delete { id, reply } => delete(&mut overlay, cx, &mut d, id, reply),
             Job::OpenCredentialChange { id, until, reply } => match overlay.get(id) {
@@ -95,35 +122,68 @@ pub(super) fn decide(index: &Index, cx: &Context<'_>, jobs: Vec<Job>) -> Decided
             Job::RunnerLost { .. } | Job::Sync(_) | Job::Stop => {}
         }
     }
+    d.enroll = enroll.finish();
     d.next_id = overlay.next_id();
     d.next_id_changed = d.next_id > index.next_id();
     d.changes = overlay.into_changes();
     d
 }
 
-/// Rules 2–8 (see [`rules::decide`]), rule 3 across hubs.
+/// Rules 2–8 (see [`rules::decide`]), rule 3 across hubs, and the
+/// registration policy (SPEC §6): a first registration under `token` or
+/// `approve`, or a new credential for a known tagent outside an open
+/// window, needs a token or an operator's approval, else it is refused or
+/// waits as pending.
 fn register(
     overlay: &mut Overlay<'_>,
     cx: &Context<'_>,
+    enroll: &mut Enrollment<'_>,
     d: &mut Decided,
     req: Box<RegisterRequest>,
-    reply: oneshot::Sender<Result<Registered, RegisterError>>,
+    reply: RegisterReply,
 ) {
-    let live = InView {
-        local: cx.local,
-        view: &*overlay,
-        mine: cx.mine,
-    };
     let print = req.credential.as_ref().map(|c| cx.cipher.print(&c.0));
-    match rules::decide(
-        &*overlay,
-        cx.interner,
-        cx.groups,
-        &live,
-        &req,
-        print,
-        cx.now,
-    ) {
+    let decide = |overlay: &Overlay<'_>, authorized: bool| {
+        let live = InView {
+            local: cx.local,
+            view: overlay,
+            mine: cx.mine,
+        };
+        rules::decide(
+            overlay,
+            cx.interner,
+            cx.groups,
+            &live,
+            &req,
+            print,
+            authorized,
+            cx.now,
+        )
+    };
+    let (decision, grant) = match decide(overlay, false) {
+        Ok(decision) if !decision.created || enroll.policy(&req.tenant) == Policy::Open => {
+            (Ok(decision), None)
+        }
+        Ok(decision) => match enroll.authorize(&req, print, None) {
+            Ok(grant) => (Ok(decision), Some(grant)),
+            Err(e) => (Err(e), None),
+        },
+        Err(RegisterError::CredentialChange { id, .. }) => {
+            match enroll.authorize(&req, print, Some(id)) {
+                Ok(grant) => (decide(overlay, true), Some(grant)),
+                Err(e) => (Err(e), None),
+            }
+        }
+        Err(e) => (Err(e), None),
+    };
+    let decision = match (decision, grant) {
+        (Ok(decision), Some(grant)) => match enroll.spend(grant) {
+            Ok(()) => Ok(decision),
+            Err(e) => Err(RegisterError::Store(e)),
+        },
+        (result, _) => result,
+    };
+    match decision {
         Ok(decision) => {
             overlay.set(decision.tagent.id, Some(decision.tagent.clone()));
             d.accepted.push(Accepted {
@@ -132,6 +192,8 @@ fn register(
                 reply,
             });
         }
+        // Its pending entry is written with the batch: told after the commit.
+        Err(e @ RegisterError::Pending { .. }) => d.refused.push((reply, e)),
         Err(e) => {
             let _ = reply.send(Err(e));
         }

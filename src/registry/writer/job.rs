@@ -7,7 +7,9 @@ use tokio::sync::oneshot;
 
 use crate::model::{RunnerGroups, TagentId};
 use crate::registry::error::ChangeError;
-use crate::registry::{RegisterError, RegisterRequest, Registered, StatusChange};
+use crate::registry::{
+    EnrollJob, EnrollOutcome, RegisterError, RegisterRequest, Registered, StatusChange,
+};
 
 pub(in crate::registry) enum Job {
     Register {
@@ -38,6 +40,11 @@ pub(in crate::registry) enum Job {
         id: TagentId,
         until: u64,
         reply: oneshot::Sender<Result<(), ChangeError>>,
+    },
+    /// An operator's change to enrollment tokens or pending registrations.
+    Enroll {
+        job: EnrollJob,
+        reply: oneshot::Sender<Result<EnrollOutcome, ChangeError>>,
     },
     /// Change the runner groups: the edit sees the current ones.
     Groups {

@@ -6,7 +6,8 @@
 //! 0. [`sync`]: open the store transaction; with a shared store this takes
 //!    the registry's lock and first applies what other hubs committed.
 //! 1. [`decide`]: every job against the index overlaid with the batch's
-//!    earlier decisions.
+//!    earlier decisions; [`enroll`]: the tokens and approvals of those
+//!    that need authority, read in the batch's transaction.
 //! 2. [`commit`]: the whole batch in that one durable transaction.
 //! 3. [`apply`]: the committed batch becomes the index.
 //! 4. [`answer`]: each job is told; after a failed commit, registrations get
@@ -20,6 +21,7 @@ mod answer;
 mod apply;
 mod commit;
 mod decide;
+mod enroll;
 mod groups;
 mod job;
 mod publish;
@@ -28,5 +30,6 @@ mod sync;
 mod tests;
 mod thread;
 
+pub use enroll::PolicyConfig;
 pub(super) use job::{GroupEdit, Job};
 pub(super) use thread::spawn;

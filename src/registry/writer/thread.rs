@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::{Job, answer, apply, commit, decide, groups, publish, sync};
+use super::{Job, answer, apply, commit, decide, enroll, groups, publish, sync};
 use crate::model::now_millis;
 use crate::registry::{MAX_BATCH, Registry, StatusChange};
 use crate::store::WriteTxn;
@@ -170,18 +170,26 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
 
     let groups = registry.groups();
     let mine = registry.mine();
+    let policy = registry.policy();
+    let now = now_millis();
     let cx = decide::Context {
         interner: &shared.interner,
         groups: &groups,
         local: shared.sessions.local(),
         mine: &mine,
         cipher: shared.store.cipher(),
-        now: now_millis(),
+        now,
     };
-    let decided = decide::decide(&shared.index.read(), &cx, jobs);
+    let enroll = enroll::Enrollment::new(&mut *txn, &policy, now);
+    let decided = decide::decide(&shared.index.read(), &cx, enroll, jobs);
 
     let batch = commit::batch(&decided, &shared.interner);
     if batch.is_empty() {
+        drop(batch);
+        let decide::Decided {
+            refused, enrolled, ..
+        } = decided;
+        answer::committed(Vec::new(), Vec::new(), Vec::new(), refused, enrolled, &groups);
         return Vec::new();
     }
     let result = commit::commit(txn, &batch);
@@ -194,6 +202,8 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         accepted,
         deleted,
         opened,
+        refused,
+        enrolled,
         transitions,
         changes,
         next_id,
@@ -216,7 +226,7 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         &deleted,
         cx.now,
     );
-    answer::committed(accepted, deleted, opened, &groups);
+    answer::committed(accepted, deleted, opened, refused, enrolled, &groups);
     tracing::trace!(elapsed = ?started.elapsed(), "batch applied");
     Vec::new()
 }
