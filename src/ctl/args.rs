@@ -97,6 +97,13 @@ pub(super) enum CtlCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Enrollment tokens: what a tenant's registrations need under the
+    /// `token` policy, or to reinstall a known tagent.
+    #[command(subcommand)]
+    Tokens(TokenCommand),
+    /// Registrations waiting for an operator's approval.
+    #[command(subcommand)]
+    Pending(PendingCommand),
     /// Follow registrations and status changes as they happen.
     Watch {
         /// Resume after this event id.
@@ -127,6 +134,37 @@ pub(super) enum GroupCommand {
     Delete {
         id: u32,
     },
+}
+
+#[derive(Subcommand)]
+pub(super) enum TokenCommand {
+    /// Every token (never its secret).
+    List,
+    /// Create a token; it is printed once, on stdout.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// How long it stays valid, e.g. 24h, 7d.
+        #[arg(long, default_value = "7d")]
+        ttl: humantime::Duration,
+        /// How many registrations it may admit.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Revoke a token by id: it admits nothing from now on.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub(super) enum PendingCommand {
+    /// Every pending registration.
+    List,
+    /// Approve TENANT/IP/PORT: the tagent's next attempt is accepted.
+    Approve { key: String },
+    /// Reject TENANT/IP/PORT: the entry is dropped.
+    Reject { key: String },
 }
 
 #[derive(Args)]

@@ -2,10 +2,12 @@
 //! people, `--json` for scripts; nothing here that the API cannot do.
 //! `args.rs` the command line, `client.rs` the calls and paging, `run.rs`
 //! each subcommand, `operations.rs` those over a tagent's own listener,
-//! `output.rs` tables or JSON.
+//! `enrollment.rs` tokens and pending registrations, `output.rs` tables or
+//! JSON.
 
 mod args;
 mod client;
+mod enrollment;
 mod operations;
 mod output;
 mod run;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::http::commands::BatchReply;
+use crate::http::enrollment::{PendingList, TokenView};
 use crate::http::events::ResetJson;
 use crate::http::groups::GroupView;
 use crate::http::tagents::{TagentDetail, TagentView};
@@ -50,6 +51,55 @@ fn s(v: &impl Serialize) -> String {
         Value::String(s) => s,
         v => v.to_string(),
     }
+}
+
+/// Unix milliseconds as an RFC 3339 time (seconds).
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+pub fn tokens(items: &[TokenView]) {
+    let mut t = table(&["id", "tenant", "state", "uses", "expires", "last used", "by", "note"]);
+    for x in items {
+        t.add_row(vec![
+            x.id.clone(),
+            x.tenant.clone(),
+            x.state.clone(),
+            format!("{}/{}", x.uses, x.max_uses),
+            rfc3339(x.expires_ms),
+            ago(x.last_used_ms),
+            x.created_by.clone(),
+            x.note.clone(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn pending(list: &PendingList) {
+    let mut t = table(&[
+        "key", "kind", "tagent", "name", "version", "os", "source", "attempts", "last", "approved",
+    ]);
+    for p in &list.pending {
+        t.add_row(vec![
+            p.key.clone(),
+            p.kind.clone(),
+            p.tagent.map(|id| id.to_string()).unwrap_or_default(),
+            p.name.clone(),
+            p.version.clone(),
+            p.os_type.clone(),
+            p.source.to_string(),
+            p.attempts.to_string(),
+            ago(p.last_ms),
+            p.approved_by.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "{} pending of at most {}; default policy {}",
+        list.pending.len(),
+        list.max_pending,
+        list.default_policy
+    );
 }
 
 /// `3m ago` from Unix milliseconds.
