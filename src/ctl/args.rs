@@ -161,10 +161,10 @@ pub(super) enum TokenCommand {
 pub(super) enum PendingCommand {
     /// Every pending registration.
     List,
-    /// Approve TENANT/IP/PORT: the tagent's next attempt is accepted.
-    Approve { key: String },
-    /// Reject TENANT/IP/PORT: the entry is dropped.
-    Reject { key: String },
+    /// Approve a pending registration by id: the tagent's next attempt is accepted.
+    Approve { id: String },
+    /// Reject a pending registration by id: the entry is dropped.
+    Reject { id: String },
 }
 
 #[derive(Args)]

@@ -79,10 +79,10 @@ pub(super) async fn pending(
             output::pending(&list);
             return Ok(());
         }
-        PendingCommand::Approve { key } => (key, true),
-        PendingCommand::Reject { key } => (key, false),
+        PendingCommand::Approve { id } => (id, true),
+        PendingCommand::Reject { id } => (id, false),
     };
-    let path = format!("/api/v1/pending/{}", checked(key)?);
+    let path = format!("/api/v1/pending/{key}");
     let p: PendingView = if approve {
         client
             .call(Method::POST, &format!("{path}/approve"), NO_QUERY, None::<&()>)
@@ -95,25 +95,13 @@ pub(super) async fn pending(
     }
     if approve {
         println!(
-            "{} approved: accepted at the tagent's next attempt (it retries every few seconds)",
-            p.key
+            "{} ({}:{} of {}) approved: accepted at the tagent's next attempt (it retries \
+             every few seconds)",
+            p.id, p.ip, p.port, p.tenant
         );
     } else {
-        println!("{} rejected", p.key);
+        println!("{} ({}:{} of {}) rejected", p.id, p.ip, p.port, p.tenant);
     }
     Ok(())
 }
 
-/// `key` if it has the form TENANT/IP/PORT (three path segments: an IPv6
-/// address's colons are fine in a segment).
-fn checked(key: &str) -> anyhow::Result<&str> {
-    let mut parts = key.rsplitn(3, '/');
-    let port = parts.next().and_then(|p| p.parse::<u16>().ok());
-    let ip = parts.next().and_then(|i| i.parse::<std::net::IpAddr>().ok());
-    match (port, ip, parts.next()) {
-        (Some(_), Some(_), Some(t)) if !t.is_empty() => Ok(key),
-        _ => anyhow::bail!(
-            "a pending registration is named TENANT/IP/PORT, as `ctl pending list` shows"
-        ),
-    }
-}

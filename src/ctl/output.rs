@@ -77,11 +77,13 @@ pub fn tokens(items: &[TokenView]) {
 
 pub fn pending(list: &PendingList) {
     let mut t = table(&[
-        "key", "kind", "tagent", "name", "version", "os", "source", "attempts", "last", "approved",
+        "id", "tenant", "ip:port", "kind", "tagent", "name", "version", "os", "source", "attempts", "last", "approved",
     ]);
     for p in &list.pending {
         t.add_row(vec![
-            p.key.clone(),
+            p.id.clone(),
+            p.tenant.clone(),
+            format!("{}:{}", p.ip, p.port),
             p.kind.clone(),
             p.tagent.map(|id| id.to_string()).unwrap_or_default(),
             p.name.clone(),

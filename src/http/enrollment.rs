@@ -16,7 +16,7 @@ use super::auth::Actor;
 use super::{ApiError, HttpState};
 use crate::listener::audit::Record;
 use crate::model::enrollment::TOKEN_ID_LEN;
-use crate::model::{EnrollToken, Pending, Policy, TagentId, now_millis, pending_key};
+use crate::model::{EnrollToken, Pending, Policy, TagentId, now_millis};
 use crate::registry::request::validate_tenant;
 use crate::registry::{EnrollJob, EnrollOutcome};
 
@@ -91,8 +91,9 @@ pub struct CreatedToken {
 /// A pending registration as listed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PendingView {
-    /// `tenant/ip/port`: what approve and reject take.
-    pub key: String,
+    /// What approve and reject take: 16 hex digits. Each credential that
+    /// asked for the same tenant, ip and port is an entry of its own.
+    pub id: String,
     pub tenant: String,
     #[schema(value_type = String)]
     pub ip: IpAddr,
@@ -117,7 +118,7 @@ pub struct PendingView {
 impl PendingView {
     pub fn of(p: &Pending) -> PendingView {
         PendingView {
-            key: p.key(),
+            id: p.id(),
             tenant: p.tenant.clone(),
             ip: p.ip,
             port: p.port,
@@ -147,7 +148,7 @@ pub struct PendingList {
     pub default_policy: Policy,
     /// The most registrations that may wait at once.
     pub max_pending: u64,
-    /// By key.
+    /// Oldest first.
     pub pending: Vec<PendingView>,
 }
 
@@ -291,28 +292,30 @@ pub async fn pending(s: &HttpState) -> Result<PendingList, ApiError> {
     Ok(PendingList {
         default_policy: policy.policies.default,
         max_pending: policy.max_pending,
-        pending: list.iter().map(PendingView::of).collect(),
+        pending: {
+            let mut v: Vec<PendingView> = list.iter().map(PendingView::of).collect();
+            v.sort_by_key(|p| (p.first_ms, p.id.clone()));
+            v
+        },
     })
 }
 
-/// The key of `tenant/ip/port`, checked.
-fn key_of(tenant: &str, ip: &str, port: &str) -> Result<String, ApiError> {
-    let not_found = || {
-        ApiError(
+/// `id` if it has a pending id's form.
+fn checked(id: &str) -> Result<String, ApiError> {
+    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(id.to_ascii_lowercase())
+    } else {
+        Err(ApiError(
             StatusCode::NOT_FOUND,
-            "no pending registration of that tenant, ip and port".into(),
-        )
-    };
-    validate_tenant(tenant).map_err(|_| not_found())?;
-    let ip: IpAddr = ip.parse().map_err(|_| not_found())?;
-    let port: u16 = port.parse().map_err(|_| not_found())?;
-    Ok(pending_key(tenant, ip, port))
+            format!("no pending registration {id:.32}"),
+        ))
+    }
 }
 
 /// Approve a pending registration: the tagent's next attempt bringing the
 /// same credential is accepted (within seconds: it retries).
-#[utoipa::path(post, path = "/api/v1/pending/{tenant}/{ip}/{port}/approve", tag = "enrollment",
-    params(("tenant" = String, Path), ("ip" = String, Path), ("port" = u16, Path)),
+#[utoipa::path(post, path = "/api/v1/pending/{id}/approve", tag = "enrollment",
+    params(("id" = String, Path, description = "the pending registration's id")),
     responses((status = 200, body = PendingView, description = "approved"),
         (status = 404, body = super::ErrorBody, description = "no such pending registration"),
         (status = 503, body = super::ErrorBody, description = "the store cannot be written")),
@@ -320,16 +323,15 @@ fn key_of(tenant: &str, ip: &str, port: &str) -> Result<String, ApiError> {
 pub(crate) async fn approve(
     State(s): State<HttpState>,
     Extension(who): Extension<Actor>,
-    Path((tenant, ip, port)): Path<(String, String, String)>,
+    Path(id): Path<String>,
 ) -> Result<Json<PendingView>, ApiError> {
-    let key = key_of(&tenant, &ip, &port)?;
-    Ok(Json(decide_pending(&s, who.as_str(), key, true).await?))
+    Ok(Json(decide_pending(&s, who.as_str(), checked(&id)?, true).await?))
 }
 
 /// Reject a pending registration: it is dropped (and comes back as new if
 /// the tagent tries again).
-#[utoipa::path(delete, path = "/api/v1/pending/{tenant}/{ip}/{port}", tag = "enrollment",
-    params(("tenant" = String, Path), ("ip" = String, Path), ("port" = u16, Path)),
+#[utoipa::path(delete, path = "/api/v1/pending/{id}", tag = "enrollment",
+    params(("id" = String, Path, description = "the pending registration's id")),
     responses((status = 200, body = PendingView, description = "rejected"),
         (status = 404, body = super::ErrorBody, description = "no such pending registration"),
         (status = 503, body = super::ErrorBody, description = "the store cannot be written")),
@@ -337,36 +339,42 @@ pub(crate) async fn approve(
 pub(crate) async fn reject(
     State(s): State<HttpState>,
     Extension(who): Extension<Actor>,
-    Path((tenant, ip, port)): Path<(String, String, String)>,
+    Path(id): Path<String>,
 ) -> Result<Json<PendingView>, ApiError> {
-    let key = key_of(&tenant, &ip, &port)?;
-    Ok(Json(decide_pending(&s, who.as_str(), key, false).await?))
+    Ok(Json(decide_pending(&s, who.as_str(), checked(&id)?, false).await?))
 }
 
-/// Approve (or reject) the pending registration of `key`, audited.
+/// Approve (or reject) the pending registration `id`, audited.
 pub async fn decide_pending(
     s: &HttpState,
     who: &str,
-    key: String,
+    id: String,
     approve: bool,
 ) -> Result<PendingView, ApiError> {
     let (job, action) = if approve {
         (
             EnrollJob::Approve {
-                key: key.clone(),
+                id: id.clone(),
                 by: who.to_owned(),
             },
             "pending-approve",
         )
     } else {
-        (EnrollJob::Reject { key: key.clone() }, "pending-reject")
+        (EnrollJob::Reject { id: id.clone() }, "pending-reject")
     };
     let result = s.registry.enroll(job).await;
     let tagent = match &result {
         Ok(EnrollOutcome::Pending(p)) => p.tagent.unwrap_or(0),
         _ => 0,
     };
-    audit(s, who, action, tagent, &result, key).await;
+    let detail = match &result {
+        Ok(EnrollOutcome::Pending(p)) => format!(
+            "pending {id}: {}:{} of tenant {} from {}",
+            p.ip, p.port, p.tenant, p.source
+        ),
+        _ => format!("pending {id}"),
+    };
+    audit(s, who, action, tagent, &result, detail).await;
     match result? {
         EnrollOutcome::Pending(p) => Ok(PendingView::of(&p)),
         EnrollOutcome::Token(_) => Err(ApiError::internal("a pending job answered a token")),

@@ -46,7 +46,7 @@ pub use group::{Runner, RunnerGroup, RunnerGroups};
 pub use host::HostFacts;
 pub use intern::{Interner, Sym};
 pub use number::{NotDigits, parse_digits};
-pub use pending::{Pending, pending_key};
+pub use pending::{Pending, pending_id};
 pub use policy::{Policies, Policy};
 pub use status::{DisconnectReason, Status};
 pub use tagent::{MAX_TAGENT_ID, Tagent, TagentId, account_name};

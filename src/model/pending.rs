@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{CredentialPrint, TagentId};
 
@@ -27,8 +28,7 @@ pub struct Pending {
     pub name: String,
     pub version: String,
     pub os_type: String,
-    /// The fingerprint of the credential it brought: an approval admits
-    /// that credential only.
+    /// The fingerprint of the credential it brought (part of its id).
     pub print: Option<CredentialPrint>,
     /// Unix ms of the first and the latest attempt, and how many.
     pub first_ms: u64,
@@ -39,19 +39,32 @@ pub struct Pending {
     pub approved_ms: u64,
 }
 
-/// The store's key of the pending registration of (tenant, ip, port). A
-/// tenant holds no `/`, so the last two fields split off unambiguously.
-pub fn pending_key(tenant: &str, ip: IpAddr, port: u16) -> String {
-    format!("{tenant}/{ip}/{port}")
+/// The id of the pending registration of (tenant, ip, port) bringing the
+/// credential of `print`: 16 hex digits of a SHA-256 over them. Each
+/// credential waits apart, so an operator's approval admits exactly the
+/// attempt it was shown (an impostor's attempt beside the real tagent's is
+/// another entry, with its own source), and the id says nothing of the
+/// credential (`print` is keyed by the hub's secret).
+pub fn pending_id(tenant: &str, ip: IpAddr, port: u16, print: Option<CredentialPrint>) -> String {
+    let mut h = Sha256::new();
+    h.update(tenant.as_bytes());
+    h.update([0]);
+    h.update(ip.to_string().as_bytes());
+    h.update([0]);
+    h.update(port.to_be_bytes());
+    match print {
+        Some(p) => h.update(p.0),
+        None => h.update(b"none"),
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 impl Pending {
-    pub fn key(&self) -> String {
-        pending_key(&self.tenant, self.ip, self.port)
+    pub fn id(&self) -> String {
+        pending_id(&self.tenant, self.ip, self.port, self.print)
     }
 
-    /// Whether an operator's approval admits a registration bringing `print`.
-    pub fn admits(&self, print: Option<CredentialPrint>) -> bool {
-        self.approved_by.is_some() && self.print == print
+    pub fn approved(&self) -> bool {
+        self.approved_by.is_some()
     }
 }

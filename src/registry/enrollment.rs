@@ -13,12 +13,11 @@ pub enum EnrollJob {
     CreateToken(Box<EnrollToken>),
     /// Revoke the token of this id (it stays listed, revoked).
     RevokeToken(String),
-    /// Approve the pending registration of this key, for the credential it
-    /// brought; `by`: who approved it.
-    Approve { key: String, by: String },
-    /// Drop the pending registration of this key (it comes back as new at
-    /// the tagent's next attempt).
-    Reject { key: String },
+    /// Approve the pending registration of this id; `by`: who approved it.
+    Approve { id: String, by: String },
+    /// Drop the pending registration of this id (it comes back at the
+    /// tagent's next attempt).
+    Reject { id: String },
 }
 
 /// What an enrollment job left, once durable.

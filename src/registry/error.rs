@@ -58,12 +58,13 @@ pub enum RegisterError {
     /// Waiting for an operator's approval (SPEC §6); retried, it is
     /// accepted once approved.
     #[error(
-        "registration of {ip}:{port} (tenant {tenant}{}) is pending approval by an operator \
-         (tagent-hub ctl pending approve {tenant}/{ip}/{port}); it is accepted at a retry once approved",
-        reinstall_of.map(|id| format!(", a new credential for tagent {id}")).unwrap_or_default()
+        "registration of {ip}:{port}{} is pending approval by an operator \
+         (tagent-hub ctl pending approve {id}); it is accepted at a retry once approved",
+        reinstall_of.map(|t| format!(" (a new credential for tagent {t})")).unwrap_or_default()
     )]
     Pending {
-        tenant: String,
+        /// The pending entry's id.
+        id: String,
         ip: IpAddr,
         port: u16,
         reinstall_of: Option<TagentId>,

@@ -26,7 +26,7 @@ pub trait WriteTxn {
     }
     /// The enrollment token `id`, read in this transaction.
     fn token(&mut self, id: &str) -> Result<Option<EnrollToken>, StoreError>;
-    /// The pending registration of `key` ([`crate::model::pending_key`]),
+    /// The pending registration of `key` ([`crate::model::pending_id`]),
     /// read in this transaction.
     fn pending(&mut self, key: &str) -> Result<Option<Pending>, StoreError>;
     /// How many registrations are pending, read in this transaction.
@@ -146,7 +146,7 @@ pub trait RegistryStore: Send + Sync {
     /// Every enrollment token, by id.
     fn tokens(&self) -> Result<Vec<EnrollToken>, StoreError>;
 
-    /// Every pending registration, by key.
+    /// Every pending registration.
     fn pending_list(&self) -> Result<Vec<Pending>, StoreError>;
 
     /// The hubs whose lease has lapsed, and every hub alive, by heartbeat address.

@@ -650,7 +650,7 @@ impl WriteTxn for PgTxn<'_> {
             .iter()
             .map(|t| encode_record(t, TOKEN))
             .collect::<Result<Vec<_>, _>>()?;
-        let pending_keys: Vec<String> = batch.pending_put.iter().map(|p| p.key()).collect();
+        let pending_keys: Vec<String> = batch.pending_put.iter().map(|p| p.id()).collect();
         let pending_records = batch
             .pending_put
             .iter()

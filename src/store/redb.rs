@@ -37,7 +37,7 @@ const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("runner_groups
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Enrollment tokens by id (MessagePack).
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enroll_tokens");
-/// Pending registrations by `tenant/ip/port` (MessagePack).
+/// Pending registrations by id (MessagePack).
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
 
@@ -349,7 +349,7 @@ impl RedbStore {
                     buf.clear();
                     rmp_serde::encode::write_named(&mut buf, p)
                         .map_err(|e| StoreError::encode("a pending registration", e))?;
-                    pending.insert(p.key().as_str(), buf.as_slice())?;
+                    pending.insert(p.id().as_str(), buf.as_slice())?;
                 }
             }
         }

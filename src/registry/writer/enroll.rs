@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::model::enrollment::split_token;
 use crate::model::{
-    CredentialPrint, EnrollToken, Pending, Policies, Policy, TagentId, TokenRefusal, pending_key,
+    CredentialPrint, EnrollToken, Pending, Policies, Policy, TagentId, TokenRefusal, pending_id,
 };
 use crate::registry::error::{ChangeError, RegisterError};
 use crate::registry::{EnrollJob, EnrollOutcome, RegisterRequest};
@@ -138,8 +138,8 @@ impl<'t> Enrollment<'t> {
         reinstall_of: Option<TagentId>,
     ) -> Result<Grant, RegisterError> {
         let store = RegisterError::Store;
-        let key = pending_key(&req.tenant, req.ip, req.port);
-        if self.pending(&key).map_err(store)?.is_some_and(|p| p.admits(print)) {
+        let key = pending_id(&req.tenant, req.ip, req.port, print);
+        if self.pending(&key).map_err(store)?.is_some_and(|p| p.approved()) {
             return Ok(Grant::Approval(key));
         }
         let mut refusal = None;
@@ -191,14 +191,6 @@ impl<'t> Enrollment<'t> {
         let now = self.now;
         let entry = match self.pending(&key).map_err(store)?.cloned() {
             Some(mut p) => {
-                if p.print != print {
-                    // Another credential than the one an operator saw (or
-                    // approved): the approval, if any, does not carry over.
-                    metrics::counter!("tagent_hub_pending_credential_changed_total").increment(1);
-                    p.print = print;
-                    p.approved_by = None;
-                    p.approved_ms = 0;
-                }
                 p.tagent = reinstall_of;
                 p.source = req.source;
                 p.name.clone_from(&req.name);
@@ -232,9 +224,9 @@ impl<'t> Enrollment<'t> {
                 }
             }
         };
-        self.set_pending(key, Some(entry)).map_err(store)?;
+        self.set_pending(key.clone(), Some(entry)).map_err(store)?;
         Err(RegisterError::Pending {
-            tenant: req.tenant.clone(),
+            id: key,
             ip: req.ip,
             port: req.port,
             reinstall_of,
@@ -282,7 +274,7 @@ impl<'t> Enrollment<'t> {
                 self.tokens_changed.insert(id);
                 Ok(EnrollOutcome::Token(t))
             }
-            EnrollJob::Approve { key, by } => {
+            EnrollJob::Approve { id: key, by } => {
                 let p = self
                     .pending(&key)
                     .map_err(store)?
@@ -293,7 +285,7 @@ impl<'t> Enrollment<'t> {
                 self.set_pending(key, Some(p.clone())).map_err(store)?;
                 Ok(EnrollOutcome::Pending(p))
             }
-            EnrollJob::Reject { key } => {
+            EnrollJob::Reject { id: key } => {
                 let p = self
                     .pending(&key)
                     .map_err(store)?

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::decide::{Context, Decided, decide};
+use super::enroll::{Enrollment, PolicyConfig};
 use super::{Job, answer, apply, commit, publish};
 use crate::model::{
-    DisconnectReason, Interner, Runner, RunnerGroup, RunnerGroups, Status, TagentId, account_name,
+    DisconnectReason, EnrollToken, Interner, Pending, Policy, Runner, RunnerGroup, RunnerGroups,
+    Status, TagentId, account_name,
 };
 use crate::registry::events::{Change, EventLog};
 use crate::registry::index::{Index, IndexView};
@@ -21,7 +23,10 @@ use crate::registry::{
     to_stored,
 };
 use crate::store::faulty_disk::Faults;
-use crate::store::{AccountOp, CredentialCipher, RedbStore, RegistryStore, ScanItem, StoredTagent};
+use crate::store::{
+    AccountOp, CredentialCipher, RedbStore, RegistryStore, ScanItem, StoreError, StoredTagent,
+    WriteTxn,
+};
 
 const KEY: &str = "4b1d000000000000000000000000000000000000000000000000000000000001";
 const NOW: u64 = 1_000;
@@ -83,6 +88,32 @@ fn status(id: TagentId, status: Status, runner: Option<u32>) -> StatusChange {
 
 const RUNNER_LOST: Status = Status::Disconnected(DisconnectReason::RunnerLost);
 
+/// Tokens and pending registrations as a transaction reads them: what the
+/// batch's [`Enrollment`] reads through; nothing is committed here.
+#[derive(Default)]
+struct Enrolled {
+    tokens: std::collections::HashMap<String, EnrollToken>,
+    pending: std::collections::HashMap<String, Pending>,
+}
+
+impl WriteTxn for Enrolled {
+    fn changes(&mut self) -> Result<crate::store::Changes, StoreError> {
+        Ok(Default::default())
+    }
+    fn token(&mut self, id: &str) -> Result<Option<EnrollToken>, StoreError> {
+        Ok(self.tokens.get(id).cloned())
+    }
+    fn pending(&mut self, key: &str) -> Result<Option<Pending>, StoreError> {
+        Ok(self.pending.get(key).cloned())
+    }
+    fn pending_len(&mut self) -> Result<u64, StoreError> {
+        Ok(self.pending.len() as u64)
+    }
+    fn commit(self: Box<Self>, _: &crate::store::WriteBatch<'_>) -> Result<(), StoreError> {
+        unreachable!("stages are run alone here")
+    }
+}
+
 /// The state stages run against.
 struct World {
     index: Index,
@@ -91,6 +122,8 @@ struct World {
     mine: Mine,
     sessions: Sessions,
     cipher: crate::store::CredentialCipher,
+    enrolled: Enrolled,
+    policy: PolicyConfig,
 }
 
 impl World {
@@ -104,10 +137,12 @@ impl World {
             mine,
             sessions: Sessions::default(),
             cipher: crate::store::CredentialCipher::from_hex(&"00".repeat(32)).unwrap(),
+            enrolled: Enrolled::default(),
+            policy: PolicyConfig::default(),
         }
     }
 
-    fn decide(&self, jobs: Vec<Job>) -> Decided {
+    fn decide(&mut self, jobs: Vec<Job>) -> Decided {
         let cx = Context {
             interner: &self.interner,
             groups: &self.groups,
@@ -116,7 +151,8 @@ impl World {
             cipher: &self.cipher,
             now: NOW,
         };
-        decide(&self.index, &cx, jobs)
+        let enroll = Enrollment::new(&mut self.enrolled, &self.policy, NOW);
+        decide(&self.index, &cx, enroll, jobs)
     }
 
     /// Decide `jobs` and apply the result as a committed batch would be.
@@ -136,7 +172,7 @@ impl World {
 
 #[test]
 fn decide_sees_the_batch_s_earlier_decisions() {
-    let w = World::new(Mine::All);
+    let mut w = World::new(Mine::All);
     let (a, _ra) = register("10.0.0.1", &["10.0.0.2"]);
     // The same host again in the same batch: the overlay resolves it to
     // the tagent the first registration created.
@@ -259,10 +295,17 @@ fn apply_puts_removes_and_tracks_other_hubs_sessions() {
 
 #[test]
 fn answers_after_a_commit_and_after_a_failed_one() {
-    let w = World::new(Mine::All);
+    let mut w = World::new(Mine::All);
     let (a, mut ra) = register("10.0.0.1", &[]);
     let d = w.decide(vec![a]);
-    answer::committed(d.accepted, d.deleted, d.opened, &w.groups);
+    answer::committed(
+        d.accepted,
+        d.deleted,
+        d.opened,
+        d.refused,
+        d.enrolled,
+        &w.groups,
+    );
     let ok = ra.try_recv().unwrap().unwrap();
     assert_eq!((ok.id, ok.created, ok.group.id), (1, true, 1));
 
@@ -424,4 +467,76 @@ fn a_failed_commit_leaves_the_index_as_the_store_is_and_the_store_recovers() {
     let cipher = CredentialCipher::from_hex(KEY).unwrap();
     let store = RedbStore::open(dir.path(), cipher, 1 << 20).unwrap();
     assert_eq!(stored(&store), after);
+}
+
+#[test]
+fn a_single_use_token_admits_one_tagent_of_a_batch_and_its_use_is_written() {
+    let mut w = World::new(Mine::All);
+    w.policy.policies.default = Policy::Token;
+    let (token, text) = EnrollToken::generate("acme", NOW, NOW + 10_000, 1, "token:ab", "");
+    let id = token.id.clone();
+    w.enrolled.tokens.insert(id.clone(), token);
+    let with_token = |primary: &str| {
+        let (reply, rx) = oneshot::channel();
+        let mut r = req(primary, &[]);
+        r.token = Some(Secret(text.clone()));
+        (Job::Register { req: r, reply }, rx)
+    };
+    let (a, mut ra) = with_token("10.0.0.1");
+    let (b, mut rb) = with_token("10.0.0.2");
+    let (c, mut rc) = register("10.0.0.3", &[]);
+    let d = w.decide(vec![a, b, c]);
+    assert_eq!(d.accepted.len(), 1, "one use, one tagent");
+    assert_eq!(d.accepted[0].decision.tagent.ip, ip("10.0.0.1"));
+    assert!(ra.try_recv().is_err(), "answered after the commit");
+    for rx in [&mut rb, &mut rc] {
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(RegisterError::TokenRequired { .. }))
+        ));
+    }
+    let [t] = d.enroll.tokens_put.as_slice() else {
+        panic!("the token's use is written: {:?}", d.enroll.tokens_put);
+    };
+    assert_eq!((t.id.as_str(), t.uses, t.last_used_ms), (id.as_str(), 1, NOW));
+    let batch = commit::batch(&d, &w.interner);
+    assert_eq!(batch.tokens_put.len(), 1);
+    assert!(d.enroll.pending_put.is_empty(), "token refusals never wait");
+}
+
+#[test]
+fn an_approval_is_spent_by_the_registration_it_admits_in_the_same_batch() {
+    let mut w = World::new(Mine::All);
+    w.policy.policies.default = Policy::Approve;
+    let (a, mut ra) = register("10.0.0.1", &[]);
+    let d = w.decide(vec![a]);
+    assert!(d.accepted.is_empty());
+    let [p] = d.enroll.pending_put.as_slice() else {
+        panic!("one pending entry")
+    };
+    assert!(ra.try_recv().is_err(), "told once the entry is durable");
+    let [(reply, RegisterError::Pending { id, .. })] = d.refused.as_slice() else {
+        panic!("refused as pending")
+    };
+    assert!(!reply.is_closed());
+    assert_eq!(id, &p.id());
+    // An operator approves, then the tagent retries: accepted, entry gone.
+    let mut approved = p.clone();
+    approved.approved_by = Some("token:ab".into());
+    w.enrolled.pending.insert(p.id(), approved);
+    let (again, _r) = register("10.0.0.1", &[]);
+    let d = w.decide(vec![again]);
+    assert_eq!(d.accepted.len(), 1);
+    assert_eq!(d.enroll.pending_delete, vec![p.id()]);
+    // The pending list is bounded.
+    w.enrolled.pending.clear();
+    w.policy.max_pending = 1;
+    let (x, _rx) = register("10.0.0.5", &[]);
+    let (y, mut ry) = register("10.0.0.6", &[]);
+    let d = w.decide(vec![x, y]);
+    assert_eq!(d.enroll.pending_put.len(), 1);
+    assert!(matches!(
+        ry.try_recv(),
+        Ok(Err(RegisterError::PendingFull(1)))
+    ));
 }
