@@ -179,7 +179,9 @@ pub const FAMILIES: &[Family] = &[
                 "no_runner_group",
                 "contains_other_primary",
                 "primary_taken",
-                "credential_change",
+                "token_required",
+                "pending",
+                "pending_full",
                 "ids_exhausted",
                 "store_error",
                 "shutting_down",
@@ -187,6 +189,34 @@ pub const FAMILIES: &[Family] = &[
                 "rate_limited",
             ],
         )],
+    ),
+    // Registration policy (registry/writer/enroll.rs)
+    family(
+        "tagent_hub_enrollment_tokens_refused_total",
+        Kind::Counter,
+        "Enrollment tokens presented with a registration that needed one and admitted nothing, by why.",
+        &[label(
+            "reason",
+            &["invalid", "expired", "revoked", "used_up"],
+        )],
+    ),
+    family(
+        "tagent_hub_enrollment_token_uses_total",
+        Kind::Counter,
+        "Registrations an enrollment token admitted (a tagent created or reinstalled).",
+        &[],
+    ),
+    family(
+        "tagent_hub_pending_created_total",
+        Kind::Counter,
+        "Registrations that began to wait for an operator's approval.",
+        &[],
+    ),
+    family(
+        "tagent_hub_pending_full_total",
+        Kind::Counter,
+        "Registrations refused because max_pending registrations wait already.",
+        &[],
     ),
     family(
         "tagent_hub_registration_duration_seconds",

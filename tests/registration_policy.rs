@@ -69,7 +69,10 @@ async fn call_as(
     let resp = req.send().await.expect("admin call");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 async fn new_token(hub: &Server, tenant: &str, uses: u32) -> String {
@@ -155,7 +158,10 @@ async fn approve_only_entry_for(hub: &Server, ip: &str) -> String {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert!(v["approved_by"].as_str().unwrap().starts_with("token:"), "{v}");
+    assert!(
+        v["approved_by"].as_str().unwrap().starts_with("token:"),
+        "{v}"
+    );
     id
 }
 
@@ -176,14 +182,27 @@ async fn every_real_tagent_flow_works_under_every_policy() {
             let (s, v) = register(&hub, "t", &ip, Some(id), "one", None).await;
             common::ok_id(s, &v);
             let list = v["Data"]["proxyList"][0].clone();
-            (id, format!("{}:{}", list["ip"].as_str().unwrap(), list["port"].as_str().unwrap()))
+            (
+                id,
+                format!(
+                    "{}:{}",
+                    list["ip"].as_str().unwrap(),
+                    list["port"].as_str().unwrap()
+                ),
+            )
         };
         let mut tagent = Tagent::connect_from(hub.heartbeat_addr(), &ip).await;
         let line = json!({"type":"monitor","tenant":"t","agentId":id,"port":3939,
             "ipString":ip,"proxyGroup":group,"mgmtIp":ip,"status":"working","version":"1.5.4"});
         assert_eq!(tagent.send(&line).await, json!({"Status":"OK"}), "{policy}");
         wait_status(&hub, id, "connected").await;
-        let (s, v) = call(&hub, Method::POST, &format!("/api/v1/tagents/{id}/resetcred"), None).await;
+        let (s, v) = call(
+            &hub,
+            Method::POST,
+            &format!("/api/v1/tagents/{id}/resetcred"),
+            None,
+        )
+        .await;
         assert_eq!(s, 200, "{policy}: {v}");
         assert_eq!(tagent.line().await, json!({"type":"resetcred"}));
         drop(tagent);
@@ -212,7 +231,11 @@ async fn every_real_tagent_flow_works_under_every_policy() {
         // The restart after it brings the new credential, token still in
         // its URL though used up: accepted (a restart needs no token).
         let (s, v) = register(&hub, "t", &ip, Some(id), "four", Some(&token)).await;
-        assert_eq!(common::ok_id(s, &v), id, "{policy}: restart with a used token");
+        assert_eq!(
+            common::ok_id(s, &v),
+            id,
+            "{policy}: restart with a used token"
+        );
         assert!(pending(&hub).await.is_empty(), "{policy}");
     }
 }
@@ -282,7 +305,14 @@ async fn the_token_policy_admits_new_tagents_only_with_a_valid_token() {
     assert!(message(&v).contains("revoked"), "{v}");
 
     // Tokens need an admin token even to be listed; bad requests are 400.
-    let (s, _) = call_as(&hub, Method::GET, "/api/v1/enrollment-tokens", None, READ_TOKEN).await;
+    let (s, _) = call_as(
+        &hub,
+        Method::GET,
+        "/api/v1/enrollment-tokens",
+        None,
+        READ_TOKEN,
+    )
+    .await;
     assert_eq!(s, 403);
     for bad in [
         json!({"tenant": "t", "max_uses": 0}),
@@ -291,7 +321,13 @@ async fn the_token_policy_admits_new_tagents_only_with_a_valid_token() {
         json!({"tenant": "t", "note": "a\nb"}),
         json!({"tenant": "t", "extra": 1}),
     ] {
-        let (s, v) = call(&hub, Method::POST, "/api/v1/enrollment-tokens", Some(bad.clone())).await;
+        let (s, v) = call(
+            &hub,
+            Method::POST,
+            "/api/v1/enrollment-tokens",
+            Some(bad.clone()),
+        )
+        .await;
         assert!(s == 400 || s == 422, "{bad}: {s} {v}");
     }
     let m = hub.metrics().await;
@@ -327,7 +363,10 @@ async fn the_approve_policy_keeps_new_tagents_pending_until_an_operator_decides(
     assert_eq!(p["source"], "127.0.0.1");
     assert!(p["approved_by"].is_null());
     let entry = p["id"].as_str().unwrap().to_owned();
-    assert!(message(&v).contains(&entry), "the reply names the entry: {v}");
+    assert!(
+        message(&v).contains(&entry),
+        "the reply names the entry: {v}"
+    );
 
     // A read token lists, and may not decide.
     let (s, _) = call_as(&hub, Method::GET, "/api/v1/pending", None, READ_TOKEN).await;
@@ -337,7 +376,13 @@ async fn the_approve_policy_keeps_new_tagents_pending_until_an_operator_decides(
     assert_eq!(s, 403);
 
     // Rejected: gone; the next attempt waits again, as new.
-    let (s, v) = call(&hub, Method::DELETE, &format!("/api/v1/pending/{entry}"), None).await;
+    let (s, v) = call(
+        &hub,
+        Method::DELETE,
+        &format!("/api/v1/pending/{entry}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert!(pending(&hub).await.is_empty());
     let (s, _) = register(&hub, "t", "127.0.42.1", None, "c", None).await;
@@ -411,12 +456,18 @@ async fn an_impostors_registration_waits_apart_and_changes_nothing_of_the_real_t
     }
     let list = pending(&hub).await;
     assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["source"], "127.0.43.99", "the operator sees where it came from");
+    assert_eq!(
+        list[0]["source"], "127.0.43.99",
+        "the operator sees where it came from"
+    );
     assert_eq!(list[0]["name"], "evil");
     let after = record(&hub, id).await;
     assert_eq!(before["name"], after["name"]);
     assert_eq!(before["ip"], after["ip"]);
-    assert_eq!(before["last_registered_ms"], after["last_registered_ms"], "{after}");
+    assert_eq!(
+        before["last_registered_ms"], after["last_registered_ms"],
+        "{after}"
+    );
     // The real tagent still restarts with its credential.
     let (s, v) = register(&hub, "t", "127.0.43.1", Some(id), "real", None).await;
     assert_eq!(common::ok_id(s, &v), id);
@@ -435,13 +486,18 @@ async fn ctl_creates_lists_and_revokes_tokens_and_approves_pending_registrations
         );
         text
     };
-    let token = run(&["tokens", "create", "--tenant", "t", "--uses", "1", "--ttl", "1h"])
-        .trim()
-        .to_owned();
+    let token = run(&[
+        "tokens", "create", "--tenant", "t", "--uses", "1", "--ttl", "1h",
+    ])
+    .trim()
+    .to_owned();
     let (s, v) = register(&hub, "t", "127.0.44.1", None, "c", Some(&token)).await;
     let id = common::ok_id(s, &v);
     let listed = run(&["tokens", "list"]);
-    assert!(listed.contains("used-up") && listed.contains("1/1"), "{listed}");
+    assert!(
+        listed.contains("used-up") && listed.contains("1/1"),
+        "{listed}"
+    );
     let json: Value = serde_json::from_str(&run(&["--json", "tokens", "list"])).unwrap();
     let token_id = json[0]["id"].as_str().unwrap().to_owned();
     run(&["tokens", "revoke", &token_id]);
@@ -452,7 +508,10 @@ async fn ctl_creates_lists_and_revokes_tokens_and_approves_pending_registrations
     let (s, _) = register(&hub, "t", "127.0.44.1", None, "new", None).await;
     assert_eq!(s, 403);
     let listed = run(&["pending", "list"]);
-    assert!(listed.contains("reinstall") && listed.contains("127.0.44.1:3939"), "{listed}");
+    assert!(
+        listed.contains("reinstall") && listed.contains("127.0.44.1:3939"),
+        "{listed}"
+    );
     let json: Value = serde_json::from_str(&run(&["--json", "pending", "list"])).unwrap();
     let entry = json["pending"][0]["id"].as_str().unwrap().to_owned();
     let said = run(&["pending", "approve", &entry]);

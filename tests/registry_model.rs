@@ -230,7 +230,7 @@ impl Model {
                 Some(p) => t.credential != Some(p),
             }
         {
-            return (Outcome::Err("credential_change"), None);
+            return (Outcome::Err("pending"), None);
         }
         let credential = print.or(held.and_then(|t| t.credential));
 
@@ -481,6 +481,9 @@ fn outcome_of(r: &Result<Decision, tagent_hub::registry::RegisterError>) -> Outc
             created: d.created,
             group: d.tagent.runner_group,
         },
+        // The rules refuse a new credential; the writer then keeps the
+        // registration pending for an operator (the outcome the hub answers).
+        Err(e) if e.kind() == "credential_change" => Outcome::Err("pending"),
         Err(e) => Outcome::Err(e.kind()),
     }
 }

@@ -367,7 +367,7 @@ async fn a_registration_cannot_take_over_a_known_tagents_credential() {
         assert_eq!(reply["Status"], "ERROR");
         assert!(
             reply["Message"].as_str().unwrap().contains(&format!(
-                "tagent {id} (127.0.15.1:3939) is registered with another credential"
+                "registration of 127.0.15.1:3939 (a new credential for tagent {id}) is pending approval"
             )),
             "{reply}"
         );
@@ -377,7 +377,7 @@ async fn a_registration_cannot_take_over_a_known_tagents_credential() {
     assert_eq!(common::ok_id(status, &reply), id);
     let m = hub.metrics().await;
     assert_eq!(
-        m.value("tagent_hub_registrations_total{outcome=\"credential_change\"}"),
+        m.value("tagent_hub_registrations_total{outcome=\"pending\"}"),
         2.0
     );
 }

@@ -30,7 +30,12 @@ pub(super) async fn tokens(client: &Client, cmd: &TokenCommand, json: bool) -> a
                 note: note.clone(),
             };
             let created: CreatedToken = client
-                .call(Method::POST, "/api/v1/enrollment-tokens", NO_QUERY, Some(&body))
+                .call(
+                    Method::POST,
+                    "/api/v1/enrollment-tokens",
+                    NO_QUERY,
+                    Some(&body),
+                )
                 .await?;
             if json {
                 return output::json(&created);
@@ -85,10 +90,17 @@ pub(super) async fn pending(
     let path = format!("/api/v1/pending/{key}");
     let p: PendingView = if approve {
         client
-            .call(Method::POST, &format!("{path}/approve"), NO_QUERY, None::<&()>)
+            .call(
+                Method::POST,
+                &format!("{path}/approve"),
+                NO_QUERY,
+                None::<&()>,
+            )
             .await?
     } else {
-        client.call(Method::DELETE, &path, NO_QUERY, None::<&()>).await?
+        client
+            .call(Method::DELETE, &path, NO_QUERY, None::<&()>)
+            .await?
     };
     if json {
         return output::json(&p);
@@ -104,4 +116,3 @@ pub(super) async fn pending(
     }
     Ok(())
 }
-

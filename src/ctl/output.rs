@@ -59,7 +59,16 @@ pub fn rfc3339(ms: u64) -> String {
 }
 
 pub fn tokens(items: &[TokenView]) {
-    let mut t = table(&["id", "tenant", "state", "uses", "expires", "last used", "by", "note"]);
+    let mut t = table(&[
+        "id",
+        "tenant",
+        "state",
+        "uses",
+        "expires",
+        "last used",
+        "by",
+        "note",
+    ]);
     for x in items {
         t.add_row(vec![
             x.id.clone(),
@@ -77,7 +86,8 @@ pub fn tokens(items: &[TokenView]) {
 
 pub fn pending(list: &PendingList) {
     let mut t = table(&[
-        "id", "tenant", "ip:port", "kind", "tagent", "name", "version", "os", "source", "attempts", "last", "approved",
+        "id", "tenant", "ip:port", "kind", "tagent", "name", "version", "os", "source", "attempts",
+        "last", "approved",
     ]);
     for p in &list.pending {
         t.add_row(vec![

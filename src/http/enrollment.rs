@@ -221,7 +221,10 @@ pub(crate) async fn create_token(
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let (token, text) = new_token(&req, who.as_str())?;
     let view = create(&s, who.as_str(), token).await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { token: text, view })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken { token: text, view }),
+    ))
 }
 
 /// Store `token` and audit it.
@@ -237,7 +240,9 @@ pub async fn create(s: &HttpState, who: &str, token: EnrollToken) -> Result<Toke
     audit(s, who, "token-create", 0, &result, detail).await;
     match result? {
         EnrollOutcome::Token(t) => Ok(TokenView::of(&t, now_millis())),
-        EnrollOutcome::Pending(_) => Err(ApiError::internal("a token job answered a pending entry")),
+        EnrollOutcome::Pending(_) => {
+            Err(ApiError::internal("a token job answered a pending entry"))
+        }
     }
 }
 
@@ -263,11 +268,16 @@ pub async fn revoke(s: &HttpState, who: &str, id: &str) -> Result<TokenView, Api
             format!("no enrollment token {id:.32}"),
         ));
     }
-    let result = s.registry.enroll(EnrollJob::RevokeToken(id.to_owned())).await;
+    let result = s
+        .registry
+        .enroll(EnrollJob::RevokeToken(id.to_owned()))
+        .await;
     audit(s, who, "token-revoke", 0, &result, format!("token {id}")).await;
     match result? {
         EnrollOutcome::Token(t) => Ok(TokenView::of(&t, now_millis())),
-        EnrollOutcome::Pending(_) => Err(ApiError::internal("a token job answered a pending entry")),
+        EnrollOutcome::Pending(_) => {
+            Err(ApiError::internal("a token job answered a pending entry"))
+        }
     }
 }
 
@@ -325,7 +335,9 @@ pub(crate) async fn approve(
     Extension(who): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Json<PendingView>, ApiError> {
-    Ok(Json(decide_pending(&s, who.as_str(), checked(&id)?, true).await?))
+    Ok(Json(
+        decide_pending(&s, who.as_str(), checked(&id)?, true).await?,
+    ))
 }
 
 /// Reject a pending registration: it is dropped (and comes back as new if
@@ -341,7 +353,9 @@ pub(crate) async fn reject(
     Extension(who): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Json<PendingView>, ApiError> {
-    Ok(Json(decide_pending(&s, who.as_str(), checked(&id)?, false).await?))
+    Ok(Json(
+        decide_pending(&s, who.as_str(), checked(&id)?, false).await?,
+    ))
 }
 
 /// Approve (or reject) the pending registration `id`, audited.

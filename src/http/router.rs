@@ -15,9 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    enrollment,
-    ErrorBody, HttpState, audit, auth, commands, config_set, events, groups, operations, peer,
-    register, tagents,
+    ErrorBody, HttpState, audit, auth, commands, config_set, enrollment, events, groups,
+    operations, peer, register, tagents,
 };
 
 /// The path a real tagent is configured with (`proxy.registeraddress`).

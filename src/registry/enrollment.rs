@@ -14,10 +14,15 @@ pub enum EnrollJob {
     /// Revoke the token of this id (it stays listed, revoked).
     RevokeToken(String),
     /// Approve the pending registration of this id; `by`: who approved it.
-    Approve { id: String, by: String },
+    Approve {
+        id: String,
+        by: String,
+    },
     /// Drop the pending registration of this id (it comes back at the
     /// tagent's next attempt).
-    Reject { id: String },
+    Reject {
+        id: String,
+    },
 }
 
 /// What an enrollment job left, once durable.

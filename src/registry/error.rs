@@ -70,7 +70,9 @@ pub enum RegisterError {
         reinstall_of: Option<TagentId>,
     },
     /// The pending list is full.
-    #[error("{0} registrations are pending approval already; an operator must approve or reject some first")]
+    #[error(
+        "{0} registrations are pending approval already; an operator must approve or reject some first"
+    )]
     PendingFull(u64),
     #[error("tagent ids are exhausted")]
     IdsExhausted,

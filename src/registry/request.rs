@@ -265,9 +265,13 @@ impl RegisterRequest {
             credential: string("credential", raw.credential, MAX_CREDENTIAL_LEN)?.map(Secret),
             // Longer than any token: kept empty, so it is refused as invalid
             // without holding what an attacker sent.
-            token: origin
-                .token
-                .map(|t| Secret(if t.len() <= MAX_TOKEN_LEN { t.to_owned() } else { String::new() })),
+            token: origin.token.map(|t| {
+                Secret(if t.len() <= MAX_TOKEN_LEN {
+                    t.to_owned()
+                } else {
+                    String::new()
+                })
+            }),
             source: origin.client_ip.to_canonical(),
         })
     }

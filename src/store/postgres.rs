@@ -316,13 +316,8 @@ impl PgStore {
         sql: &str,
         what: &'static str,
     ) -> Result<Vec<T>, StoreError> {
-        let rows = self.block_on(async {
-            self.client()
-                .await?
-                .query(sql, &[])
-                .await
-                .map_err(pg_err)
-        })?;
+        let rows =
+            self.block_on(async { self.client().await?.query(sql, &[]).await.map_err(pg_err) })?;
         rows.iter()
             .map(|r| decode_record(r.get::<_, &[u8]>(0), what))
             .collect()

@@ -9,12 +9,12 @@ use tokio::sync::oneshot;
 
 use super::Job;
 use super::enroll::{EnrollWrites, Enrollment};
+use crate::model::Policy;
 use crate::model::{Interner, RunnerGroups, Status, Tagent, TagentId};
 use crate::registry::error::ChangeError;
 use crate::registry::index::{Index, IndexView, Overlay};
 use crate::registry::liveness::{InView, Liveness, Mine};
 use crate::registry::rules::{self, Decision};
-use crate::model::Policy;
 use crate::registry::{EnrollOutcome, RegisterError, RegisterRequest, Registered, StatusChange};
 use crate::store::CredentialCipher;
 

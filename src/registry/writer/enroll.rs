@@ -139,7 +139,11 @@ impl<'t> Enrollment<'t> {
     ) -> Result<Grant, RegisterError> {
         let store = RegisterError::Store;
         let key = pending_id(&req.tenant, req.ip, req.port, print);
-        if self.pending(&key).map_err(store)?.is_some_and(|p| p.approved()) {
+        if self
+            .pending(&key)
+            .map_err(store)?
+            .is_some_and(|p| p.approved())
+        {
             return Ok(Grant::Approval(key));
         }
         let mut refusal = None;
@@ -275,10 +279,9 @@ impl<'t> Enrollment<'t> {
                 Ok(EnrollOutcome::Token(t))
             }
             EnrollJob::Approve { id: key, by } => {
-                let p = self
-                    .pending(&key)
-                    .map_err(store)?
-                    .ok_or_else(|| ChangeError::Unknown(format!("no pending registration {key}")))?;
+                let p = self.pending(&key).map_err(store)?.ok_or_else(|| {
+                    ChangeError::Unknown(format!("no pending registration {key}"))
+                })?;
                 p.approved_by = Some(by);
                 p.approved_ms = now;
                 let p = p.clone();
@@ -286,11 +289,9 @@ impl<'t> Enrollment<'t> {
                 Ok(EnrollOutcome::Pending(p))
             }
             EnrollJob::Reject { id: key } => {
-                let p = self
-                    .pending(&key)
-                    .map_err(store)?
-                    .cloned()
-                    .ok_or_else(|| ChangeError::Unknown(format!("no pending registration {key}")))?;
+                let p = self.pending(&key).map_err(store)?.cloned().ok_or_else(|| {
+                    ChangeError::Unknown(format!("no pending registration {key}"))
+                })?;
                 self.set_pending(key, None).map_err(store)?;
                 Ok(EnrollOutcome::Pending(p))
             }

@@ -299,12 +299,7 @@ fn answers_after_a_commit_and_after_a_failed_one() {
     let (a, mut ra) = register("10.0.0.1", &[]);
     let d = w.decide(vec![a]);
     answer::committed(
-        d.accepted,
-        d.deleted,
-        d.opened,
-        d.refused,
-        d.enrolled,
-        &w.groups,
+        d.accepted, d.deleted, d.opened, d.refused, d.enrolled, &w.groups,
     );
     let ok = ra.try_recv().unwrap().unwrap();
     assert_eq!((ok.id, ok.created, ok.group.id), (1, true, 1));
@@ -498,7 +493,10 @@ fn a_single_use_token_admits_one_tagent_of_a_batch_and_its_use_is_written() {
     let [t] = d.enroll.tokens_put.as_slice() else {
         panic!("the token's use is written: {:?}", d.enroll.tokens_put);
     };
-    assert_eq!((t.id.as_str(), t.uses, t.last_used_ms), (id.as_str(), 1, NOW));
+    assert_eq!(
+        (t.id.as_str(), t.uses, t.last_used_ms),
+        (id.as_str(), 1, NOW)
+    );
     let batch = commit::batch(&d, &w.interner);
     assert_eq!(batch.tokens_put.len(), 1);
     assert!(d.enroll.pending_put.is_empty(), "token refusals never wait");

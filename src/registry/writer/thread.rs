@@ -189,7 +189,14 @@ fn process(registry: &Registry, mut jobs: Vec<Job>) -> Vec<StatusChange> {
         let decide::Decided {
             refused, enrolled, ..
         } = decided;
-        answer::committed(Vec::new(), Vec::new(), Vec::new(), refused, enrolled, &groups);
+        answer::committed(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            refused,
+            enrolled,
+            &groups,
+        );
         return Vec::new();
     }
     let result = commit::commit(txn, &batch);
