@@ -531,3 +531,96 @@ async fn ctl_creates_lists_and_revokes_tokens_and_approves_pending_registrations
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Two hubs of a runner group on one PostgreSQL: a token's uses are spent
+/// under the registry's lock, so registrations racing on both hubs never
+/// get more tagents in than it admits; an approval given on one hub admits
+/// the tagent's retry on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_never_spend_more_uses_of_a_token_than_it_has() {
+    let Some((url, schema)) = common::postgres("two_hubs_token_uses") else {
+        return;
+    };
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap()
+        })
+        .collect();
+    let mut toml = format!(
+        "credential_key = \"{}\"\n\
+         [store]\nengine = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n\
+         [registration]\npolicy = \"token\"\n[registration.tenants]\nops = \"approve\"\n\
+         [[runner_group]]\nid = 1\nname = \"dc\"\nnetworks = [\"127.0.0.0/8\"]\n",
+        "7c1d".to_owned() + &"0".repeat(59) + "1"
+    );
+    for (i, port) in ports.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[runner_group.runner]]\nid = {}\nname = \"hub-{i}\"\nheartbeat = \"127.0.0.1:{port}\"\n",
+            i + 1
+        ));
+    }
+    let hubs: Vec<Server> = ports
+        .iter()
+        .map(|port| {
+            Server::start_with(
+                Options::default()
+                    .config(&toml)
+                    .arg("--heartbeat-addr")
+                    .arg(format!("127.0.0.1:{port}")),
+            )
+        })
+        .collect();
+    let token = new_token(&hubs[0], "t", 5).await;
+    // 24 hosts at once, half through each hub.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (http, token) = (hubs[i % 2].http_addr(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let url = format!("http://{http}/register?tenant=t&token={token}");
+            let ip = format!("127.0.45.{}", i + 1);
+            let body = json!({"tagentId": "", "port": "3939", "ipString": ip, "mgmtIp": ip,
+                "name": "h", "credential": "c"});
+            let resp = common::client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => accepted += 1,
+            403 => {}
+            other => panic!("HTTP {other}"),
+        }
+    }
+    assert_eq!(accepted, 5, "a token of 5 uses admitted {accepted}");
+    let (_, list) = call(&hubs[1], Method::GET, "/api/v1/enrollment-tokens", None).await;
+    assert_eq!(list[0]["uses"], 5, "{list}");
+    assert_eq!(list[0]["state"], "used-up");
+
+    // Pending on hub 0, approved on hub 1, accepted at a retry on hub 0.
+    let (s, _) = register(&hubs[0], "ops", "127.0.46.1", None, "c", None).await;
+    assert_eq!(s, 403);
+    let list = pending(&hubs[1]).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap();
+    let (s, v) = call(
+        &hubs[1],
+        Method::POST,
+        &format!("/api/v1/pending/{id}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = register(&hubs[0], "ops", "127.0.46.1", None, "c", None).await;
+    common::ok_id(s, &v);
+    assert!(pending(&hubs[1]).await.is_empty());
+}
