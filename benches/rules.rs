@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagent_hub::model::{DisconnectReason, Status};
 use tagent_hub::model::{HostFacts, Interner, Tagent};
-use tagent_hub::registry::rules;
+use tagent_hub::registry::rules::{self, Proof};
 use tagent_hub::registry::{Index, NoSessions, RegisterRequest, Secret};
 
 #[path = "common/fixtures.rs"]
@@ -145,7 +145,15 @@ fn bench_decide(c: &mut Criterion) {
     for (name, pool, ok) in cases {
         // Check the case decides the way its name says before timing it.
         for req in pool.iter().take(16) {
-            let d = rules::decide(&index, &interner, &groups, &live, req, None, false, now);
+            let d = rules::decide(
+                &index,
+                &interner,
+                &groups,
+                &live,
+                req,
+                Proof::default(),
+                now,
+            );
             assert_eq!(d.is_ok(), ok, "{name}: {d:?}");
             if let Ok(d) = d {
                 assert_eq!(d.created, name == "new_tagent", "{name}");
@@ -162,8 +170,7 @@ fn bench_decide(c: &mut Criterion) {
                     &groups,
                     &live,
                     req,
-                    None,
-                    false,
+                    Proof::default(),
                     now,
                 ))
             })

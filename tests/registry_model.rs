@@ -26,7 +26,7 @@ use proptest::prelude::*;
 use tagent_hub::model::{CredentialPrint, HostFacts, Runner, account_name};
 use tagent_hub::model::{Interner, RunnerGroup, RunnerGroups, TagentId};
 use tagent_hub::registry::index::Overlay;
-use tagent_hub::registry::rules::{Decision, decide};
+use tagent_hub::registry::rules::{Decision, Proof, decide};
 use tagent_hub::registry::{
     Index, IndexView, Liveness, RegisterRequest, Registry, Secret, to_stored,
 };
@@ -561,8 +561,7 @@ fn step_and_compare(
         groups,
         &Mask(s.live),
         &req,
-        print_of(&req),
-        false,
+        Proof::of(print_of(&req)),
         1,
     );
     let (want, change) = model.register(&req, |id| is_live(s.live, id));

@@ -601,6 +601,26 @@ async fn the_http_port_serves_tls_when_configured() {
         "{}",
         m.text
     );
+    // ctl speaks https, trusting the CA it is given, and only that.
+    let https = format!("https://127.0.0.1:{}", hub.http_addr().port());
+    let ctl = |ca: Option<&std::path::Path>| {
+        let mut cmd = hub.ctl_command();
+        cmd.env("TAGENT_HUB_URL", &https);
+        if let Some(ca) = ca {
+            cmd.arg("--ca").arg(ca);
+        }
+        cmd.args(["--json", "counts"]).output().expect("run ctl")
+    };
+    let out = ctl(Some(&cert_path));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counts["total"], 1, "{counts}");
+    let out = ctl(None);
+    assert!(!out.status.success(), "an unknown certificate is refused");
     // A client that does not trust the certificate gets nothing.
     let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     assert_eq!(

@@ -18,6 +18,10 @@ pub struct CtlArgs {
     /// `<data-dir>/admin-token`.
     #[arg(long, env = "TAGENT_HUB_ADMIN_TOKEN", hide_env_values = true)]
     pub(super) token: Option<String>,
+    /// PEM certificates the hub's certificate must chain to, for an
+    /// `https://` URL (default: the system's roots).
+    #[arg(long, env = "TAGENT_HUB_CA")]
+    pub(super) ca: Option<PathBuf>,
     /// Where to find a generated token.
     #[arg(long, env = "TAGENT_HUB_DATA_DIR", default_value = "./data")]
     pub(super) data_dir: PathBuf,

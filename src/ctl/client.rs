@@ -47,10 +47,22 @@ impl Client {
                     .to_owned()
             }
         };
+        // The one crypto provider of the crate (ring), for https URLs.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .https_only(args.url.starts_with("https://"));
+        if let Some(ca) = &args.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", ca.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("{} holds no PEM certificate", ca.display());
+            }
+            http = http.tls_certs_only(certs);
+        }
         Ok(Client {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .build()?,
+            http: http.build()?,
             base: args.url.trim_end_matches('/').to_owned(),
             token,
         })

@@ -27,6 +27,25 @@ pub struct Decision {
     pub accounts_delete: Vec<IpAddr>,
 }
 
+/// What a registration brings about its credential.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Proof {
+    /// The fingerprint of the request's credential, if it brings one.
+    pub print: Option<CredentialPrint>,
+    /// It carries a token or an operator's approval, so it may change the
+    /// credential of the tagent it finds.
+    pub authorized: bool,
+}
+
+impl Proof {
+    pub fn of(print: Option<CredentialPrint>) -> Proof {
+        Proof {
+            print,
+            authorized: false,
+        }
+    }
+}
+
 /// `ip:port(name)` for each tagent, as the original names them in errors.
 fn describe(view: &impl IndexView, ids: &[TagentId]) -> String {
     ids.iter()
@@ -80,9 +99,7 @@ pub fn choose_tagent(
 
 /// Decide a registration against `view`: rules 2 to 8 (rule 1 is
 /// [`RegisterRequest::parse`]), and SPEC §6's guard of a known tagent's
-/// credential. `print` is the fingerprint of the request's credential;
-/// `authorized`: the request has a token or an operator's approval, so it
-/// may change the credential of the tagent it finds.
+/// credential, given what the request brings of it (`proof`).
 /// Interns the request's strings only once it is accepted, so refusals
 /// cannot grow the interner.
 pub fn decide(
@@ -91,10 +108,10 @@ pub fn decide(
     groups: &RunnerGroups,
     live: &dyn Liveness,
     req: &RegisterRequest,
-    print: Option<CredentialPrint>,
-    authorized: bool,
+    proof: Proof,
     now: u64,
 ) -> Result<Decision, RegisterError> {
+    let print = proof.print;
     // A tenant the interner has never seen holds no tagent yet.
     let known_tenant = interner.get(&req.tenant);
     let chosen = match known_tenant {
@@ -117,7 +134,7 @@ pub fn decide(
     // SPEC §6: an unauthenticated request neither replaces a known
     // tagent's credential nor moves its primary ip.
     if let Some(t) = old
-        && !authorized
+        && !proof.authorized
         && !may_change(
             t.credential,
             print,
@@ -362,8 +379,7 @@ pub(crate) mod tests {
                 &self.groups,
                 &self.live,
                 req,
-                print,
-                false,
+                Proof::of(print),
                 now,
             )
         }

@@ -155,8 +155,7 @@ fn register(
             cx.groups,
             &live,
             &req,
-            print,
-            authorized,
+            rules::Proof { print, authorized },
             cx.now,
         )
     };
