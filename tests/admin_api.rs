@@ -22,7 +22,7 @@ async fn call(
     body: Option<Value>,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = common::http_builder().no_proxy().build().unwrap();
     let mut req = client.request(method.clone(), hub.url(path));
     if let Some(t) = token {
         req = req.bearer_auth(t);

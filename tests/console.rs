@@ -316,7 +316,7 @@ fn csrf_of(page: &str) -> String {
 async fn changes_need_the_csrf_token_and_an_admin_sign_in() {
     let hub = Server::start_with(options());
     let (id, _) = hub.register_tagent("demo", "127.0.6.1", "cred").await;
-    let http = reqwest::Client::builder()
+    let http = common::http_builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -23,7 +23,7 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    common::http_builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -326,6 +326,89 @@ async fn a_batch_sets_a_config_key_on_every_tagent_of_a_filter() {
                 .any(|l| l.starts_with(&format!("{down_id},set-config log.level=DEBUG,failed,"))),
             "{csv} (tagent on port {down_port} was down)"
         );
+    })
+    .await;
+}
+
+/// The enrollment page: a pending registration approved from its form
+/// (the tagent's retry is then accepted), a token created (its text shown
+/// once) and revoked, a form without the CSRF token refused.
+#[tokio::test]
+async fn an_operator_approves_a_pending_registration_and_manages_tokens_in_the_console() {
+    bounded(async {
+        let hub = Server::start_with(
+            common::Options::default().config("[registration]\npolicy = \"approve\"\n"),
+        );
+        let body = json!({"tagentId":"","port":"3939","ipString":"127.0.47.1",
+            "mgmtIp":"127.0.47.1","name":"waiting-host","credential":"c"});
+        let (status, _) = hub.register(&body, Some("demo")).await;
+        assert_eq!(status, 403);
+        let http = http();
+        let (cookie, csrf) = sign_in(&http, &hub).await;
+        let (status, overview) = get(&http, &hub, &cookie, "/ui/").await;
+        assert_eq!(status, 200);
+        assert!(overview.contains("1 waiting for an operator"), "{overview}");
+        let (status, page) = get(&http, &hub, &cookie, "/ui/enrollment").await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("waiting-host") && page.contains("127.0.47.1:3939"),
+            "{page}"
+        );
+        let at = page.find("id=\"pending-").expect("a pending row") + 12;
+        let id = page[at..at + 16].to_owned();
+
+        let approve = format!("/ui/pending/{id}/approve");
+        let (status, _) = post(&http, &hub, &cookie, &approve, &[]).await;
+        assert_eq!(status, 403, "no CSRF token, no change");
+        let (status, _) = post(&http, &hub, &cookie, &approve, &[("csrf", &csrf)]).await;
+        assert_eq!(status, 303);
+        let (status, reply) = hub.register(&body, Some("demo")).await;
+        common::ok_id(status, &reply);
+        let (_, page) = get(&http, &hub, &cookie, "/ui/enrollment").await;
+        assert!(page.contains("Nothing waits."), "{page}");
+
+        // A token: created from the form, its text shown once.
+        let (status, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            "/ui/tokens",
+            &[
+                ("csrf", &csrf),
+                ("tenant", "demo"),
+                ("uses", "3"),
+                ("hours", "2"),
+                ("note", "lab"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 201, "{page}");
+        let needle = "id=\"created-token\">";
+        let at = page.find(needle).expect("the token shown") + needle.len();
+        let token = page[at..at + 49].to_owned();
+        let token_id = &token[..16];
+        assert!(page.contains(&format!("id=\"token-{token_id}\"")), "{page}");
+        let (_, again) = get(&http, &hub, &cookie, "/ui/enrollment").await;
+        assert!(
+            !again.contains(&token[17..]),
+            "the secret is shown once only"
+        );
+        // Refused input is shown with the API's words.
+        let (status, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            "/ui/tokens",
+            &[("csrf", &csrf), ("tenant", "demo"), ("uses", "0")],
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(page.contains("max_uses must be between"), "{page}");
+        let revoke = format!("/ui/tokens/{token_id}/revoke");
+        let (status, _) = post(&http, &hub, &cookie, &revoke, &[("csrf", &csrf)]).await;
+        assert_eq!(status, 303);
+        let (_, page) = get(&http, &hub, &cookie, "/ui/enrollment").await;
+        assert!(page.contains("revoked"), "{page}");
     })
     .await;
 }

@@ -193,7 +193,7 @@ async fn send_register(client: &reqwest::Client, http: SocketAddr, body: &Value)
 fn client_for(cache: &mut HashMap<Ipv4Addr, reqwest::Client>, ip: Ipv4Addr) -> &reqwest::Client {
     cache.entry(ip).or_insert_with(|| {
         let local = (ip != Ipv4Addr::LOCALHOST).then_some(IpAddr::V4(ip));
-        reqwest::Client::builder()
+        common::http_builder()
             .no_proxy()
             .local_address(local)
             .timeout(Duration::from_secs(10))

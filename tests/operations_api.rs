@@ -225,7 +225,7 @@ async fn operations_need_an_admin_token_even_to_read() {
         let hub = hub();
         let fake = FakeTagent::start(Setup::default()).await;
         let id = register(&hub, &fake).await;
-        let read = reqwest::Client::new();
+        let read = common::http_builder().build().unwrap();
         for (method, path) in [
             ("GET", format!("/api/v1/tagents/{id}/config")),
             ("GET", format!("/api/v1/tagents/{id}/logs")),

@@ -60,7 +60,9 @@ async fn call_as(
     body: Option<Value>,
     token: &str,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = common::http_builder()
+        .build()
+        .unwrap()
         .request(method, hub.url(path))
         .bearer_auth(token);
     if let Some(b) = body {

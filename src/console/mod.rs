@@ -6,6 +6,7 @@
 mod assets;
 mod audit;
 mod batch;
+mod enrollment;
 mod events;
 mod groups;
 mod guard;

@@ -1,6 +1,7 @@
 //! The overview: counts by status, runner group, disconnect reason and
 //! version (each a link to the filtered list), the recent status changes
-//! (live), and the sessions of unregistered tagents.
+//! (live), the sessions of unregistered tagents, and how many
+//! registrations wait for an operator.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,8 @@ struct OverviewPage {
     by_version: BTreeMap<String, u64>,
     recent: Vec<Change>,
     unregistered: usize,
+    /// Registrations waiting for an operator.
+    pending: usize,
     /// Each with when it connected, as shown.
     sessions: Vec<(SessionView, String)>,
 }
@@ -105,7 +108,12 @@ pub async fn page(State(c): State<Console>, Extension(session): Extension<Sessio
         Ok(axum::Json(u)) => u,
         Err(e) => return error(&session, &e),
     };
+    let pending = match crate::http::enrollment::pending(&c.http).await {
+        Ok(p) => p.pending.len(),
+        Err(e) => return error(&session, &e),
+    };
     let page = OverviewPage {
+        pending,
         c: Chrome::new("Overview", &session).live(),
         counts,
         groups,

@@ -7,7 +7,8 @@ use axum::routing::{get, post};
 
 use super::state::Console;
 use super::{
-    Sessions, assets, audit, batch, events, groups, guard, overview, signin, tagent, tagents,
+    Sessions, assets, audit, batch, enrollment, events, groups, guard, overview, signin, tagent,
+    tagents,
 };
 use crate::http::HttpState;
 use crate::http::auth::AdminTokens;
@@ -37,6 +38,10 @@ pub fn router(http: HttpState, tokens: AdminTokens, tls: bool) -> Router {
         .route("/groups/{id}", get(groups::edit).post(groups::update))
         .route("/groups/{id}/delete", post(groups::delete))
         .route("/audit", get(audit::page))
+        .route("/enrollment", get(enrollment::page))
+        .route("/pending/{id}/{verb}", post(enrollment::decide))
+        .route("/tokens", post(enrollment::create_token))
+        .route("/tokens/{id}/revoke", post(enrollment::revoke_token))
         .route("/batch", post(batch::run))
         .route("/batch/{key}", get(batch::csv))
         .route("/events", get(events::follow))
