@@ -155,10 +155,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         registry.clone(),
         crate::listener::Limits::from_config(&config.listener),
     );
+    let packages = crate::upgrade::Packages::open(&config.data_dir, config.upgrade.max_package_bytes)
+        .context("cannot open the packages directory")?;
+    let upgrades = crate::upgrade::Rollouts::start(
+        registry.clone(),
+        operations.clone(),
+        Arc::new(packages),
+        host_port(&advertised.0, advertised.1),
+    )
+    .await;
     let state = HttpState {
         registry: registry.clone(),
         hub: hub.clone(),
         operations,
+        upgrades,
         metrics,
         trusted_proxies: config.trusted_proxies.clone().into(),
         register_rate: http::RegisterRate::from_config(&config.http),

@@ -47,6 +47,24 @@ pub struct Config {
     pub http: HttpConfig,
     pub listener: ListenerConfig,
     pub registration: RegistrationConfig,
+    pub upgrade: UpgradeConfig,
+}
+
+/// `[upgrade]`: installation packages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpgradeConfig {
+    /// The largest package accepted (an upload also has `[http]
+    /// body_timeout_secs` to arrive whole).
+    pub max_package_bytes: u64,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        UpgradeConfig {
+            max_package_bytes: 512 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[registration]`: what a registration needs (SPEC §6).
@@ -357,6 +375,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             listener: ListenerConfig::default(),
             registration: RegistrationConfig::default(),
+            upgrade: UpgradeConfig::default(),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`heartbeat`]: the session server on the heartbeat port, both protocols.
 //! - [`listener`]: the hub as a client of each tagent's own listener
 //!   (SPEC §5): config, logs, reload without a session.
+//! - [`upgrade`]: installation packages and rollouts over tagents'
+//!   listeners, their history in the store.
 //! - [`dispatch`]: a command for a tagent, run on this hub's session or
 //!   forwarded to the hub of the runner group that holds it.
 //! - [`http`]: `POST /register`, the admin API (`/api/v1`, bearer tokens,
@@ -44,3 +46,4 @@ pub mod net;
 pub mod registry;
 pub mod shutdown;
 pub mod store;
+pub mod upgrade;

@@ -455,6 +455,34 @@ pub const FAMILIES: &[Family] = &[
          store, or failed (the store refused them; logged, the operation stands).",
         &[label("result", &["written", "failed"])],
     ),
+    // Upgrades (upgrade/)
+    family(
+        "tagent_hub_packages_total",
+        Kind::Counter,
+        "Installation packages added and deleted.",
+        &[label("op", &["added", "deleted"])],
+    ),
+    family(
+        "tagent_hub_rollouts_total",
+        Kind::Counter,
+        "Rollouts started, and how they ended.",
+        &[label(
+            "state",
+            &["started", "done", "stopped", "aborted", "interrupted"],
+        )],
+    ),
+    family(
+        "tagent_hub_upgrades_total",
+        Kind::Counter,
+        "Tagents of rollouts, by how their upgrade ended.",
+        &[label("result", &["upgraded", "skipped", "failed"])],
+    ),
+    family(
+        "tagent_hub_upgrade_history_errors_total",
+        Kind::Counter,
+        "Changes of rollouts the store refused (logged; the rollout goes on).",
+        &[],
+    ),
 ];
 
 const LISTENER_KIND: Label = label("kind", &["execmd", "download", "upload", "reload", "echo"]);

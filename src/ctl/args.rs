@@ -108,6 +108,12 @@ pub(super) enum CtlCommand {
     /// Registrations waiting for an operator's approval.
     #[command(subcommand)]
     Pending(PendingCommand),
+    /// Installation packages (tars of a tagent's bin lib tools mod).
+    #[command(subcommand)]
+    Packages(PackageCommand),
+    /// Rollouts of a version to tagents.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
     /// Follow registrations and status changes as they happen.
     Watch {
         /// Resume after this event id.
@@ -159,6 +165,59 @@ pub(super) enum TokenCommand {
     },
     /// Revoke a token by id: it admits nothing from now on.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub(super) enum PackageCommand {
+    List,
+    /// Upload FILE (a tar) as the package of VERSION for an os type and arch.
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        version: String,
+        /// As tagents report osType: Linux, Windows, ...
+        #[arg(long)]
+        os_type: String,
+        /// As tagents report osbit (x86_64, aarch64), or default.
+        #[arg(long, default_value = "default")]
+        arch: String,
+    },
+    /// Delete a package by its SHA-256.
+    Delete { sha256: String },
+}
+
+#[derive(Subcommand)]
+pub(super) enum UpgradeCommand {
+    /// Start a rollout of VERSION to tagents (ids or filters).
+    Start {
+        #[arg(long)]
+        version: String,
+        /// Tagent ids, comma separated; or use filters.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<u64>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// With no ids and no filter: every tagent.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 10)]
+        concurrency: u32,
+        /// Stop starting tagents once this many failed (0: never).
+        #[arg(long, default_value_t = 0)]
+        max_failures: u32,
+        /// Seconds a reloaded tagent has to register with the new version.
+        #[arg(long, default_value_t = 300)]
+        register_timeout: u64,
+        /// Wait for the end, printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The rollouts, newest first.
+    List,
+    /// One rollout, each tagent's state and steps.
+    Show { id: String },
+    /// Stop starting tagents of a running rollout.
+    Abort { id: String },
 }
 
 #[derive(Subcommand)]

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::http::commands::BatchReply;
 use crate::http::enrollment::{PendingList, TokenView};
+use crate::http::upgrades::RolloutDetail;
+use crate::model::{Package, Rollout};
 use crate::http::events::ResetJson;
 use crate::http::groups::GroupView;
 use crate::http::tagents::{TagentDetail, TagentView};
@@ -112,6 +114,76 @@ pub fn pending(list: &PendingList) {
         list.max_pending,
         list.default_policy
     );
+}
+
+pub fn packages(items: &[Package]) {
+    let mut t = table(&["sha256", "version", "os", "arch", "bytes", "uploaded", "by"]);
+    for p in items {
+        t.add_row(vec![
+            p.sha256[..16].to_owned(),
+            p.version.clone(),
+            p.os_type.clone(),
+            p.arch.clone(),
+            p.size.to_string(),
+            ago(p.uploaded_ms),
+            p.uploaded_by.clone(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn rollouts(items: &[Rollout]) {
+    let mut t = table(&[
+        "id", "version", "state", "tagents", "upgraded", "failed", "skipped", "started", "by",
+    ]);
+    for r in items {
+        t.add_row(vec![
+            r.id.clone(),
+            r.version.clone(),
+            s(&r.state),
+            r.targets.to_string(),
+            r.upgraded.to_string(),
+            r.failed.to_string(),
+            r.skipped.to_string(),
+            ago(r.created_ms),
+            r.by.clone(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn rollout(d: &RolloutDetail) {
+    let r = &d.rollout;
+    println!(
+        "rollout {} of {}: {}; {} upgraded, {} failed, {} skipped of {} (concurrency {}, stop after {} failures, on {})",
+        r.id,
+        r.version,
+        s(&r.state),
+        r.upgraded,
+        r.failed,
+        r.skipped,
+        r.targets,
+        r.concurrency,
+        r.max_failures,
+        r.hub
+    );
+    let mut t = table(&["tagent", "ip", "os/arch", "from", "state", "steps", "reason"]);
+    for x in &d.tagents {
+        t.add_row(vec![
+            x.tagent.to_string(),
+            x.ip.clone(),
+            format!("{}/{}", x.os_type, x.arch),
+            x.from_version.clone(),
+            s(&x.state),
+            x.steps
+                .iter()
+                .map(|st| format!("{}:{}", st.step.as_str(), st.result))
+                .collect::<Vec<_>>()
+                .join(" "),
+            x.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
 }
 
 /// `3m ago` from Unix milliseconds.

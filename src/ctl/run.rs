@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::args::*;
 use super::client::*;
-use super::{enrollment, operations, output};
+use super::{enrollment, operations, output, upgrades};
 use crate::dispatch::Command;
 use crate::http::commands::{BatchReply, BatchRequest};
 use crate::http::events::ResetJson;
@@ -136,6 +136,8 @@ pub(super) async fn run_async(args: CtlArgs) -> anyhow::Result<()> {
             name: Some(name),
             output,
         } => operations::log(&client, *id, name, output.as_deref()).await?,
+        CtlCommand::Packages(cmd) => upgrades::packages(&client, cmd, json).await?,
+        CtlCommand::Upgrade(cmd) => upgrades::upgrade(&client, cmd, json).await?,
         CtlCommand::Tokens(cmd) => enrollment::tokens(&client, cmd, json).await?,
         CtlCommand::Pending(cmd) => enrollment::pending(&client, cmd, json).await?,
         CtlCommand::Watch { after, count } => watch(&client, after.clone(), *count, json).await?,

@@ -20,6 +20,7 @@ mod server;
 mod state;
 pub mod tagents;
 pub mod tls;
+pub mod upgrades;
 
 pub use client_ip::client_ip;
 pub use error::{ApiError, ErrorBody, api_error, error_reply};

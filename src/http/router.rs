@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::{
     ErrorBody, HttpState, audit, auth, commands, config_set, enrollment, events, groups,
-    operations, peer, register, tagents,
+    operations, peer, register, tagents, upgrades,
 };
 
 /// The path a real tagent is configured with (`proxy.registeraddress`).
@@ -80,6 +80,11 @@ fn admin_api() -> (
         .routes(routes!(enrollment::list_pending))
         .routes(routes!(enrollment::approve))
         .routes(routes!(enrollment::reject))
+        .routes(routes!(upgrades::list_packages, upgrades::upload_package))
+        .routes(routes!(upgrades::delete_package))
+        .routes(routes!(upgrades::list, upgrades::start))
+        .routes(routes!(upgrades::get))
+        .routes(routes!(upgrades::abort))
         .split_for_parts();
     doc.merge(operations_doc);
     (admin, operations, doc)

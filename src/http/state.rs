@@ -12,6 +12,7 @@ use crate::dispatch::{Dispatch, Verifier};
 use crate::heartbeat::Hub;
 use crate::listener::Operations;
 use crate::registry::Registry;
+use crate::upgrade::Rollouts;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -24,6 +25,8 @@ pub struct HttpState {
     pub register_rate: RegisterRate,
     /// Checks the signatures of requests other hubs forward.
     pub peers: Verifier,
+    /// Installation packages and rollouts.
+    pub upgrades: Rollouts,
 }
 
 impl HttpState {

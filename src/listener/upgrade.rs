@@ -5,8 +5,6 @@
 //! registers with the new version is the rollout's to watch.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::audit::{self, Record};
 use super::commands;
@@ -14,78 +12,23 @@ use super::operations::Target;
 use super::{Greeting, Kind, OperationError, Operations};
 use crate::model::TagentId;
 
-/// The most bytes of a step's output kept (its last lines).
-pub const MAX_STEP_OUTPUT: usize = 4096;
+pub use crate::model::rollout::{MAX_STEP_OUTPUT, UpgradeStep, UpgradeStepResult};
 
-/// A step of an upgrade, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum UpgradeStep {
-    /// `execmd` `mkdir -p tmp` in `$TAGENT_BASE`.
-    Prepare,
-    /// `upload` the package to `$TAGENT_BASE/tmp/`.
-    Upload,
-    /// `execmd` `tar xvf` (Windows: `7z x -ttar`) of `bin lib tools mod`.
-    Unpack,
-    /// `reload`: the tagent restarts with the new files.
-    Reload,
-    /// The tagent registers again, reporting the package's version.
-    Register,
-}
-
-impl UpgradeStep {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpgradeStep::Prepare => "prepare",
-            UpgradeStep::Upload => "upload",
-            UpgradeStep::Unpack => "unpack",
-            UpgradeStep::Reload => "reload",
-            UpgradeStep::Register => "register",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<UpgradeStep> {
-        [
-            UpgradeStep::Prepare,
-            UpgradeStep::Upload,
-            UpgradeStep::Unpack,
-            UpgradeStep::Reload,
-            UpgradeStep::Register,
-        ]
-        .into_iter()
-        .find(|step| step.as_str() == s)
-    }
-}
-
-/// One step and how it went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct UpgradeStepResult {
-    pub step: UpgradeStep,
-    /// `ok`, or why not (a label: `connect_failed`, `failed`, `deadline`, ...).
-    pub result: String,
-    /// The command's output (its last 4 KiB), for `prepare` and `unpack`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub output: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl UpgradeStepResult {
-    pub fn ok(&self) -> bool {
-        self.result == "ok"
-    }
-
-    fn of<T>(step: UpgradeStep, output: String, r: &Result<T, OperationError>) -> Self {
-        let (result, error) = match r {
-            Ok(_) => ("ok".to_owned(), None),
-            Err(e) => (audit::result_of(e).to_owned(), Some(e.to_string())),
-        };
-        UpgradeStepResult {
-            step,
-            result,
-            output,
-            error,
-        }
+/// A step's result from how its operation ended.
+fn step_result<T>(
+    step: UpgradeStep,
+    output: String,
+    r: &Result<T, OperationError>,
+) -> UpgradeStepResult {
+    let (result, error) = match r {
+        Ok(_) => ("ok".to_owned(), None),
+        Err(e) => (audit::result_of(e).to_owned(), Some(e.to_string())),
+    };
+    UpgradeStepResult {
+        step,
+        result,
+        output,
+        error,
     }
 }
 
@@ -117,7 +60,7 @@ impl Operations {
         let target = match self.target(id, Kind::Execmd).await {
             Ok(t) => t,
             Err(e) => {
-                report(UpgradeStepResult::of::<()>(
+                report(step_result::<()>(
                     UpgradeStep::Prepare,
                     String::new(),
                     &Err(e),
@@ -142,7 +85,7 @@ impl Operations {
                 conn.upload(file, dir, &data).await
             })
             .await;
-        let step = UpgradeStepResult::of(UpgradeStep::Upload, String::new(), &r);
+        let step = step_result(UpgradeStep::Upload, String::new(), &r);
         let passed = step.ok();
         report(step);
         if !passed {
@@ -161,7 +104,7 @@ impl Operations {
         }
 
         let r = self.exchange(&target, Kind::Reload, |c| c.reload()).await;
-        let step = UpgradeStepResult::of(UpgradeStep::Reload, String::new(), &r);
+        let step = step_result(UpgradeStep::Reload, String::new(), &r);
         let passed = step.ok();
         report(step);
         passed
@@ -189,7 +132,7 @@ impl Operations {
                 source,
             })
         });
-        UpgradeStepResult::of(step, bounded_output(&output), &r)
+        step_result(step, bounded_output(&output), &r)
     }
 
     /// The audit log's entry of one tagent's upgrade in a rollout.

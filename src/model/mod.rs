@@ -18,6 +18,7 @@
 //! - [`policy`]: what a first registration needs, per tenant.
 //! - [`enrollment`]: enrollment tokens.
 //! - [`pending`]: registrations waiting for an operator's approval.
+//! - [`rollout`]: installation packages, rollouts and each tagent's steps.
 
 pub mod addr;
 pub mod audit;
@@ -32,6 +33,7 @@ pub mod intern;
 pub mod number;
 pub mod pending;
 pub mod policy;
+pub mod rollout;
 pub mod status;
 pub mod tagent;
 
@@ -48,5 +50,6 @@ pub use intern::{Interner, Sym};
 pub use number::{NotDigits, parse_digits};
 pub use pending::{Pending, pending_id};
 pub use policy::{Policies, Policy};
+pub use rollout::{Package, Rollout, RolloutState, RolloutTarget, TargetState};
 pub use status::{DisconnectReason, Status};
 pub use tagent::{MAX_TAGENT_ID, Tagent, TagentId, account_name};

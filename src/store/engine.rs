@@ -9,7 +9,7 @@ use super::crypto::open_credential;
 use super::{
     Changes, CredentialCipher, ScanItem, StoreError, StoredAccount, StoredGroup, WriteBatch,
 };
-use crate::model::{AuditEntry, EnrollToken, Pending};
+use crate::model::{AuditEntry, EnrollToken, Pending, Rollout, RolloutTarget};
 
 /// One write transaction, opened by [`RegistryStore::begin`]. Dropping it
 /// without `commit` rolls it back.
@@ -148,6 +148,17 @@ pub trait RegistryStore: Send + Sync {
 
     /// Every pending registration.
     fn pending_list(&self) -> Result<Vec<Pending>, StoreError>;
+
+    /// Write a rollout's header and the given targets' records (each
+    /// replacing what the store held for it), in one transaction of its
+    /// own, never the registry writer's.
+    fn put_rollout(&self, rollout: &Rollout, targets: &[RolloutTarget]) -> Result<(), StoreError>;
+
+    /// Every rollout's header, newest first, at most `limit`.
+    fn rollouts(&self, limit: usize) -> Result<Vec<Rollout>, StoreError>;
+
+    /// One rollout's header and its targets by tagent id.
+    fn rollout(&self, id: &str) -> Result<Option<(Rollout, Vec<RolloutTarget>)>, StoreError>;
 
     /// The hubs whose lease has lapsed, and every hub alive, by heartbeat address.
     fn hubs(&self) -> Result<Vec<HubLease>, StoreError> {

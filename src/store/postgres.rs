@@ -32,7 +32,9 @@ use super::{
     RegistryStore, ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch,
     WriteTxn, account_aad, open_credential, wrong_key,
 };
-use crate::model::{AuditEntry, EnrollToken, Pending, Status, TagentId, account_name};
+use crate::model::{
+    AuditEntry, EnrollToken, Pending, Rollout, RolloutTarget, Status, TagentId, account_name,
+};
 
 /// How to reach the shared database.
 #[derive(Debug, Clone)]
@@ -138,6 +140,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         "CREATE TABLE enroll_tokens (id text PRIMARY KEY, record bytea NOT NULL);
      CREATE TABLE pending (key text PRIMARY KEY, record bytea NOT NULL);",
+    ),
+    // Upgrade history: rollouts and each tagent's steps, written by the hub
+    // running the rollout, outside the registry's lock.
+    (
+        5,
+        "CREATE TABLE rollouts (id text PRIMARY KEY, created_ms bigint NOT NULL, record bytea NOT NULL);
+     CREATE TABLE rollout_targets (
+         rollout text NOT NULL,
+         tagent bigint NOT NULL,
+         record bytea NOT NULL,
+         PRIMARY KEY (rollout, tagent)
+     );",
     ),
 ];
 
@@ -1088,6 +1102,81 @@ impl RegistryStore for PgStore {
                 detail: r.get(6),
             })
             .collect())
+    }
+
+    fn put_rollout(&self, rollout: &Rollout, targets: &[RolloutTarget]) -> Result<(), StoreError> {
+        let header = encode_record(rollout, "a rollout")?;
+        let tagents: Vec<i64> = targets.iter().map(|t| t.tagent as i64).collect();
+        let records = targets
+            .iter()
+            .map(|t| encode_record(t, "a rollout target"))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.block_on(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO rollouts (id, created_ms, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+                &[&rollout.id, &(rollout.created_ms as i64), &header],
+            )
+            .await
+            .map_err(pg_err)?;
+            if !tagents.is_empty() {
+                tx.execute(
+                    "INSERT INTO rollout_targets (rollout, tagent, record)
+                     SELECT $1, u.tagent, u.record
+                     FROM UNNEST($2::bigint[], $3::bytea[]) AS u(tagent, record)
+                     ON CONFLICT (rollout, tagent) DO UPDATE SET record = EXCLUDED.record",
+                    &[&rollout.id, &tagents, &records],
+                )
+                .await
+                .map_err(pg_err)?;
+            }
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+
+    fn rollouts(&self, limit: usize) -> Result<Vec<Rollout>, StoreError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = self.block_on(async {
+            self.client()
+                .await?
+                .query(
+                    "SELECT record FROM rollouts ORDER BY created_ms DESC, id DESC LIMIT $1",
+                    &[&limit],
+                )
+                .await
+                .map_err(pg_err)
+        })?;
+        rows.iter()
+            .map(|r| decode_record(r.get::<_, &[u8]>(0), "a rollout"))
+            .collect()
+    }
+
+    fn rollout(&self, id: &str) -> Result<Option<(Rollout, Vec<RolloutTarget>)>, StoreError> {
+        let (header, targets) = self.block_on(async {
+            let client = self.client().await?;
+            let header = client
+                .query_opt("SELECT record FROM rollouts WHERE id = $1", &[&id])
+                .await
+                .map_err(pg_err)?;
+            let targets = client
+                .query(
+                    "SELECT record FROM rollout_targets WHERE rollout = $1 ORDER BY tagent",
+                    &[&id],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok::<_, StoreError>((header, targets))
+        })?;
+        let Some(header) = header else {
+            return Ok(None);
+        };
+        let targets = targets
+            .iter()
+            .map(|r| decode_record(r.get::<_, &[u8]>(0), "a rollout target"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((decode_record(header.get::<_, &[u8]>(0), "a rollout")?, targets)))
     }
 
     fn tokens(&self) -> Result<Vec<EnrollToken>, StoreError> {

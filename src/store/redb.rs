@@ -22,7 +22,9 @@ use super::{
     ScanItem, StoreError, StoredAccount, StoredGroup, StoredTagent, WriteBatch, WriteTxn,
     account_aad, open_credential, wrong_key,
 };
-use crate::model::{AuditEntry, EnrollToken, Pending, TagentId, account_name};
+use crate::model::{
+    AuditEntry, EnrollToken, Pending, Rollout, RolloutTarget, TagentId, account_name,
+};
 
 /// Tagent records by id (MessagePack, named fields so the schema can grow).
 const TAGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("tagents");
@@ -39,6 +41,10 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enroll_tokens");
 /// Pending registrations by id (MessagePack).
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+/// Rollouts' headers by id, and their targets by (rollout id, tagent id).
+const ROLLOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rollouts");
+const ROLLOUT_TARGETS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("rollout_targets");
 const KEY_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("key_check");
 
 const SCHEMA_VERSION: u64 = 1;
@@ -201,6 +207,8 @@ impl RedbStore {
             tx.open_table(AUDIT)?;
             tx.open_table(TOKENS)?;
             tx.open_table(PENDING)?;
+            tx.open_table(ROLLOUTS)?;
+            tx.open_table(ROLLOUT_TARGETS)?;
             let mut meta = tx.open_table(META)?;
             let version = meta.get("schema_version")?.map(|v| v.value());
             match version {
@@ -556,6 +564,61 @@ impl RegistryStore for RedbStore {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    fn put_rollout(&self, rollout: &Rollout, targets: &[RolloutTarget]) -> Result<(), StoreError> {
+        let header = rmp_serde::to_vec_named(rollout)
+            .map_err(|e| StoreError::encode("a rollout", e))?;
+        let records = targets
+            .iter()
+            .map(rmp_serde::to_vec_named)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::encode("a rollout target", e))?;
+        if self.failed.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let result = self.with_db(|db| {
+            let mut tx = db.begin_write()?;
+            tx.set_quick_repair(QUICK_REPAIR);
+            {
+                tx.open_table(ROLLOUTS)?
+                    .insert(rollout.id.as_str(), header.as_slice())?;
+                let mut table = tx.open_table(ROLLOUT_TARGETS)?;
+                for (t, record) in targets.iter().zip(&records) {
+                    table.insert((rollout.id.as_str(), t.tagent), record.as_slice())?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        });
+        if result.as_ref().is_err_and(StoreError::is_io) {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn rollouts(&self, limit: usize) -> Result<Vec<Rollout>, StoreError> {
+        let mut all: Vec<Rollout> = self.read_all(ROLLOUTS, "a rollout")?;
+        all.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn rollout(&self, id: &str) -> Result<Option<(Rollout, Vec<RolloutTarget>)>, StoreError> {
+        let Some(header) = self.read_record::<Rollout>(ROLLOUTS, id, "a rollout")? else {
+            return Ok(None);
+        };
+        let tx = self.begin_read()?;
+        let table = tx.open_table(ROLLOUT_TARGETS)?;
+        let mut targets = Vec::new();
+        for row in table.range((id, 0)..=(id, u64::MAX))? {
+            let (_, v) = row?;
+            targets.push(
+                rmp_serde::from_slice(v.value())
+                    .map_err(|e| StoreError::decode("a rollout target", e))?,
+            );
+        }
+        Ok(Some((header, targets)))
     }
 
     fn tokens(&self) -> Result<Vec<EnrollToken>, StoreError> {
