@@ -155,8 +155,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         registry.clone(),
         crate::listener::Limits::from_config(&config.listener),
     );
-    let packages = crate::upgrade::Packages::open(&config.data_dir, config.upgrade.max_package_bytes)
-        .context("cannot open the packages directory")?;
+    let packages =
+        crate::upgrade::Packages::open(&config.data_dir, config.upgrade.max_package_bytes)
+            .context("cannot open the packages directory")?;
     let upgrades = crate::upgrade::Rollouts::start(
         registry.clone(),
         operations.clone(),

@@ -1,11 +1,12 @@
-//! The audit log in both store engines: entries appended in their own
-//! transactions, numbered from 1, read newest first a page at a time, and
-//! still there after the store is reopened. PostgreSQL where
+//! The audit log and the upgrade history in both store engines: entries
+//! appended in their own transactions, numbered from 1, read newest first a
+//! page at a time, and still there after the store is reopened; rollouts
+//! and their targets replaced record by record. PostgreSQL where
 //! `TAGENT_HUB_TEST_DATABASE_URL` is set (`.ci/with-postgres`).
 
 mod common;
 
-use tagent_hub::model::AuditEntry;
+use tagent_hub::model::{AuditEntry, Rollout, RolloutState, RolloutTarget, TargetState};
 use tagent_hub::store::{CredentialCipher, PgStore, RedbStore, RegistryStore};
 
 const KEY: &str = "4b1d000000000000000000000000000000000000000000000000000000000001";
@@ -64,8 +65,87 @@ fn check(store: &dyn RegistryStore) {
     assert_eq!(store.audit(Some(1), 2).unwrap(), vec![]);
 }
 
+fn rollout(id: &str, created_ms: u64, state: RolloutState) -> Rollout {
+    Rollout {
+        id: id.into(),
+        version: "1.6.0".into(),
+        created_ms,
+        ended_ms: 0,
+        by: "token:0a1b2c3d".into(),
+        hub: "10.0.0.1:8888".into(),
+        concurrency: 5,
+        max_failures: 1,
+        register_timeout_secs: 300,
+        state,
+        targets: 2,
+        upgraded: 0,
+        failed: 0,
+        skipped: 0,
+    }
+}
+
+fn rollout_target(tagent: u64, state: TargetState) -> RolloutTarget {
+    RolloutTarget {
+        tagent,
+        ip: "10.0.0.9".into(),
+        os_type: "Linux".into(),
+        arch: "x86_64".into(),
+        from_version: "1.5.0".into(),
+        package: None,
+        state,
+        steps: Vec::new(),
+        reason: None,
+        started_ms: 0,
+        ended_ms: 0,
+    }
+}
+
+/// Rollouts: a header and targets written, then one target and the header
+/// replaced; listed newest first.
+fn check_rollouts(store: &dyn RegistryStore) {
+    assert!(store.rollout("a1").unwrap().is_none());
+    let targets = [
+        rollout_target(7, TargetState::Waiting),
+        rollout_target(3, TargetState::Waiting),
+    ];
+    store
+        .put_rollout(&rollout("a1", 10, RolloutState::Running), &targets)
+        .unwrap();
+    store
+        .put_rollout(&rollout("b2", 20, RolloutState::Running), &[])
+        .unwrap();
+    let mut done = rollout("a1", 10, RolloutState::Done);
+    done.upgraded = 1;
+    store
+        .put_rollout(&done, &[rollout_target(7, TargetState::Upgraded)])
+        .unwrap();
+    let (header, got) = store.rollout("a1").unwrap().unwrap();
+    assert_eq!(header, done);
+    assert_eq!(
+        got,
+        vec![
+            rollout_target(3, TargetState::Waiting),
+            rollout_target(7, TargetState::Upgraded)
+        ],
+        "by tagent id"
+    );
+    let ids: Vec<String> = store
+        .rollouts(10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["b2", "a1"]);
+    assert_eq!(store.rollouts(1).unwrap().len(), 1);
+}
+
 /// The same store opened again: the five kept, the next numbered 6.
 fn check_reopened(store: &dyn RegistryStore) {
+    assert_eq!(
+        store.rollouts(10).unwrap().len(),
+        2,
+        "rollouts kept across a reopen"
+    );
     assert_eq!(
         store.audit(None, 10).unwrap().len(),
         5,
@@ -84,6 +164,7 @@ fn the_audit_log_in_redb() {
     {
         let store = RedbStore::open(dir.path(), cipher(), 1 << 20).unwrap();
         check(&store);
+        check_rollouts(&store);
     }
     let store = RedbStore::open(dir.path(), cipher(), 1 << 20).unwrap();
     check_reopened(&store);
@@ -98,6 +179,7 @@ fn the_audit_log_in_postgres() {
     {
         let store = PgStore::open(&opts, cipher()).unwrap();
         check(&store);
+        check_rollouts(&store);
     }
     let store = PgStore::open(&opts, cipher()).unwrap();
     check_reopened(&store);

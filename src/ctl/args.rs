@@ -183,15 +183,20 @@ pub(super) enum PackageCommand {
         arch: String,
     },
     /// Delete a package by its SHA-256.
-    Delete { sha256: String },
+    Delete {
+        sha256: String,
+    },
 }
 
+// Parsed once per run: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(super) enum UpgradeCommand {
     /// Start a rollout of VERSION to tagents (ids or filters).
     Start {
-        #[arg(long)]
-        version: String,
+        /// The version to roll out (`--version` filters by the current one).
+        #[arg(long = "to")]
+        to: String,
         /// Tagent ids, comma separated; or use filters.
         #[arg(long, value_delimiter = ',')]
         ids: Vec<u64>,

@@ -10,11 +10,11 @@ use serde_json::Value;
 
 use crate::http::commands::BatchReply;
 use crate::http::enrollment::{PendingList, TokenView};
-use crate::http::upgrades::RolloutDetail;
-use crate::model::{Package, Rollout};
 use crate::http::events::ResetJson;
 use crate::http::groups::GroupView;
 use crate::http::tagents::{TagentDetail, TagentView};
+use crate::http::upgrades::RolloutDetail;
+use crate::model::{Package, Rollout};
 use crate::registry::events::EventJson;
 use crate::registry::query::Counts;
 
@@ -167,7 +167,9 @@ pub fn rollout(d: &RolloutDetail) {
         r.max_failures,
         r.hub
     );
-    let mut t = table(&["tagent", "ip", "os/arch", "from", "state", "steps", "reason"]);
+    let mut t = table(&[
+        "tagent", "ip", "os/arch", "from", "state", "steps", "reason",
+    ]);
     for x in &d.tagents {
         t.add_row(vec![
             x.tagent.to_string(),

@@ -79,7 +79,10 @@ pub(super) async fn packages(
             if json {
                 return output::json(&p);
             }
-            println!("package {} ({} {}/{}) deleted", p.sha256, p.version, p.os_type, p.arch);
+            println!(
+                "package {} ({} {}/{}) deleted",
+                p.sha256, p.version, p.os_type, p.arch
+            );
         }
     }
     Ok(())
@@ -92,7 +95,7 @@ pub(super) async fn upgrade(
 ) -> anyhow::Result<()> {
     match cmd {
         UpgradeCommand::Start {
-            version,
+            to: version,
             ids,
             filter,
             all,
@@ -187,7 +190,10 @@ pub(super) async fn upgrade(
             if json {
                 return output::json(&r);
             }
-            println!("rollout {} aborting: no tagent is started from now on", r.id);
+            println!(
+                "rollout {} aborting: no tagent is started from now on",
+                r.id
+            );
         }
     }
     Ok(())

@@ -70,7 +70,6 @@ impl UpgradeStepResult {
     }
 }
 
-
 /// An installation package: a tar of the tagent's `bin lib tools mod`,
 /// kept in the data directory by its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

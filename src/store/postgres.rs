@@ -1176,7 +1176,10 @@ impl RegistryStore for PgStore {
             .iter()
             .map(|r| decode_record(r.get::<_, &[u8]>(0), "a rollout target"))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some((decode_record(header.get::<_, &[u8]>(0), "a rollout")?, targets)))
+        Ok(Some((
+            decode_record(header.get::<_, &[u8]>(0), "a rollout")?,
+            targets,
+        )))
     }
 
     fn tokens(&self) -> Result<Vec<EnrollToken>, StoreError> {

@@ -567,8 +567,8 @@ impl RegistryStore for RedbStore {
     }
 
     fn put_rollout(&self, rollout: &Rollout, targets: &[RolloutTarget]) -> Result<(), StoreError> {
-        let header = rmp_serde::to_vec_named(rollout)
-            .map_err(|e| StoreError::encode("a rollout", e))?;
+        let header =
+            rmp_serde::to_vec_named(rollout).map_err(|e| StoreError::encode("a rollout", e))?;
         let records = targets
             .iter()
             .map(rmp_serde::to_vec_named)

@@ -20,7 +20,11 @@ enum Write {
     /// A header and one target as they are now.
     Change(Rollout, RolloutTarget),
     /// A header and targets, answered once durable.
-    Now(Rollout, Vec<RolloutTarget>, oneshot::Sender<Result<(), String>>),
+    Now(
+        Rollout,
+        Vec<RolloutTarget>,
+        oneshot::Sender<Result<(), String>>,
+    ),
 }
 
 #[derive(Clone)]
@@ -77,14 +81,18 @@ impl History {
             .map_err(|e| e.to_string())
     }
 
-    /// Mark the rollouts `hub` was running as interrupted: a tagent under
+    /// Mark the rollouts `hub` was running as interrupted (with a store of
+    /// its own, every running one is this hub's, whatever its address was
+    /// then): a tagent under
     /// way says the step it was at and the version it reports now; one
     /// not started yet, that it was not.
     pub async fn recover(&self, registry: &Registry, hub: &str) {
         let running = match self.list(10_000).await {
             Ok(all) => all
                 .into_iter()
-                .filter(|r| r.state == RolloutState::Running && r.hub == hub)
+                .filter(|r| {
+                    r.state == RolloutState::Running && (!self.store.shared() || r.hub == hub)
+                })
                 .collect::<Vec<_>>(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the upgrade history to recover it");
@@ -181,6 +189,10 @@ async fn write_loop(store: Arc<dyn RegistryStore>, mut rx: mpsc::UnboundedReceiv
 }
 
 fn lost(n: usize, why: &str) {
-    tracing::warn!(changes = n, error = why, "upgrade history changes were not written");
+    tracing::warn!(
+        changes = n,
+        error = why,
+        "upgrade history changes were not written"
+    );
     metrics::counter!("tagent_hub_upgrade_history_errors_total").increment(n as u64);
 }

@@ -52,8 +52,7 @@ pub struct Packages {
 fn plain(what: &str, v: &str, max: usize) -> Result<(), PackageError> {
     let ok = !v.is_empty()
         && v.len() <= max
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
     if ok {
         Ok(())
@@ -144,7 +143,11 @@ impl Packages {
                 }
             }
         }
-        out.sort_by(|a, b| b.uploaded_ms.cmp(&a.uploaded_ms).then(a.sha256.cmp(&b.sha256)));
+        out.sort_by(|a, b| {
+            b.uploaded_ms
+                .cmp(&a.uploaded_ms)
+                .then(a.sha256.cmp(&b.sha256))
+        });
         Ok(out)
     }
 
@@ -193,9 +196,10 @@ impl Packages {
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
     ) -> Result<Package, PackageError> {
         validate(version, os_type, arch)?;
-        let upload = self
-            .dir
-            .join(format!(".upload-{}", hex::encode(rand::random::<[u8; 8]>())));
+        let upload = self.dir.join(format!(
+            ".upload-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
         let result = async {
             let mut file = tokio::fs::File::from_std(private_file(&upload)?);
             let mut hash = Sha256::new();
@@ -234,7 +238,9 @@ impl Packages {
         let _one = self.lock.lock().await;
         if let Some(p) = self.list()?.into_iter().find(|p| {
             p.sha256 == sha256
-                || (p.version == version && p.os_type.eq_ignore_ascii_case(os_type) && p.arch == arch)
+                || (p.version == version
+                    && p.os_type.eq_ignore_ascii_case(os_type)
+                    && p.arch == arch)
         }) {
             let _ = tokio::fs::remove_file(&upload).await;
             return Err(PackageError::Exists {
@@ -333,21 +339,40 @@ mod tests {
         assert!(packages.find("1.7.0", "Linux", "x86_64").unwrap().is_none());
         // The same version, os and arch again: refused, nothing left behind.
         let again = packages
-            .add("1.6.0", "Linux", "default", "token:ab", body(tar_of("x", b"y")))
+            .add(
+                "1.6.0",
+                "Linux",
+                "default",
+                "token:ab",
+                body(tar_of("x", b"y")),
+            )
             .await;
-        assert!(matches!(again, Err(PackageError::Exists { .. })), "{again:?}");
+        assert!(
+            matches!(again, Err(PackageError::Exists { .. })),
+            "{again:?}"
+        );
         // Not a tar, too large, a bad version: refused.
         let not_tar = packages
             .add("1.6.1", "Linux", "default", "t", body(vec![1; 2048]))
             .await;
         assert!(matches!(not_tar, Err(PackageError::Invalid(_))));
         let big = packages
-            .add("1.6.2", "Linux", "default", "t", body(tar_of("x", &vec![0; 1 << 20])))
+            .add(
+                "1.6.2",
+                "Linux",
+                "default",
+                "t",
+                body(tar_of("x", &vec![0; 1 << 20])),
+            )
             .await;
         assert!(matches!(big, Err(PackageError::TooLarge(_))));
-        let bad = packages.add("1.6 .0", "Linux", "default", "t", body(tar.clone())).await;
+        let bad = packages
+            .add("1.6 .0", "Linux", "default", "t", body(tar.clone()))
+            .await;
         assert!(matches!(bad, Err(PackageError::Invalid(_))));
-        let files = std::fs::read_dir(tmp.path().join("packages")).unwrap().count();
+        let files = std::fs::read_dir(tmp.path().join("packages"))
+            .unwrap()
+            .count();
         assert_eq!(files, 4, "two packages, two files each, no leftover upload");
         packages.delete(&p.sha256).await.unwrap();
         assert_eq!(packages.list().unwrap().len(), 1);

@@ -153,7 +153,10 @@ impl Rollouts {
                 RolloutTarget {
                     tagent: *id,
                     ip: t.as_ref().map(|t| t.ip.to_string()).unwrap_or_default(),
-                    os_type: t.as_ref().map(|t| t.host.os_type.clone()).unwrap_or_default(),
+                    os_type: t
+                        .as_ref()
+                        .map(|t| t.host.os_type.clone())
+                        .unwrap_or_default(),
                     arch: t.as_ref().map(|t| t.host.osbit.clone()).unwrap_or_default(),
                     from_version: t.map(|t| t.host.version).unwrap_or_default(),
                     package: None,
@@ -360,7 +363,11 @@ async fn upgrade_one(
     let from = t.host.version.clone();
     if from == version {
         update(inner, live, id, |t| {
-            end(t, TargetState::Skipped, Some(format!("already at {version}")))
+            end(
+                t,
+                TargetState::Skipped,
+                Some(format!("already at {version}")),
+            )
         });
         return;
     }
@@ -415,7 +422,12 @@ async fn upgrade_one(
         })
         .await;
     let (result, reason) = if !passed {
-        let last = live.state.lock().1.get(&id).and_then(|t| t.steps.last().cloned());
+        let last = live
+            .state
+            .lock()
+            .1
+            .get(&id)
+            .and_then(|t| t.steps.last().cloned());
         let why = last.map_or_else(
             || "failed".to_owned(),
             |s| {

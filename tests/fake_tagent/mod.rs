@@ -133,7 +133,7 @@ pub struct Seen {
 struct Record {
     requests: Mutex<Vec<Seen>>,
     uploads: Mutex<Vec<(String, String, Vec<u8>)>>,
-    reloads: AtomicUsize,
+    reloads: Arc<AtomicUsize>,
     logins: AtomicUsize,
     open: AtomicUsize,
     accepted: AtomicUsize,
@@ -208,6 +208,11 @@ impl FakeTagent {
 
     pub fn reloads(&self) -> usize {
         self.record.reloads.load(Ordering::SeqCst)
+    }
+
+    /// The count of reloads, to watch from a task of its own.
+    pub fn reloads_counter(&self) -> Arc<AtomicUsize> {
+        self.record.reloads.clone()
     }
 
     pub fn logins(&self) -> usize {
