@@ -412,3 +412,124 @@ async fn an_operator_approves_a_pending_registration_and_manages_tokens_in_the_c
     })
     .await;
 }
+
+/// A one-file tar, as `tar cf` writes it.
+fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    header[257..263].copy_from_slice(b"ustar\0");
+    let mut out = header.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
+/// The Upgrades page: a package listed, a rollout started from the form
+/// on a filter, its page following it to the end (refreshing itself while
+/// it runs), the package deleted.
+#[tokio::test]
+async fn an_operator_rolls_out_an_upgrade_from_the_console() {
+    bounded(async {
+        let hub = Server::start();
+        let tar = tar_of("bin/tagent", b"tagent 1.6.0");
+        let resp = common::client()
+            .post(hub.url("/api/v1/packages?version=1.6.0&os_type=Linux&arch=default"))
+            .body(tar.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&tar))
+        };
+        let mut setup = Setup::default();
+        setup
+            .commands
+            .insert(r#"cd "$TAGENT_BASE" && mkdir -p tmp"#.into(), (vec![], 0));
+        setup.commands.insert(
+            format!(
+                r#"cd "$TAGENT_BASE" && tar xvf "$TAGENT_BASE/tmp/tagent-1.6.0-{}.tar" bin lib tools mod"#,
+                &sha[..12]
+            ),
+            (vec![], 0),
+        );
+        let fake = FakeTagent::start(setup).await;
+        let body = |version: &str| {
+            json!({"tagentId":"","port":fake.port().to_string(),"ipString":"127.0.0.1",
+                   "mgmtIp":"127.0.0.1","name":"fake","osType":"Linux","osbit":"x86_64",
+                   "version":version,"credential":fake.credential()})
+        };
+        let (status, reply) = hub.register(&body("1.5.0"), Some("demo")).await;
+        common::ok_id(status, &reply);
+
+        let http = http();
+        let (cookie, csrf) = sign_in(&http, &hub).await;
+        let (status, page) = get(&http, &hub, &cookie, "/ui/upgrades").await;
+        assert_eq!(status, 200);
+        assert!(page.contains(&sha) && page.contains("rollout-form"), "{page}");
+        let resp = http
+            .post(hub.url("/ui/upgrades"))
+            .header("cookie", &cookie)
+            .header("content-type", FORM)
+            .body(
+                serde_urlencoded::to_string([
+                    ("csrf", csrf.as_str()),
+                    ("version", "1.6.0"),
+                    ("ip", "127.0.0.1"),
+                    ("from_version", "1.5.0"),
+                    ("concurrency", "2"),
+                ])
+                .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        let at = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert!(at.starts_with("/ui/upgrades/"), "{at}");
+        // The tagent restarts with the new files and registers again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while fake.reloads() == 0 {
+            assert!(std::time::Instant::now() < deadline, "never reloaded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, reply) = hub.register(&body("1.6.0"), Some("demo")).await;
+        common::ok_id(status, &reply);
+        let page = loop {
+            let (status, page) = get(&http, &hub, &cookie, &at).await;
+            assert_eq!(status, 200);
+            if !page.contains("http-equiv=\"refresh\"") {
+                break page;
+            }
+            assert!(std::time::Instant::now() < deadline, "never ended: {page}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(page.contains("id=\"rollout-state\">done"), "{page}");
+        assert!(page.contains(">upgraded<") && page.contains("register ok"), "{page}");
+        // A bad form is shown with the API's words.
+        let (status, page) = post(
+            &http,
+            &hub,
+            &cookie,
+            "/ui/upgrades",
+            &[("csrf", &csrf), ("version", "1.6.0"), ("concurrency", "0"), ("ip", "127.0.0.1")],
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(page.contains("concurrency must be between"), "{page}");
+        let (status, _) = post(
+            &http,
+            &hub,
+            &cookie,
+            &format!("/ui/packages/{sha}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+        assert_eq!(status, 303);
+        let (_, page) = get(&http, &hub, &cookie, "/ui/upgrades").await;
+        assert!(page.contains("No package yet."), "{page}");
+    })
+    .await;
+}

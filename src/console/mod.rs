@@ -18,6 +18,7 @@ mod signin;
 mod state;
 mod tagent;
 mod tagents;
+mod upgrades;
 
 pub use router::router;
 pub use session::{COOKIE, Sessions};

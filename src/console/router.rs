@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use super::state::Console;
 use super::{
     Sessions, assets, audit, batch, enrollment, events, groups, guard, overview, signin, tagent,
-    tagents,
+    tagents, upgrades,
 };
 use crate::http::HttpState;
 use crate::http::auth::AdminTokens;
@@ -39,6 +39,10 @@ pub fn router(http: HttpState, tokens: AdminTokens, tls: bool) -> Router {
         .route("/groups/{id}/delete", post(groups::delete))
         .route("/audit", get(audit::page))
         .route("/enrollment", get(enrollment::page))
+        .route("/upgrades", get(upgrades::page).post(upgrades::start))
+        .route("/upgrades/{id}", get(upgrades::rollout))
+        .route("/upgrades/{id}/abort", post(upgrades::abort))
+        .route("/packages/{sha}/delete", post(upgrades::delete_package))
         .route("/pending/{id}/{verb}", post(enrollment::decide))
         .route("/tokens", post(enrollment::create_token))
         .route("/tokens/{id}/revoke", post(enrollment::revoke_token))

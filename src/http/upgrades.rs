@@ -159,7 +159,13 @@ pub(crate) async fn start(
     body: Result<Json<UpgradeRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Rollout>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let ids = targets(&s, req.ids.as_deref(), req.filter.as_ref(), req.all).await?;
+    let rollout = begin(&s, who.as_str(), req).await?;
+    Ok((StatusCode::ACCEPTED, Json(rollout)))
+}
+
+/// Start the rollout `req` asks for, on behalf of `who`.
+pub async fn begin(s: &HttpState, who: &str, req: UpgradeRequest) -> Result<Rollout, ApiError> {
+    let ids = targets(s, req.ids.as_deref(), req.filter.as_ref(), req.all).await?;
     let plan = Plan {
         version: req.version,
         ids,
@@ -167,8 +173,7 @@ pub(crate) async fn start(
         max_failures: req.max_failures.unwrap_or(0),
         register_timeout: std::time::Duration::from_secs(req.register_timeout_secs.unwrap_or(300)),
     };
-    let rollout = s.upgrades.begin(who.as_str(), plan).await?;
-    Ok((StatusCode::ACCEPTED, Json(rollout)))
+    Ok(s.upgrades.begin(who, plan).await?)
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]

@@ -1,0 +1,245 @@
+//! Upgrades in the console: the packages (listed, deleted; uploaded with
+//! `tagent-hub ctl packages upload`, as a browser form would carry the tar
+//! through the CSRF check's form reader), the rollouts (newest first), a
+//! form to start one on a filter, and one rollout with each tagent's
+//! steps, refreshing itself while it runs, with abort. Through the API's
+//! own functions, so its checks and messages are the API's.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
+
+use super::page::{Chrome, error, render, when};
+use super::session::Session;
+use super::state::Console;
+use crate::http::ApiError;
+use crate::http::upgrades::{UpgradeRequest, begin};
+use crate::model::{FilterParams, Package, Rollout, RolloutState, RolloutTarget};
+
+struct RolloutLine {
+    r: Rollout,
+    started: String,
+    state: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/upgrades.html")]
+struct UpgradesPage {
+    c: Chrome,
+    packages: Vec<(Package, String)>,
+    versions: Vec<String>,
+    rollouts: Vec<RolloutLine>,
+    message: Option<String>,
+}
+
+struct TargetLine {
+    t: RolloutTarget,
+    state: String,
+    steps: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/rollout.html")]
+struct RolloutPage {
+    c: Chrome,
+    r: Rollout,
+    state: String,
+    running: bool,
+    started: String,
+    ended: String,
+    targets: Vec<TargetLine>,
+}
+
+/// The start form as typed: the filter's fields, blank for unset.
+#[derive(Debug, Default, Deserialize)]
+pub struct StartForm {
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub ip: String,
+    #[serde(default)]
+    pub from_version: String,
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub name_prefix: String,
+    #[serde(default)]
+    pub concurrency: String,
+    #[serde(default)]
+    pub max_failures: String,
+}
+
+fn label(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn show(
+    c: &Console,
+    session: &Session,
+    message: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let packages = c.http.upgrades.packages().clone();
+    let listed = tokio::task::spawn_blocking(move || packages.list()).await;
+    let packages = match listed {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return error(session, &e.into()),
+        Err(e) => {
+            return error(
+                session,
+                &ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            );
+        }
+    };
+    let rollouts = match c.http.upgrades.list(100).await {
+        Ok(r) => r,
+        Err(e) => return error(session, &e.into()),
+    };
+    let mut versions: Vec<String> = packages.iter().map(|p| p.version.clone()).collect();
+    versions.sort();
+    versions.dedup();
+    let page = UpgradesPage {
+        c: Chrome::new("Upgrades", session),
+        packages: packages
+            .into_iter()
+            .map(|p| {
+                let at = when(p.uploaded_ms);
+                (p, at)
+            })
+            .collect(),
+        versions,
+        rollouts: rollouts
+            .into_iter()
+            .map(|r| RolloutLine {
+                started: when(r.created_ms),
+                state: label(&r.state),
+                r,
+            })
+            .collect(),
+        message,
+    };
+    render(status, &page)
+}
+
+pub async fn page(State(c): State<Console>, Extension(session): Extension<Session>) -> Response {
+    show(&c, &session, None, StatusCode::OK).await
+}
+
+fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>, String> {
+    match s.trim() {
+        "" => Ok(None),
+        t => t
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{what} must be a whole number")),
+    }
+}
+
+/// Start a rollout on the form's filter, then its page.
+pub async fn start(
+    State(c): State<Console>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<StartForm>,
+) -> Response {
+    let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let parsed = (|| {
+        Ok::<_, String>(UpgradeRequest {
+            version: form.version.trim().to_owned(),
+            ids: None,
+            filter: Some(FilterParams {
+                ip: text(&form.ip),
+                version: text(&form.from_version),
+                group: number(&form.group, "group")?,
+                name_prefix: text(&form.name_prefix),
+                ..Default::default()
+            }),
+            all: false,
+            concurrency: number(&form.concurrency, "concurrency")?,
+            max_failures: number(&form.max_failures, "max failures")?,
+            register_timeout_secs: None,
+        })
+    })();
+    let req = match parsed {
+        Ok(r) => r,
+        Err(m) => return show(&c, &session, Some(m), StatusCode::BAD_REQUEST).await,
+    };
+    match begin(&c.http, session.actor.as_str(), req).await {
+        Ok(r) => Redirect::to(&format!("/ui/upgrades/{}", r.id)).into_response(),
+        Err(e) => show(&c, &session, Some(e.1), e.0).await,
+    }
+}
+
+fn checked(id: &str) -> Result<(), ApiError> {
+    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, "no such rollout".into()))
+    }
+}
+
+pub async fn rollout(
+    State(c): State<Console>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(e) = checked(&id) {
+        return error(&session, &e);
+    }
+    let (r, targets) = match c.http.upgrades.get(&id).await {
+        Ok(x) => x,
+        Err(e) => return error(&session, &e.into()),
+    };
+    let page = RolloutPage {
+        c: Chrome::new(format!("Rollout {}", r.id), &session),
+        state: label(&r.state),
+        running: r.state == RolloutState::Running,
+        started: when(r.created_ms),
+        ended: when(r.ended_ms),
+        targets: targets
+            .into_iter()
+            .map(|t| TargetLine {
+                state: label(&t.state),
+                steps: t
+                    .steps
+                    .iter()
+                    .map(|s| format!("{} {}", s.step.as_str(), s.result))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t,
+            })
+            .collect(),
+        r,
+    };
+    render(StatusCode::OK, &page)
+}
+
+pub async fn abort(
+    State(c): State<Console>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(e) = checked(&id) {
+        return error(&session, &e);
+    }
+    match c.http.upgrades.abort(&id) {
+        Ok(_) => Redirect::to(&format!("/ui/upgrades/{id}")).into_response(),
+        Err(e) => error(&session, &e.into()),
+    }
+}
+
+pub async fn delete_package(
+    State(c): State<Console>,
+    Extension(session): Extension<Session>,
+    Path(sha): Path<String>,
+) -> Response {
+    match c.http.upgrades.packages().delete(&sha).await {
+        Ok(_) => Redirect::to("/ui/upgrades").into_response(),
+        Err(e) => show(&c, &session, Some(e.to_string()), ApiError::from(e).0).await,
+    }
+}
