@@ -342,6 +342,13 @@ async fn a_failure_limit_stops_a_rollout_and_an_abort_ends_one() {
         )
         .await;
         let id = v["id"].as_str().unwrap().to_owned();
+        // Followed as events while it runs (the stalled tagent holds it).
+        let events = common::client()
+            .get(hub.url(&format!("/api/v1/upgrades/{id}/events")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status(), 200);
         let (s, v) = call(
             &hub,
             Method::POST,
@@ -352,6 +359,30 @@ async fn a_failure_limit_stops_a_rollout_and_an_abort_ends_one() {
         assert_eq!(s, 200, "{v}");
         let r = finished(&hub, &id).await;
         assert_eq!(r["state"], "aborted", "{r}");
+        // The stream ends with the rollout: its snapshot, each change, the end.
+        let text = events.text().await.unwrap();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(names.first(), Some(&"rollout"), "{text}");
+        assert_eq!(names.last(), Some(&"end"), "{text}");
+        assert!(names.contains(&"tagent"), "{text}");
+        assert!(text.contains("\"state\":\"aborted\""), "{text}");
+        // An ended one: its history, then the end.
+        let text = common::client()
+            .get(hub.url(&format!("/api/v1/upgrades/{id}/events")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(names, ["rollout", "end"], "{text}");
         assert_eq!(target(&r, s_id)["state"], "failed", "{r}");
         assert_eq!(target(&r, ids[0])["state"], "not-started");
         let (s, _) = call(

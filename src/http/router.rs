@@ -85,6 +85,7 @@ fn admin_api() -> (
         .routes(routes!(upgrades::list, upgrades::start))
         .routes(routes!(upgrades::get))
         .routes(routes!(upgrades::abort))
+        .routes(routes!(upgrades::events))
         .split_for_parts();
     doc.merge(operations_doc);
     (admin, operations, doc)

@@ -4,19 +4,23 @@
 //! filter, progress per tagent, abort, history). Changes need an admin
 //! token, reads a read token.
 
+use std::convert::Infallible;
+
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Actor;
 use super::commands::targets;
 use super::{ApiError, HttpState};
 use crate::model::{FilterParams, Package, Rollout, RolloutTarget, TagentId};
-use crate::upgrade::{PackageError, Plan, RolloutError};
+use crate::upgrade::{PackageError, Plan, Progress, RolloutError};
 
 impl From<PackageError> for ApiError {
     fn from(e: PackageError) -> Self {
@@ -208,6 +212,86 @@ pub(crate) async fn get(
 ) -> Result<Json<RolloutDetail>, ApiError> {
     let (rollout, tagents) = s.upgrades.get(&id).await?;
     Ok(Json(RolloutDetail { rollout, tagents }))
+}
+
+/// Follow a rollout as Server-Sent Events: `rollout` (the header and
+/// every tagent, now), then `tagent` for each change of one (with the
+/// header after it), and `end` with the final header. A rollout that ended
+/// (or runs on another hub) gets `rollout` from the history and `end`.
+#[utoipa::path(get, path = "/api/v1/upgrades/{id}/events", tag = "upgrades",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "text/event-stream"),
+        (status = 404, body = super::ErrorBody, description = "no such rollout")),
+    security(("bearer" = [])))]
+pub(crate) async fn events(
+    State(s): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let (now, rx) = s.upgrades.watch(&id);
+    let (first, ended) = match now {
+        Some((rollout, tagents)) => (RolloutDetail { rollout, tagents }, false),
+        None => {
+            let (rollout, tagents) = s.upgrades.get(&id).await?;
+            (RolloutDetail { rollout, tagents }, true)
+        }
+    };
+    let mut pending: std::collections::VecDeque<SseEvent> = [json("rollout", &first)].into();
+    if ended {
+        pending.push_back(json("end", &first.rollout));
+    }
+    let state = (pending, rx, id, ended);
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(mut pending, mut rx, id, mut done)| async move {
+            loop {
+                if let Some(e) = pending.pop_front() {
+                    return Some((Ok(e), (pending, rx, id, done)));
+                }
+                if done {
+                    return None;
+                }
+                match rx.recv().await {
+                    Ok(Progress::Target(h, t)) if h.id == id => {
+                        pending.push_back(json(
+                            "tagent",
+                            &TagentProgress {
+                                rollout: h,
+                                tagent: t,
+                            },
+                        ));
+                    }
+                    Ok(Progress::Ended(h)) if h.id == id => {
+                        pending.push_back(json("end", &h));
+                        done = true;
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        pending.push_back(SseEvent::default().event("reset").data(
+                            r#"{"reason":"the watcher fell behind: read the rollout again"}"#,
+                        ));
+                        done = true;
+                    }
+                    Err(RecvError::Closed) => done = true,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A `tagent` event: one tagent's change and the header after it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TagentProgress {
+    pub rollout: Rollout,
+    pub tagent: RolloutTarget,
+}
+
+/// An event named `name` carrying `v` as JSON.
+fn json<T: Serialize>(name: &str, v: &T) -> SseEvent {
+    SseEvent::default()
+        .event(name)
+        .json_data(v)
+        .unwrap_or_else(|_| SseEvent::default().comment("unencodable event"))
 }
 
 /// Abort a running rollout: no tagent is started after; those under way

@@ -13,4 +13,4 @@ pub mod packages;
 pub mod rollout;
 
 pub use packages::{PackageError, Packages};
-pub use rollout::{Plan, RolloutError, Rollouts};
+pub use rollout::{Plan, Progress, RolloutError, Rollouts};

@@ -53,6 +53,14 @@ pub enum RolloutError {
     Store(String),
 }
 
+/// What a rollout's watchers hear: a tagent's change (with the header
+/// after it), and the end.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Target(Rollout, RolloutTarget),
+    Ended(Rollout),
+}
+
 /// A rollout this hub runs: its header and targets, and whether an
 /// operator aborted it.
 struct Live {
@@ -75,6 +83,8 @@ struct Inner {
     /// This hub's name in the history (its heartbeat address).
     hub: String,
     live: Mutex<HashMap<String, Arc<Live>>>,
+    /// Every running rollout's progress, for the event streams.
+    progress: tokio::sync::broadcast::Sender<Progress>,
 }
 
 /// The rollouts of this hub.
@@ -102,6 +112,7 @@ impl Rollouts {
                 history,
                 hub,
                 live: Mutex::new(HashMap::new()),
+                progress: tokio::sync::broadcast::channel(4096).0,
             }),
         }
     }
@@ -234,6 +245,22 @@ impl Rollouts {
         Ok(stored)
     }
 
+    /// Follow rollout `id`: the state now (`None`: it is not running on
+    /// this hub), and what changes after.
+    pub fn watch(
+        &self,
+        id: &str,
+    ) -> (
+        Option<(Rollout, Vec<RolloutTarget>)>,
+        tokio::sync::broadcast::Receiver<Progress>,
+    ) {
+        // Subscribed under the map's lock: no change between the snapshot
+        // and the subscription is missed.
+        let live = self.inner.live.lock();
+        let rx = self.inner.progress.subscribe();
+        (live.get(id).map(|l| l.snapshot()), rx)
+    }
+
     /// Stop starting tagents; those under way finish their step and end
     /// as they end.
     pub fn abort(&self, id: &str) -> Result<Rollout, RolloutError> {
@@ -306,7 +333,9 @@ async fn run(inner: Arc<Inner>, live: Arc<Live>, plan: Plan, who: String) {
     if let Err(e) = inner.history.write_now(&rollout, &rest).await {
         tracing::error!(rollout = %rollout.id, error = %e, "the rollout's end was not stored");
     }
-    inner.live.lock().remove(&rollout.id);
+    let mut live = inner.live.lock();
+    live.remove(&rollout.id);
+    let _ = inner.progress.send(Progress::Ended(rollout));
 }
 
 /// Change target `id` with `f`, count its end into the header, and queue
@@ -330,6 +359,9 @@ fn update(inner: &Inner, live: &Live, id: TagentId, f: impl FnOnce(&mut RolloutT
         }
     }
     inner.history.write(header.clone(), t.clone());
+    let _ = inner
+        .progress
+        .send(Progress::Target(header.clone(), t.clone()));
 }
 
 fn end(t: &mut RolloutTarget, state: TargetState, reason: Option<String>) {
