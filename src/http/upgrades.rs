@@ -152,7 +152,7 @@ pub struct RolloutDetail {
 
 /// Start a rollout; it runs on its own: follow it with
 /// `GET /api/v1/upgrades/{id}`.
-#[utoipa::path(post, path = "/api/v1/upgrades", tag = "upgrades",
+#[utoipa::path(post, path = "/api/v1/upgrades", tag = "upgrades", operation_id = "start_rollout",
     request_body = UpgradeRequest,
     responses((status = 202, body = Rollout, description = "started"),
         (status = 400, body = super::ErrorBody, description = "no package of the version, no targets, bad limits")),
@@ -188,7 +188,7 @@ pub struct ListParams {
 }
 
 /// The rollouts, newest first.
-#[utoipa::path(get, path = "/api/v1/upgrades", tag = "upgrades",
+#[utoipa::path(get, path = "/api/v1/upgrades", tag = "upgrades", operation_id = "list_rollouts",
     params(ListParams),
     responses((status = 200, body = Vec<Rollout>, description = "the rollouts")),
     security(("bearer" = [])))]
@@ -201,7 +201,7 @@ pub(crate) async fn list(
 }
 
 /// One rollout with each tagent's state and steps.
-#[utoipa::path(get, path = "/api/v1/upgrades/{id}", tag = "upgrades",
+#[utoipa::path(get, path = "/api/v1/upgrades/{id}", tag = "upgrades", operation_id = "get_rollout",
     params(("id" = String, Path)),
     responses((status = 200, body = RolloutDetail, description = "the rollout"),
         (status = 404, body = super::ErrorBody, description = "no such rollout")),
@@ -218,7 +218,7 @@ pub(crate) async fn get(
 /// every tagent, now), then `tagent` for each change of one (with the
 /// header after it), and `end` with the final header. A rollout that ended
 /// (or runs on another hub) gets `rollout` from the history and `end`.
-#[utoipa::path(get, path = "/api/v1/upgrades/{id}/events", tag = "upgrades",
+#[utoipa::path(get, path = "/api/v1/upgrades/{id}/events", tag = "upgrades", operation_id = "rollout_events",
     params(("id" = String, Path)),
     responses((status = 200, description = "text/event-stream"),
         (status = 404, body = super::ErrorBody, description = "no such rollout")),
@@ -296,7 +296,7 @@ fn json<T: Serialize>(name: &str, v: &T) -> SseEvent {
 
 /// Abort a running rollout: no tagent is started after; those under way
 /// end as they end.
-#[utoipa::path(post, path = "/api/v1/upgrades/{id}/abort", tag = "upgrades",
+#[utoipa::path(post, path = "/api/v1/upgrades/{id}/abort", tag = "upgrades", operation_id = "abort_rollout",
     params(("id" = String, Path)),
     responses((status = 200, body = Rollout, description = "aborting"),
         (status = 409, body = super::ErrorBody, description = "not running on this hub")),
