@@ -38,10 +38,13 @@ pub enum PackageError {
     Io(#[from] io::Error),
 }
 
-/// The packages directory of a hub.
+/// The packages directory of a hub, and what it holds (read once at
+/// open, then kept as packages are added and deleted: no directory scan on
+/// a rollout's path).
 pub struct Packages {
     dir: PathBuf,
     max_bytes: u64,
+    known: parking_lot::RwLock<Vec<Package>>,
     /// One upload or delete at a time: the check for a duplicate and the
     /// rename are one step.
     lock: tokio::sync::Mutex<()>,
@@ -97,6 +100,37 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// The packages described in `dir` whose tar is there, newest first.
+fn scan(dir: &Path) -> io::Result<Vec<Package>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read(&path)?;
+        match serde_json::from_slice::<Package>(&text) {
+            Ok(p) if is_sha(&p.sha256) && dir.join(format!("{}.tar", p.sha256)).is_file() => {
+                out.push(p)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "a package description does not parse; skipped");
+            }
+        }
+    }
+    sort(&mut out);
+    Ok(out)
+}
+
+fn sort(v: &mut [Package]) {
+    v.sort_by(|a, b| {
+        b.uploaded_ms
+            .cmp(&a.uploaded_ms)
+            .then(a.sha256.cmp(&b.sha256))
+    });
+}
+
 impl Packages {
     /// The packages under `data_dir/packages` (created 0700); leftovers of
     /// uploads a crash cut short are removed.
@@ -115,9 +149,11 @@ impl Packages {
                 std::fs::remove_file(&path)?;
             }
         }
+        let known = parking_lot::RwLock::new(scan(&dir)?);
         Ok(Packages {
             dir,
             max_bytes,
+            known,
             lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -128,27 +164,7 @@ impl Packages {
 
     /// Every package, newest first.
     pub fn list(&self) -> Result<Vec<Package>, PackageError> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let text = std::fs::read(&path)?;
-            match serde_json::from_slice::<Package>(&text) {
-                Ok(p) if self.dir.join(format!("{}.tar", p.sha256)).is_file() => out.push(p),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "a package description does not parse; skipped");
-                }
-            }
-        }
-        out.sort_by(|a, b| {
-            b.uploaded_ms
-                .cmp(&a.uploaded_ms)
-                .then(a.sha256.cmp(&b.sha256))
-        });
-        Ok(out)
+        Ok(self.known.read().clone())
     }
 
     pub fn get(&self, sha256: &str) -> Result<Package, PackageError> {
@@ -268,6 +284,11 @@ impl Packages {
         })
         .await
         .map_err(|e| io::Error::other(e.to_string()))??;
+        {
+            let mut known = self.known.write();
+            known.push(package.clone());
+            sort(&mut known);
+        }
         metrics::counter!("tagent_hub_packages_total", "op" => "added").increment(1);
         Ok(package)
     }
@@ -286,6 +307,7 @@ impl Packages {
         })
         .await
         .map_err(|e| io::Error::other(e.to_string()))??;
+        self.known.write().retain(|k| k.sha256 != p.sha256);
         metrics::counter!("tagent_hub_packages_total", "op" => "deleted").increment(1);
         Ok(p)
     }
