@@ -19,6 +19,11 @@
 //! - [`compare`]: tagent-hub side by side with mosquitto and nats-server,
 //!   and with the [`floor`]: the least any server can do per heartbeat.
 //! - [`progress`]: the live progress line (indicatif).
+//! - [`rollout_bench`] and [`config_bench`]: operations over tagents'
+//!   listeners (an upgrade rollout, a config batch) against a [`fleet`] of
+//!   the tests' fake tagents ([`fake_tagent`]) in this process, through the
+//!   hub's API ([`hub_api`]), with its CPU and memory ([`hub_usage`]); each
+//!   raises the open-file limit first ([`nofile`]).
 //!
 //! A new scenario (heartbeats, say) is one more module beside `register`
 //! with its own `Args` (flattening [`RunArgs`]) and one more [`Scenario`]
@@ -26,7 +31,14 @@
 
 mod client;
 mod compare;
+mod config_bench;
+#[path = "../tests/fake_tagent/mod.rs"]
+mod fake_tagent;
+mod fleet;
 mod floor;
+mod hub_api;
+mod hub_usage;
+mod nofile;
 mod outcomes;
 mod peers;
 mod proc_status;
@@ -34,6 +46,7 @@ mod procstat;
 mod progress;
 mod register;
 mod report;
+mod rollout_bench;
 mod scrape;
 mod server;
 mod session_args;
@@ -67,6 +80,12 @@ enum Scenario {
     /// A minimal responder (one thread, epoll, no logic) answering one of
     /// tagent-hub's protocols: the physical floor `compare` measures against.
     Floor(floor::Args),
+    /// An upgrade rollout to fake tagent listeners in this process, timed,
+    /// with the hub's CPU and memory.
+    RolloutBench(rollout_bench::Args),
+    /// One config-set batch over fake tagent listeners in this process,
+    /// timed, with the hub's CPU and memory.
+    ConfigBench(config_bench::Args),
 }
 
 /// What every scenario takes: how much load, for how long, what to watch.
@@ -147,6 +166,19 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     .context("cannot start the async runtime")
 }
 
+/// The operation benches' runtime: multi-threaded (the fakes answer while
+/// the bench polls), at most 16 threads.
+fn ops_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    if threads == 0 || threads > 16 {
+        bail!("--threads must be between 1 and 16");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let run = match cli.scenario {
@@ -159,6 +191,8 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Compare(args) => return compare::main(args),
         Scenario::Floor(args) => return floor::main(args),
+        Scenario::RolloutBench(args) => return rollout_bench::main(args),
+        Scenario::ConfigBench(args) => return config_bench::main(args),
     };
     run.validate()?;
     let runtime = runtime(run.threads)?;
@@ -168,7 +202,11 @@ fn main() -> anyhow::Result<()> {
         let work = async {
             match cli.scenario {
                 Scenario::Register(args) => register::run(args).await,
-                Scenario::Sessions(_) | Scenario::Compare(_) | Scenario::Floor(_) => {
+                Scenario::Sessions(_)
+                | Scenario::Compare(_)
+                | Scenario::Floor(_)
+                | Scenario::RolloutBench(_)
+                | Scenario::ConfigBench(_) => {
                     unreachable!("handled above")
                 }
             }
