@@ -468,6 +468,19 @@ impl Config {
 
     /// Check everything that does not depend on the bound addresses.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for tenant in self.registration.tenants.keys() {
+            let ok = !tenant.is_empty()
+                && tenant.len() <= 64
+                && tenant
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "[registration.tenants] {tenant:?} is not a tenant name \
+                     (1 to 64 of letters, digits, '_', '-' or '.'; matched exactly)"
+                )));
+            }
+        }
         if self.registration.max_pending == 0 {
             return Err(ConfigError::Invalid(
                 "registration max_pending must be at least 1".into(),

@@ -78,13 +78,24 @@ async fn call_as(
 }
 
 async fn new_token(hub: &Server, tenant: &str, uses: u32) -> String {
-    let (s, v) = call(
+    token_of(
         hub,
-        Method::POST,
-        "/api/v1/enrollment-tokens",
-        Some(json!({"tenant": tenant, "max_uses": uses, "note": "rack 12"})),
+        json!({"tenant": tenant, "max_uses": uses, "note": "rack 12"}),
     )
-    .await;
+    .await
+}
+
+/// A token that may also bring a known tagent a new credential.
+async fn reinstall_token(hub: &Server, tenant: &str) -> String {
+    token_of(
+        hub,
+        json!({"tenant": tenant, "max_uses": 1, "reinstall": true}),
+    )
+    .await
+}
+
+async fn token_of(hub: &Server, body: Value) -> String {
+    let (s, v) = call(hub, Method::POST, "/api/v1/enrollment-tokens", Some(body)).await;
     assert_eq!(s, 201, "{v}");
     v["token"].as_str().expect("the token's text").to_owned()
 }
@@ -216,8 +227,12 @@ async fn every_real_tagent_flow_works_under_every_policy() {
         let (s, v) = register(&hub, "t", &ip, None, "three", None).await;
         assert_eq!(s, 403, "{policy}: {v}");
         assert!(
-            message(&v).contains(&format!("a new credential for tagent {id}")),
+            message(&v).contains("a new credential for a known tagent"),
             "{policy}: {v}"
+        );
+        assert!(
+            !message(&v).contains(&format!("tagent {id}")),
+            "no tagent id for the caller: {v}"
         );
         let list = pending(&hub).await;
         assert_eq!(list.len(), 1, "{policy}: {list:?}");
@@ -226,8 +241,25 @@ async fn every_real_tagent_flow_works_under_every_policy() {
         approve_only_entry_for(&hub, &ip).await;
         let (s, v) = register(&hub, "t", &ip, None, "three", None).await;
         assert_eq!(common::ok_id(s, &v), id, "{policy}: approved reinstall");
-        // ... or with a token, at once.
-        let token = new_token(&hub, "t", 1).await;
+        // ... or with a reinstall token, at once; an enrollment token (the
+        // one every enrolled host's config holds) admits no reinstall.
+        let enrollment = new_token(&hub, "t", 5).await;
+        let (s, v) = register(&hub, "t", &ip, None, "four", Some(&enrollment)).await;
+        assert_eq!(
+            s, 403,
+            "{policy}: an enrollment token took over a tagent: {v}"
+        );
+        call(
+            &hub,
+            Method::DELETE,
+            &format!(
+                "/api/v1/pending/{}",
+                pending(&hub).await[0]["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        let token = reinstall_token(&hub, "t").await;
         let (s, v) = register(&hub, "t", &ip, None, "four", Some(&token)).await;
         assert_eq!(common::ok_id(s, &v), id, "{policy}: reinstall with a token");
         // The restart after it brings the new credential, token still in
@@ -348,6 +380,12 @@ async fn the_token_policy_admits_new_tagents_only_with_a_valid_token() {
 #[tokio::test]
 async fn the_approve_policy_keeps_new_tagents_pending_until_an_operator_decides() {
     let hub = hub_with("approve", "max_pending = 3\n");
+    // A first registration that must be authorized brings a credential.
+    let body = json!({"tagentId": "", "port": "3939", "ipString": "127.0.42.9",
+        "mgmtIp": "127.0.42.9", "name": "h"});
+    let (s, v) = hub.register(&body, Some("t")).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(message(&v).contains("must bring its credential"), "{v}");
     let (s, v) = register(&hub, "t", "127.0.42.1", None, "c", None).await;
     assert_eq!(s, 403, "{v}");
     assert_eq!(v["Status"], "ERROR");

@@ -226,7 +226,7 @@ impl Model {
         if let Some(t) = held
             && t.credential.is_some()
             && match print {
-                None => t.ip != ip,
+                None => true,
                 Some(p) => t.credential != Some(p),
             }
         {

@@ -65,6 +65,9 @@ pub struct TokenForm {
     pub hours: String,
     #[serde(default)]
     pub note: String,
+    /// A checkbox: present when ticked.
+    #[serde(default)]
+    pub reinstall: Option<String>,
 }
 
 fn lines(list: PendingList) -> Vec<PendingLine> {
@@ -189,6 +192,7 @@ pub async fn create_token(
         ttl_secs: hours.map(|h| h.saturating_mul(3600)),
         max_uses,
         note: Some(form.note).filter(|n| !n.is_empty()),
+        reinstall: form.reinstall.is_some(),
     };
     let who = session.actor.as_str();
     let created = match api::new_token(&req, who) {

@@ -162,6 +162,9 @@ pub(super) enum TokenCommand {
         uses: u32,
         #[arg(long)]
         note: Option<String>,
+        /// It may also bring a known tagent a new credential (a reinstall).
+        #[arg(long)]
+        reinstall: bool,
     },
     /// Revoke a token by id: it admits nothing from now on.
     Revoke { id: String },

@@ -22,12 +22,14 @@ pub(super) async fn tokens(client: &Client, cmd: &TokenCommand, json: bool) -> a
             ttl,
             uses,
             note,
+            reinstall,
         } => {
             let body = NewToken {
                 tenant: tenant.clone(),
                 ttl_secs: Some(ttl.as_secs().max(1)),
                 max_uses: Some(*uses),
                 note: note.clone(),
+                reinstall: *reinstall,
             };
             let created: CreatedToken = client
                 .call(

@@ -43,6 +43,8 @@ pub struct TokenView {
     pub revoked_ms: u64,
     pub created_by: String,
     pub note: String,
+    /// It may also admit a known tagent's new credential.
+    pub reinstall: bool,
 }
 
 impl TokenView {
@@ -59,6 +61,7 @@ impl TokenView {
             revoked_ms: t.revoked_ms,
             created_by: t.created_by.clone(),
             note: t.note.clone(),
+            reinstall: t.reinstall,
         }
     }
 }
@@ -77,6 +80,10 @@ pub struct NewToken {
     pub max_uses: Option<u32>,
     #[serde(default)]
     pub note: Option<String>,
+    /// It may also bring a known tagent a new credential (a reinstall on
+    /// the same host). Default false: only first registrations.
+    #[serde(default)]
+    pub reinstall: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -204,6 +211,7 @@ pub fn new_token(req: &NewToken, who: &str) -> Result<(EnrollToken, String), Api
         uses,
         who,
         note,
+        req.reinstall,
     ))
 }
 
@@ -230,8 +238,16 @@ pub(crate) async fn create_token(
 /// Store `token` and audit it.
 pub async fn create(s: &HttpState, who: &str, token: EnrollToken) -> Result<TokenView, ApiError> {
     let detail = format!(
-        "token {} for tenant {}, {} uses, until {}",
-        token.id, token.tenant, token.max_uses, token.expires_ms
+        "token {} for tenant {}, {} uses, until {}{}",
+        token.id,
+        token.tenant,
+        token.max_uses,
+        token.expires_ms,
+        if token.reinstall {
+            ", reinstalls too"
+        } else {
+            ""
+        }
     );
     let result = s
         .registry

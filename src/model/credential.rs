@@ -17,7 +17,9 @@ pub struct CredentialPrint(#[serde(with = "serde_bytes")] pub [u8; 16]);
 /// is open (the hub sent `resetcred`, or an operator allowed a reinstall,
 /// until `open_until`), or, with no change of credential, when the request
 /// proves the credential by bringing it. A request without a credential
-/// keeps the one held, so it may not move the primary ip.
+/// proves nothing: it may change nothing of a tagent that holds one (not
+/// its primary ip, nor the host facts a rollout goes by). `moves_primary`
+/// then changes nothing; it is kept for the callers' clarity.
 pub fn may_change(
     held: Option<CredentialPrint>,
     new: Option<CredentialPrint>,
@@ -25,13 +27,11 @@ pub fn may_change(
     open_until: u64,
     now: u64,
 ) -> bool {
+    let _ = moves_primary;
     if held.is_none() || now <= open_until {
         return true;
     }
-    match new {
-        None => !moves_primary,
-        Some(_) => new == held,
-    }
+    new.is_some() && new == held
 }
 
 #[cfg(test)]
@@ -49,11 +49,11 @@ mod tests {
             (A, A, true, 0, 10, true),   // the same credential moves its primary ip
             (A, B, false, 0, 10, false), // a new credential: reinstall or impostor
             (A, B, true, 0, 10, false),
-            (A, None, false, 0, 10, true), // keeps the credential held
-            (A, None, true, 0, 10, false), // cannot move without proving it
-            (A, B, false, 10, 10, true),   // resetcred / approval, within the window
-            (A, B, true, 10, 11, false),   // the window has passed
-            (None, B, true, 0, 10, true),  // nothing known yet
+            (A, None, false, 0, 10, false), // proves nothing: changes nothing
+            (A, None, true, 0, 10, false),  // nor moves the primary ip
+            (A, B, false, 10, 10, true),    // resetcred / approval, within the window
+            (A, B, true, 10, 11, false),    // the window has passed
+            (None, B, true, 0, 10, true),   // nothing known yet
         ];
         for (held, new, moves, until, now, want) in table {
             assert_eq!(

@@ -39,6 +39,12 @@ pub struct EnrollToken {
     pub created_by: String,
     /// The operator's note ("rack 12 rollout").
     pub note: String,
+    /// It may also bring a known tagent a new credential (a reinstall).
+    /// Off by default: a token sits in every enrolled host's config, so an
+    /// enrollment token must not let whoever reads one host's config take
+    /// over the others.
+    #[serde(default)]
+    pub reinstall: bool,
 }
 
 /// Why a token presented with a registration admits nothing.
@@ -51,6 +57,8 @@ pub enum TokenRefusal {
     Expired,
     Revoked,
     UsedUp,
+    /// Valid, but not for a known tagent's new credential.
+    NotForReinstall,
 }
 
 impl TokenRefusal {
@@ -61,6 +69,7 @@ impl TokenRefusal {
             TokenRefusal::Expired => "expired",
             TokenRefusal::Revoked => "revoked",
             TokenRefusal::UsedUp => "used_up",
+            TokenRefusal::NotForReinstall => "not_for_reinstall",
         }
     }
 }
@@ -86,6 +95,7 @@ impl EnrollToken {
         max_uses: u32,
         created_by: &str,
         note: &str,
+        reinstall: bool,
     ) -> (EnrollToken, String) {
         let id: [u8; TOKEN_ID_LEN / 2] = rand::random();
         let secret: [u8; TOKEN_SECRET_LEN / 2] = rand::random();
@@ -103,6 +113,7 @@ impl EnrollToken {
             revoked_ms: 0,
             created_by: created_by.to_owned(),
             note: note.to_owned(),
+            reinstall,
         };
         (token, text)
     }
@@ -113,8 +124,15 @@ impl EnrollToken {
     }
 
     /// Whether it admits a registration of `tenant` bringing `secret` at
-    /// `now` (the use is not counted here).
-    pub fn admits(&self, tenant: &str, secret: &str, now: u64) -> Result<(), TokenRefusal> {
+    /// `now` (the use is not counted here); `reinstall`: the registration
+    /// would change a known tagent's credential.
+    pub fn admits(
+        &self,
+        tenant: &str,
+        secret: &str,
+        reinstall: bool,
+        now: u64,
+    ) -> Result<(), TokenRefusal> {
         if self.tenant != tenant || !self.matches(secret) {
             return Err(TokenRefusal::Invalid);
         }
@@ -126,6 +144,9 @@ impl EnrollToken {
         }
         if self.uses >= self.max_uses {
             return Err(TokenRefusal::UsedUp);
+        }
+        if reinstall && !self.reinstall {
+            return Err(TokenRefusal::NotForReinstall);
         }
         Ok(())
     }
@@ -150,18 +171,37 @@ mod tests {
 
     #[test]
     fn a_token_admits_its_tenant_with_its_secret_until_it_expires_or_is_used_up() {
-        let (mut t, text) = EnrollToken::generate("bank", 1_000, 2_000, 2, "token:ab", "");
+        let (mut t, text) = EnrollToken::generate("bank", 1_000, 2_000, 2, "token:ab", "", false);
         let (id, secret) = split_token(&text).expect("the token's own form");
         assert_eq!(id, t.id);
-        assert_eq!(t.admits("bank", secret, 1_500), Ok(()));
-        assert_eq!(t.admits("lab", secret, 1_500), Err(TokenRefusal::Invalid));
+        assert_eq!(t.admits("bank", secret, false, 1_500), Ok(()));
+        assert_eq!(
+            t.admits("bank", secret, true, 1_500),
+            Err(TokenRefusal::NotForReinstall)
+        );
+        assert_eq!(
+            t.admits("lab", secret, false, 1_500),
+            Err(TokenRefusal::Invalid)
+        );
         let other = "0".repeat(TOKEN_SECRET_LEN);
-        assert_eq!(t.admits("bank", &other, 1_500), Err(TokenRefusal::Invalid));
-        assert_eq!(t.admits("bank", secret, 2_001), Err(TokenRefusal::Expired));
+        assert_eq!(
+            t.admits("bank", &other, false, 1_500),
+            Err(TokenRefusal::Invalid)
+        );
+        assert_eq!(
+            t.admits("bank", secret, false, 2_001),
+            Err(TokenRefusal::Expired)
+        );
         t.uses = 2;
-        assert_eq!(t.admits("bank", secret, 1_500), Err(TokenRefusal::UsedUp));
+        assert_eq!(
+            t.admits("bank", secret, false, 1_500),
+            Err(TokenRefusal::UsedUp)
+        );
         t.revoked_ms = 1_600;
-        assert_eq!(t.admits("bank", secret, 1_500), Err(TokenRefusal::Revoked));
+        assert_eq!(
+            t.admits("bank", secret, false, 1_500),
+            Err(TokenRefusal::Revoked)
+        );
         assert_eq!(t.state(1_500), "revoked");
     }
 

@@ -60,14 +60,16 @@ pub enum RegisterError {
     #[error(
         "registration of {ip}:{port}{} is pending approval by an operator \
          (tagent-hub ctl pending approve {id}); it is accepted at a retry once approved",
-        reinstall_of.map(|t| format!(" (a new credential for tagent {t})")).unwrap_or_default()
+        if *reinstall { " (a new credential for a known tagent)" } else { "" }
     )]
     Pending {
         /// The pending entry's id.
         id: String,
         ip: IpAddr,
         port: u16,
-        reinstall_of: Option<TagentId>,
+        /// A known tagent's new credential (which one is the operator's to
+        /// see, never the caller's).
+        reinstall: bool,
     },
     /// The pending list is full.
     #[error(
@@ -108,6 +110,9 @@ fn token_required(tenant: &str, refusal: Option<TokenRefusal>) -> String {
     let why = match refusal {
         None => "none was given".to_owned(),
         Some(TokenRefusal::Invalid) => "the one given is not valid for this tenant".to_owned(),
+        Some(TokenRefusal::NotForReinstall) => {
+            "the one given admits first registrations only".to_owned()
+        }
         Some(r) => format!("the one given is {}", r.as_str().replace('_', " ")),
     };
     format!(

@@ -1376,9 +1376,12 @@ pub(crate) mod tests {
                 "{id:?}"
             );
         }
-        // Without a credential: may not move the primary ip to a contained one.
+        // Without a credential: may not move the primary ip to a contained
+        // one, nor change the host facts in place (it proves nothing).
         let moves = reg("t", Some(1), "10.0.0.2", P, "10.0.0.2");
         assert_eq!(w.decide(&moves).unwrap_err().kind(), "credential_change");
+        let facts = reg("t", Some(1), "10.0.0.1", P, "10.0.0.1,10.0.0.2");
+        assert_eq!(w.decide(&facts).unwrap_err().kind(), "credential_change");
         // With the credential it may (rule 8).
         let moves = with_credential(reg("t", Some(1), "10.0.0.2", P, "10.0.0.1,10.0.0.2"), "a");
         assert_eq!(w.register(&moves).unwrap().tagent.ip, ip("10.0.0.2"));

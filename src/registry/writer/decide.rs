@@ -163,6 +163,16 @@ fn register(
         Ok(decision) if !decision.created || enroll.policy(&req.tenant) == Policy::Open => {
             (Ok(decision), None)
         }
+        // A first registration that must be authorized brings the
+        // credential the authority is bound to (a real tagent always does).
+        Ok(_) if req.credential.is_none() => (
+            Err(RegisterError::Invalid(format!(
+                "tenant {} registers new tagents with a token or an approval: the registration \
+                 must bring its credential",
+                req.tenant
+            ))),
+            None,
+        ),
         Ok(decision) => match enroll.authorize(&req, print, None) {
             Ok(grant) => (Ok(decision), Some(grant)),
             Err(e) => (Err(e), None),

@@ -38,6 +38,9 @@ impl Default for PolicyConfig {
     }
 }
 
+/// How long an operator's approval waits for the tagent's next attempt.
+const APPROVAL_TTL_MS: u64 = 24 * 3600 * 1000;
+
 /// What let a registration in.
 pub(super) enum Grant {
     /// A use of this token.
@@ -139,16 +142,21 @@ impl<'t> Enrollment<'t> {
     ) -> Result<Grant, RegisterError> {
         let store = RegisterError::Store;
         let key = pending_id(&req.tenant, req.ip, req.port, print);
-        if self
-            .pending(&key)
-            .map_err(store)?
-            .is_some_and(|p| p.approved())
-        {
+        let now = self.now;
+        // An approval admits what the operator was shown: this credential,
+        // for this tagent (or a new one), for a day.
+        if self.pending(&key).map_err(store)?.is_some_and(|p| {
+            p.approved() && p.tagent == reinstall_of && now <= p.approved_ms + APPROVAL_TTL_MS
+        }) {
             return Ok(Grant::Approval(key));
         }
         let mut refusal = None;
         if let Some(text) = &req.token {
-            match self.check_token(&req.tenant, &text.0).map_err(store)? {
+            let reinstall = reinstall_of.is_some();
+            match self
+                .check_token(&req.tenant, &text.0, reinstall)
+                .map_err(store)?
+            {
                 Ok(id) => return Ok(Grant::Token(id)),
                 Err(r) => refusal = Some(r),
             }
@@ -171,6 +179,7 @@ impl<'t> Enrollment<'t> {
         &mut self,
         tenant: &str,
         text: &str,
+        reinstall: bool,
     ) -> Result<Result<String, TokenRefusal>, StoreError> {
         let Some((id, secret)) = split_token(text) else {
             return Ok(Err(TokenRefusal::Invalid));
@@ -178,7 +187,9 @@ impl<'t> Enrollment<'t> {
         let now = self.now;
         Ok(match self.token(id)? {
             None => Err(TokenRefusal::Invalid),
-            Some(t) => t.admits(tenant, secret, now).map(|()| id.to_owned()),
+            Some(t) => t
+                .admits(tenant, secret, reinstall, now)
+                .map(|()| id.to_owned()),
         })
     }
 
@@ -194,6 +205,17 @@ impl<'t> Enrollment<'t> {
         let store = RegisterError::Store;
         let now = self.now;
         let entry = match self.pending(&key).map_err(store)?.cloned() {
+            // Approved for another tagent than this attempt resolves to
+            // (an ip several tagents list): it waits, the approval kept as
+            // it was given.
+            Some(p) if p.approved() && p.tagent != reinstall_of => {
+                return Err(RegisterError::Pending {
+                    id: key,
+                    ip: req.ip,
+                    port: req.port,
+                    reinstall: reinstall_of.is_some(),
+                });
+            }
             Some(mut p) => {
                 p.tagent = reinstall_of;
                 p.source = req.source;
@@ -233,7 +255,7 @@ impl<'t> Enrollment<'t> {
             id: key,
             ip: req.ip,
             port: req.port,
-            reinstall_of,
+            reinstall: reinstall_of.is_some(),
         })
     }
 

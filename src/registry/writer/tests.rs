@@ -468,7 +468,7 @@ fn a_failed_commit_leaves_the_index_as_the_store_is_and_the_store_recovers() {
 fn a_single_use_token_admits_one_tagent_of_a_batch_and_its_use_is_written() {
     let mut w = World::new(Mine::All);
     w.policy.policies.default = Policy::Token;
-    let (token, text) = EnrollToken::generate("acme", NOW, NOW + 10_000, 1, "token:ab", "");
+    let (token, text) = EnrollToken::generate("acme", NOW, NOW + 10_000, 1, "token:ab", "", false);
     let id = token.id.clone();
     w.enrolled.tokens.insert(id.clone(), token);
     let with_token = |primary: &str| {
@@ -537,4 +537,65 @@ fn an_approval_is_spent_by_the_registration_it_admits_in_the_same_batch() {
         ry.try_recv(),
         Ok(Err(RegisterError::PendingFull(1)))
     ));
+}
+
+#[test]
+fn an_approval_admits_only_the_tagent_it_was_given_for() {
+    let mut w = World::new(Mine::All);
+    // Two tagents list the same ip (a Docker bridge): rule 7 allows it.
+    let (a, _) = register("10.0.0.1", &["10.0.0.9"]);
+    let (b, _) = register("10.0.0.2", &["10.0.0.9"]);
+    w.run(vec![a, b]);
+    let shared = |id| {
+        let (reply, rx) = oneshot::channel();
+        let mut r = reg("acme", Some(id), "10.0.0.9", 3939, "10.0.0.9");
+        r.credential = Some(Secret("new".into()));
+        (
+            Job::Register {
+                req: Box::new(r),
+                reply,
+            },
+            rx,
+        )
+    };
+    let print = Some(w.cipher.print("new"));
+    let key = crate::model::pending_id("acme", ip("10.0.0.9"), 3939, print);
+    let approved = Pending {
+        tenant: "acme".into(),
+        ip: ip("10.0.0.9"),
+        port: 3939,
+        tagent: Some(1),
+        source: ip("10.0.0.9"),
+        name: String::new(),
+        version: String::new(),
+        os_type: String::new(),
+        print,
+        first_ms: NOW,
+        last_ms: NOW,
+        attempts: 1,
+        approved_by: Some("token:ab".into()),
+        approved_ms: NOW,
+    };
+    w.enrolled.pending.insert(key.clone(), approved);
+    // Shown and approved as tagent 1's: spent on tagent 2, it is not.
+    let (job, _rx) = shared(2);
+    let d = w.decide(vec![job]);
+    assert!(
+        d.accepted.is_empty(),
+        "tagent 2 taken over with 1's approval"
+    );
+    assert!(matches!(
+        d.refused.as_slice(),
+        [(_, RegisterError::Pending { .. })]
+    ));
+    assert!(
+        d.enroll.pending_put.is_empty() && d.enroll.pending_delete.is_empty(),
+        "the approval is kept as it was given"
+    );
+    // For tagent 1, it is spent.
+    let (job, _rx) = shared(1);
+    let d = w.decide(vec![job]);
+    assert_eq!(d.accepted.len(), 1);
+    assert_eq!(d.accepted[0].decision.tagent.id, 1);
+    assert_eq!(d.enroll.pending_delete, vec![key]);
 }
