@@ -366,9 +366,9 @@ async fn a_registration_cannot_take_over_a_known_tagents_credential() {
         assert_eq!(status, 403, "{reply}");
         assert_eq!(reply["Status"], "ERROR");
         assert!(
-            reply["Message"].as_str().unwrap().contains(&format!(
+            reply["Message"].as_str().unwrap().contains(
                 "registration of 127.0.15.1:3939 (a new credential for a known tagent) is pending approval"
-            )),
+            ),
             "{reply}"
         );
     }
