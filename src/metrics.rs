@@ -213,6 +213,12 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        "tagent_hub_pending_expired_total",
+        Kind::Counter,
+        "Unapproved pending registrations no attempt renewed for a day, dropped to make room.",
+        &[],
+    ),
+    family(
         "tagent_hub_pending_full_total",
         Kind::Counter,
         "Registrations refused because max_pending registrations wait already.",

@@ -31,6 +31,9 @@ pub trait WriteTxn {
     fn pending(&mut self, key: &str) -> Result<Option<Pending>, StoreError>;
     /// How many registrations are pending, read in this transaction.
     fn pending_len(&mut self) -> Result<u64, StoreError>;
+    /// The ids of the unapproved pending registrations whose last attempt
+    /// is older than `before_ms`, read in this transaction.
+    fn pending_stale(&mut self, before_ms: u64) -> Result<Vec<String>, StoreError>;
     /// Write `batch`; returns once it is durable.
     fn commit(self: Box<Self>, batch: &WriteBatch<'_>) -> Result<(), StoreError>;
 }

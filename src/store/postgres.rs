@@ -566,6 +566,19 @@ impl WriteTxn for PgTxn<'_> {
         self.record("SELECT record FROM pending WHERE key = $1", key, PENDING)
     }
 
+    fn pending_stale(&mut self, before_ms: u64) -> Result<Vec<String>, StoreError> {
+        let client = self.client.as_ref().expect("an open transaction");
+        let rows = self
+            .store
+            .block_on(client.query("SELECT record FROM pending", &[]))
+            .map_err(pg_err)?;
+        let all = rows
+            .iter()
+            .map(|r| decode_record(r.get::<_, &[u8]>(0), PENDING))
+            .collect::<Result<Vec<Pending>, _>>()?;
+        Ok(super::redb::stale(all, before_ms))
+    }
+
     fn pending_len(&mut self) -> Result<u64, StoreError> {
         let client = self.client.as_ref().expect("an open transaction");
         let row = self

@@ -400,6 +400,11 @@ impl WriteTxn for RedbTxn<'_> {
         self.0.read_record(PENDING, key, "a pending registration")
     }
 
+    fn pending_stale(&mut self, before_ms: u64) -> Result<Vec<String>, StoreError> {
+        let all: Vec<Pending> = self.0.read_all(PENDING, "a pending registration")?;
+        Ok(stale(all, before_ms))
+    }
+
     fn pending_len(&mut self) -> Result<u64, StoreError> {
         Ok(self.0.begin_read()?.open_table(PENDING)?.len()?)
     }
@@ -407,6 +412,14 @@ impl WriteTxn for RedbTxn<'_> {
     fn commit(self: Box<Self>, batch: &WriteBatch<'_>) -> Result<(), StoreError> {
         self.0.commit(batch)
     }
+}
+
+/// The ids of the unapproved entries of `all` last seen before `before_ms`.
+pub(crate) fn stale(all: Vec<Pending>, before_ms: u64) -> Vec<String> {
+    all.into_iter()
+        .filter(|p| !p.approved() && p.last_ms < before_ms)
+        .map(|p| p.id())
+        .collect()
 }
 
 impl RedbStore {

@@ -40,6 +40,11 @@ impl Default for PolicyConfig {
 
 /// How long an operator's approval waits for the tagent's next attempt.
 const APPROVAL_TTL_MS: u64 = 24 * 3600 * 1000;
+/// A pending entry's attempts are written at most this often.
+const RETRY_WRITE_MS: u64 = 60 * 1000;
+/// An unapproved entry no attempt renewed for this long may be dropped
+/// to make room.
+const STALE_MS: u64 = 24 * 3600 * 1000;
 
 /// What let a registration in.
 pub(super) enum Grant {
@@ -216,6 +221,17 @@ impl<'t> Enrollment<'t> {
                     reinstall: reinstall_of.is_some(),
                 });
             }
+            // A retry within a minute of the last one written: nothing to
+            // write (a tagent retries every few seconds; a flood of retries
+            // costs no commit each).
+            Some(p) if p.tagent == reinstall_of && now < p.last_ms + RETRY_WRITE_MS => {
+                return Err(RegisterError::Pending {
+                    id: key,
+                    ip: req.ip,
+                    port: req.port,
+                    reinstall: reinstall_of.is_some(),
+                });
+            }
             Some(mut p) => {
                 p.tagent = reinstall_of;
                 p.source = req.source;
@@ -227,6 +243,9 @@ impl<'t> Enrollment<'t> {
                 p
             }
             None => {
+                if self.len().map_err(store)? >= self.config.max_pending {
+                    self.purge_stale().map_err(store)?;
+                }
                 if self.len().map_err(store)? >= self.config.max_pending {
                     metrics::counter!("tagent_hub_pending_full_total").increment(1);
                     return Err(RegisterError::PendingFull(self.config.max_pending));
@@ -257,6 +276,25 @@ impl<'t> Enrollment<'t> {
             port: req.port,
             reinstall: reinstall_of.is_some(),
         })
+    }
+
+    /// Drop the unapproved entries no attempt has renewed for
+    /// [`STALE_MS`] (a tagent that waits retries every few seconds, so
+    /// these are gone or were an attacker's): room for new ones.
+    fn purge_stale(&mut self) -> Result<(), StoreError> {
+        let before = self.now.saturating_sub(STALE_MS);
+        let stale = self.txn.pending_stale(before)?;
+        let n = stale.len();
+        for id in stale {
+            if self.pending.get(&id).is_some_and(Option::is_some) {
+                continue; // renewed in this batch
+            }
+            self.set_pending(id, None)?;
+        }
+        if n > 0 {
+            metrics::counter!("tagent_hub_pending_expired_total").increment(n as u64);
+        }
+        Ok(())
     }
 
     /// Spend what let a registration in: a token's use, or the approval

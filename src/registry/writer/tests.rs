@@ -109,6 +109,12 @@ impl WriteTxn for Enrolled {
     fn pending_len(&mut self) -> Result<u64, StoreError> {
         Ok(self.pending.len() as u64)
     }
+    fn pending_stale(&mut self, before_ms: u64) -> Result<Vec<String>, StoreError> {
+        Ok(crate::store::redb::stale(
+            self.pending.values().cloned().collect(),
+            before_ms,
+        ))
+    }
     fn commit(self: Box<Self>, _: &crate::store::WriteBatch<'_>) -> Result<(), StoreError> {
         unreachable!("stages are run alone here")
     }
@@ -124,6 +130,8 @@ struct World {
     cipher: crate::store::CredentialCipher,
     enrolled: Enrolled,
     policy: PolicyConfig,
+    /// The clock of the batch.
+    now: u64,
 }
 
 impl World {
@@ -139,6 +147,7 @@ impl World {
             cipher: crate::store::CredentialCipher::from_hex(&"00".repeat(32)).unwrap(),
             enrolled: Enrolled::default(),
             policy: PolicyConfig::default(),
+            now: NOW,
         }
     }
 
@@ -149,9 +158,9 @@ impl World {
             local: &NoSessions,
             mine: &self.mine,
             cipher: &self.cipher,
-            now: NOW,
+            now: self.now,
         };
-        let enroll = Enrollment::new(&mut self.enrolled, &self.policy, NOW);
+        let enroll = Enrollment::new(&mut self.enrolled, &self.policy, self.now);
         decide(&self.index, &cx, enroll, jobs)
     }
 
@@ -598,4 +607,36 @@ fn an_approval_admits_only_the_tagent_it_was_given_for() {
     assert_eq!(d.accepted.len(), 1);
     assert_eq!(d.accepted[0].decision.tagent.id, 1);
     assert_eq!(d.enroll.pending_delete, vec![key]);
+}
+
+#[test]
+fn a_full_pending_list_drops_entries_no_attempt_renewed_for_a_day() {
+    let mut w = World::new(Mine::All);
+    w.policy.policies.default = Policy::Approve;
+    w.policy.max_pending = 2;
+    let (a, _ra) = register("10.0.0.1", &[]);
+    let (b, _rb) = register("10.0.0.2", &[]);
+    let d = w.decide(vec![a, b]);
+    for mut p in d.enroll.pending_put {
+        // Seen last two days ago; the second one approved.
+        p.last_ms = 0;
+        if p.ip == ip("10.0.0.2") {
+            p.approved_by = Some("token:ab".into());
+        }
+        w.enrolled.pending.insert(p.id(), p);
+    }
+    let (c, mut rc) = register("10.0.0.3", &[]);
+    w.now = NOW + 2 * 24 * 3600 * 1000;
+    let d = w.decide(vec![c]);
+    assert!(rc.try_recv().is_err(), "waits: told after the commit");
+    assert_eq!(d.enroll.pending_put.len(), 1, "the new one waits");
+    assert_eq!(
+        d.enroll.pending_delete.len(),
+        1,
+        "the stale unapproved one went"
+    );
+    assert_eq!(
+        w.enrolled.pending[&d.enroll.pending_delete[0]].ip,
+        ip("10.0.0.1")
+    );
 }
