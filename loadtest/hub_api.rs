@@ -118,8 +118,13 @@ impl Hub {
     }
 
     /// Upload `tar` as the package of `version` for Linux (arch `default`),
-    /// or find the one kept already: its SHA-256.
-    pub async fn ensure_package(&self, version: &str, tar: Vec<u8>) -> anyhow::Result<String> {
+    /// or find the one kept already: its SHA-256, and whether it was uploaded
+    /// now.
+    pub async fn ensure_package(
+        &self,
+        version: &str,
+        tar: Vec<u8>,
+    ) -> anyhow::Result<(String, bool)> {
         let resp = self
             .http
             .post(self.url("/api/v1/packages"))
@@ -139,7 +144,7 @@ impl Hub {
         match status {
             201 => reply["sha256"]
                 .as_str()
-                .map(str::to_owned)
+                .map(|s| (s.to_owned(), true))
                 .context("the package reply has no sha256"),
             409 => {
                 let (s, list) = self
@@ -159,7 +164,7 @@ impl Hub {
                             && p["arch"] == "default"
                     })
                     .and_then(|p| p["sha256"].as_str())
-                    .map(str::to_owned)
+                    .map(|s| (s.to_owned(), false))
                     .context("409 on upload, but no such package listed")
             }
             _ => bail!("POST /api/v1/packages: {status} {reply}"),

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::fake_tagent::Setup;
 use crate::fleet::Fleet;
@@ -76,17 +75,9 @@ fn upgrade_commands(sha256: &str) -> BTreeMap<String, (Vec<String>, i32)> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let hub = Hub::new(&args.hub, &args.token)?;
     let tar = tar_of("bin/tagent", format!("tagent {TO}\n").as_bytes());
-    let sha = hub.ensure_package(TO, tar.clone()).await?;
-    let uploaded = hex::encode(Sha256::digest(&tar));
-    println!(
-        "package {TO}: {}{}",
-        &sha[..12],
-        if sha == uploaded {
-            " (uploaded)"
-        } else {
-            " (kept already)"
-        }
-    );
+    let (sha, uploaded) = hub.ensure_package(TO, tar).await?;
+    let how = if uploaded { "uploaded" } else { "kept already" };
+    println!("package {TO}: {} ({how})", &sha[..12]);
 
     let t = Instant::now();
     let setup = Setup {
