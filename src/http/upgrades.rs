@@ -29,6 +29,7 @@ impl From<PackageError> for ApiError {
             PackageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PackageError::Exists { .. } => StatusCode::CONFLICT,
             PackageError::NotFound(_) => StatusCode::NOT_FOUND,
+            PackageError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             PackageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

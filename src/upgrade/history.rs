@@ -1,7 +1,8 @@
 //! The upgrade history in the store: every change of a rollout or of one of
 //! its tagents, written by a task of its own (never the registry writer's)
-//! in the order it was made, changes that arrive together in one
-//! transaction. At start, a rollout this hub was running when it stopped is
+//! in the order it was made; changes that arrive together are coalesced to
+//! each record's latest, one transaction per rollout, retried a few times
+//! when the store refuses. At start, a rollout this hub was running when it stopped is
 //! marked interrupted, and each of its tagents says what became of it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -165,20 +166,34 @@ async fn write_loop(store: Arc<dyn RegistryStore>, mut rx: mpsc::UnboundedReceiv
                 entry.1.insert(t.tagent, t);
             }
         }
-        let store = store.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            for (header, targets) in rollouts.into_values() {
-                let targets: Vec<RolloutTarget> = targets.into_values().collect();
-                store.put_rollout(&header, &targets)?;
+        let work: Arc<Vec<(Rollout, Vec<RolloutTarget>)>> = Arc::new(
+            rollouts
+                .into_values()
+                .map(|(h, t)| (h, t.into_values().collect()))
+                .collect(),
+        );
+        // A store that refuses (a PostgreSQL failover, a full disk) gets
+        // three more tries over 7 s before the changes are given up.
+        let mut result = Err(String::new());
+        for wait in [0u64, 1, 2, 4] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            let (store, work) = (store.clone(), work.clone());
+            let written = tokio::task::spawn_blocking(move || {
+                for (header, targets) in work.iter() {
+                    store.put_rollout(header, targets)?;
+                }
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .await;
+            result = match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if result.is_ok() {
+                break;
             }
-            Ok::<_, crate::store::StoreError>(())
-        })
-        .await;
-        let result = match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        }
         if let Err(e) = &result {
             lost(n, e);
         }

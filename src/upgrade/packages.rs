@@ -34,8 +34,21 @@ pub enum PackageError {
     NotFound(String),
     #[error("the upload broke off: {0}")]
     Body(String),
+    #[error("two uploads are under way already; try again when one has ended")]
+    Busy,
     #[error("packages directory: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A file to remove when dropped, unless taken out.
+struct Leftover(Option<PathBuf>);
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// The packages directory of a hub, and what it holds (read once at
@@ -48,6 +61,8 @@ pub struct Packages {
     /// One upload or delete at a time: the check for a duplicate and the
     /// rename are one step.
     lock: tokio::sync::Mutex<()>,
+    /// Uploads streaming at once.
+    uploads: tokio::sync::Semaphore,
 }
 
 /// A version, os type or arch: a plain token (it goes into a file name on
@@ -155,6 +170,7 @@ impl Packages {
             max_bytes,
             known,
             lock: tokio::sync::Mutex::new(()),
+            uploads: tokio::sync::Semaphore::new(2),
         })
     }
 
@@ -212,10 +228,17 @@ impl Packages {
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
     ) -> Result<Package, PackageError> {
         validate(version, os_type, arch)?;
+        // Two at most at once: each may be max_bytes of disk until done.
+        let Ok(_slot) = self.uploads.try_acquire() else {
+            return Err(PackageError::Busy);
+        };
         let upload = self.dir.join(format!(
             ".upload-{}",
             hex::encode(rand::random::<[u8; 8]>())
         ));
+        // Removed however this ends (an error, or the request dropped when
+        // the client goes away), unless renamed into place.
+        let mut leftover = Leftover(Some(upload.clone()));
         let result = async {
             let mut file = tokio::fs::File::from_std(private_file(&upload)?);
             let mut hash = Sha256::new();
@@ -244,13 +267,7 @@ impl Packages {
             Ok((hex::encode(hash.finalize()), size))
         }
         .await;
-        let (sha256, size) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&upload).await;
-                return Err(e);
-            }
-        };
+        let (sha256, size) = result?;
         let _one = self.lock.lock().await;
         if let Some(p) = self.list()?.into_iter().find(|p| {
             p.sha256 == sha256
@@ -277,13 +294,22 @@ impl Packages {
         };
         let dir = self.dir.clone();
         let description = serde_json::to_vec_pretty(&package).expect("a package serializes");
-        tokio::task::spawn_blocking(move || {
-            std::fs::rename(&upload, dir.join(format!("{sha256}.tar")))?;
-            write_atomic(&dir.join(format!("{sha256}.json")), &description)?;
+        leftover.0 = None;
+        let kept = tokio::task::spawn_blocking(move || {
+            let tar = dir.join(format!("{sha256}.tar"));
+            if let Err(e) = std::fs::rename(&upload, &tar) {
+                let _ = std::fs::remove_file(&upload);
+                return Err(e);
+            }
+            if let Err(e) = write_atomic(&dir.join(format!("{sha256}.json")), &description) {
+                let _ = std::fs::remove_file(&tar);
+                return Err(e);
+            }
             sync_dir(&dir)
         })
         .await
-        .map_err(|e| io::Error::other(e.to_string()))??;
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        kept?;
         {
             let mut known = self.known.write();
             known.push(package.clone());
