@@ -433,13 +433,31 @@ async fn an_operator_rolls_out_an_upgrade_from_the_console() {
     bounded(async {
         let hub = Server::start();
         let tar = tar_of("bin/tagent", b"tagent 1.6.0");
-        let resp = common::client()
-            .post(hub.url("/api/v1/packages?version=1.6.0&os_type=Linux&arch=default"))
-            .body(tar.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201);
+        let http = http();
+        let (cookie, csrf) = sign_in(&http, &hub).await;
+        // Uploaded from the page's file form, as a browser sends it.
+        let multipart = |csrf: &str| {
+            let mut body = Vec::new();
+            for (k, v) in [("version", "1.6.0"), ("os_type", "Linux"), ("arch", "default")] {
+                body.extend_from_slice(
+                    format!("--XyZ\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                        .as_bytes(),
+                );
+            }
+            body.extend_from_slice(
+                b"--XyZ\r\nContent-Disposition: form-data; name=\"package\"; filename=\"t.tar\"\r\nContent-Type: application/x-tar\r\n\r\n",
+            );
+            body.extend_from_slice(&tar);
+            body.extend_from_slice(b"\r\n--XyZ--\r\n");
+            http.post(hub.url(&format!("/ui/packages?csrf={csrf}")))
+                .header("cookie", &cookie)
+                .header("content-type", "multipart/form-data; boundary=XyZ")
+                .body(body)
+        };
+        let resp = multipart("0".repeat(64).as_str()).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "no upload without the CSRF token");
+        let resp = multipart(&csrf).send().await.unwrap();
+        assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
         let sha = {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(&tar))
@@ -464,8 +482,6 @@ async fn an_operator_rolls_out_an_upgrade_from_the_console() {
         let (status, reply) = hub.register(&body("1.5.0"), Some("demo")).await;
         common::ok_id(status, &reply);
 
-        let http = http();
-        let (cookie, csrf) = sign_in(&http, &hub).await;
         let (status, page) = get(&http, &hub, &cookie, "/ui/upgrades").await;
         assert_eq!(status, 200);
         assert!(page.contains(&sha) && page.contains("rollout-form"), "{page}");

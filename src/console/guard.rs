@@ -46,6 +46,29 @@ pub async fn require(State(c): State<Console>, req: Request, next: Next) -> Resp
                 "this sign-in is read-only: changes need an admin token\n",
             );
         }
+        // A file upload (a package) streams on to its handler: its CSRF
+        // token comes in the form's action URL, not from a body read here.
+        let multipart = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+        if multipart {
+            let sent = req
+                .uri()
+                .query()
+                .and_then(|q| form_field(q.as_bytes(), "csrf"));
+            let ok = sent.is_some_and(|t| bool::from(t.as_bytes().ct_eq(session.csrf.as_bytes())));
+            if !ok {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "the form's CSRF token is missing or wrong: reload the page and try again\n",
+                );
+            }
+            req.extensions_mut().insert(session);
+            return next.run(req).await;
+        }
         let (parts, body) = req.into_parts();
         let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
             return refuse(

@@ -2,6 +2,7 @@
 //! other page behind the session guard.
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 
@@ -43,6 +44,11 @@ pub fn router(http: HttpState, tokens: AdminTokens, tls: bool) -> Router {
         .route("/upgrades/{id}", get(upgrades::rollout))
         .route("/upgrades/{id}/abort", post(upgrades::abort))
         .route("/packages/{sha}/delete", post(upgrades::delete_package))
+        // The package itself bounds the upload (`[upgrade] max_package_bytes`).
+        .route(
+            "/packages",
+            post(upgrades::upload_package).layer(DefaultBodyLimit::disable()),
+        )
         .route("/pending/{id}/{verb}", post(enrollment::decide))
         .route("/tokens", post(enrollment::create_token))
         .route("/tokens/{id}/revoke", post(enrollment::revoke_token))

@@ -1,12 +1,11 @@
-//! Upgrades in the console: the packages (listed, deleted; uploaded with
-//! `tagent-hub ctl packages upload`, as a browser form would carry the tar
-//! through the CSRF check's form reader), the rollouts (newest first), a
+//! Upgrades in the console: the packages (listed, uploaded from a file
+//! form streamed to disk, deleted), the rollouts (newest first), a
 //! form to start one on a filter, and one rollout with each tagent's
 //! steps, refreshing itself while it runs, with abort. Through the API's
 //! own functions, so its checks and messages are the API's.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
@@ -241,5 +240,60 @@ pub async fn delete_package(
     match c.http.upgrades.packages().delete(&sha).await {
         Ok(_) => Redirect::to("/ui/upgrades").into_response(),
         Err(e) => show(&c, &session, Some(e.to_string()), ApiError::from(e).0).await,
+    }
+}
+
+/// Upload a package from the page's file form: its version, os type and
+/// arch fields first, then the tar, streamed to disk as the API does.
+pub async fn upload_package(
+    State(c): State<Console>,
+    Extension(session): Extension<Session>,
+    mut form: Multipart,
+) -> Response {
+    let mut fields = std::collections::HashMap::new();
+    let result = loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Err("the form has no package file".to_owned()),
+            Err(e) => break Err(format!("the upload broke off: {e}")),
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        if name == "package" {
+            let get = |k: &str| {
+                fields
+                    .get(k)
+                    .map(String::as_str)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            };
+            let (version, os_type) = (get("version"), get("os_type"));
+            let arch = Some(get("arch"))
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| "default".into());
+            break c
+                .http
+                .upgrades
+                .packages()
+                .add(&version, &os_type, &arch, session.actor.as_str(), field)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        if !matches!(name.as_str(), "version" | "os_type" | "arch") || fields.len() >= 3 {
+            break Err(format!("unexpected form field {name:.32}"));
+        }
+        match field.text().await {
+            Ok(t) if t.len() <= 64 => {
+                fields.insert(name, t);
+            }
+            _ => break Err(format!("the field {name} is not a short text")),
+        }
+    };
+    match result {
+        Ok(p) => {
+            tracing::info!(sha256 = %p.sha256, version = %p.version, by = session.actor.as_str(), "package added from the console");
+            Redirect::to("/ui/upgrades").into_response()
+        }
+        Err(m) => show(&c, &session, Some(m), StatusCode::BAD_REQUEST).await,
     }
 }
