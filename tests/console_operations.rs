@@ -10,7 +10,7 @@ mod fake_tagent;
 use std::future::Future;
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Server};
+use common::{ADMIN_TOKEN, Server, tar_of};
 use fake_tagent::{EXAMPLE_CONFIG, FakeTagent, Setup};
 use serde_json::json;
 
@@ -411,18 +411,6 @@ async fn an_operator_approves_a_pending_registration_and_manages_tokens_in_the_c
         assert!(page.contains("revoked"), "{page}");
     })
     .await;
-}
-
-/// A one-file tar, as `tar cf` writes it.
-fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = [0u8; 512];
-    header[..name.len()].copy_from_slice(name.as_bytes());
-    header[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
-    header[257..263].copy_from_slice(b"ustar\0");
-    let mut out = header.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
-    out
 }
 
 /// The Upgrades page: a package listed, a rollout started from the form

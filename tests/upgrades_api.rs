@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::{Options, Server};
+use common::{Options, Server, tar_of};
 use fake_tagent::{FakeTagent, Hostile, Setup};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -24,19 +24,6 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(120), f)
         .await
         .expect("the test finished within 120 s")
-}
-
-/// A one-file tar, as `tar cf` writes it.
-fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = [0u8; 512];
-    header[..name.len()].copy_from_slice(name.as_bytes());
-    header[100..108].copy_from_slice(b"0000644\0");
-    header[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
-    header[257..263].copy_from_slice(b"ustar\0");
-    let mut out = header.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
-    out
 }
 
 /// The unpack command the hub sends for `tar`.

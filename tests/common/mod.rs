@@ -779,3 +779,17 @@ pub fn identity(
         version: Some("2.0".into()),
     }
 }
+
+/// A one-file tar, as `tar cf` writes it: what an installation package
+/// needs to pass the hub's check (a ustar header).
+pub fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    header[257..263].copy_from_slice(b"ustar\0");
+    let mut out = header.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
