@@ -526,14 +526,20 @@ async fn upgrade_one(
 }
 
 /// Wait until tagent `id` is registered reporting `version`; the version
-/// it reports at the deadline otherwise.
+/// it reports at the deadline otherwise. Woken by the registry's events
+/// for it (published once a registration is durable), with a look every
+/// 5 s besides (a watcher that lagged behind, or missed one).
 async fn wait_for_version(
     registry: &Registry,
     id: TagentId,
     version: &str,
     timeout: Duration,
 ) -> Result<(), String> {
+    use tokio::sync::broadcast::error::RecvError;
     let deadline = tokio::time::Instant::now() + timeout;
+    // Subscribed before the first look: a registration between the two is
+    // still heard.
+    let mut live = registry.events().subscribe(None).live;
     loop {
         let now = registry.get(id).map(|t| t.host.version).unwrap_or_default();
         if now == version {
@@ -542,6 +548,18 @@ async fn wait_for_version(
         if tokio::time::Instant::now() >= deadline {
             return Err(now);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+        let _ = tokio::time::timeout_at(wake, async {
+            loop {
+                match live.recv().await {
+                    Ok(n) if u64::from(n.event.tagent_id) == id => return,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return,
+                    // No more events: the 5 s look is all there is.
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        })
+        .await;
     }
 }
