@@ -44,11 +44,7 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    crate::nofile::raise_for(args.count as u64 + 1000)?;
-    let runtime = crate::ops_runtime(args.threads)?;
-    let r = runtime.block_on(run(args));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    r
+    crate::run_ops_bench(args.count, args.threads, run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

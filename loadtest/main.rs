@@ -168,15 +168,25 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The operation benches' runtime: multi-threaded (the fakes answer while
 /// the bench polls), at most 16 threads.
-fn ops_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+/// Run an operations bench over `fakes` fake listeners: the open-file
+/// limit raised for them, `run` on a runtime of `threads` workers.
+fn run_ops_bench(
+    fakes: usize,
+    threads: usize,
+    run: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     if threads == 0 || threads > 16 {
         bail!("--threads must be between 1 and 16");
     }
-    tokio::runtime::Builder::new_multi_thread()
+    nofile::raise_for(fakes as u64 + 1000)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
+        .context("cannot start the async runtime")?;
+    let r = runtime.block_on(run);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    r
 }
 
 fn main() -> anyhow::Result<()> {

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
-use super::page::{Chrome, error, render, when};
+use super::page::{Chrome, error, number, render, when};
 use super::session::Session;
 use super::state::Console;
 use crate::http::ApiError;
 use crate::http::enrollment::{self as api, NewToken, PendingList, TokenView};
+use crate::model::enrollment::is_hex;
 
 /// One pending registration as listed.
 struct PendingLine {
@@ -149,7 +150,7 @@ pub async fn decide(
             );
         }
     };
-    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !is_hex(&id, 16) {
         return error(
             &session,
             &ApiError(StatusCode::NOT_FOUND, "no such pending registration".into()),
@@ -167,17 +168,8 @@ pub async fn create_token(
     Extension(session): Extension<Session>,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let number = |s: &str, what: &str| -> Result<Option<u64>, String> {
-        match s.trim() {
-            "" => Ok(None),
-            t => t
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("{what} must be a whole number")),
-        }
-    };
-    let parsed = number(&form.uses, "uses").and_then(|uses| {
-        let hours = number(&form.hours, "hours")?;
+    let parsed = number::<u64>(&form.uses, "uses").and_then(|uses| {
+        let hours = number::<u64>(&form.hours, "hours")?;
         let max_uses = uses
             .map(|u| u32::try_from(u).map_err(|_| "uses is too large".to_owned()))
             .transpose()?;

@@ -83,6 +83,17 @@ pub fn percent(v: Option<f32>) -> String {
     v.map(|v| format!("{v:.1}%")).unwrap_or_default()
 }
 
+/// A form's number field: blank is `None`, anything else must parse.
+pub fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>, String> {
+    match s.trim() {
+        "" => Ok(None),
+        t => t
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{what} must be a whole number")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

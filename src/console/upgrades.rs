@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
-use super::page::{Chrome, error, render, when};
+use super::page::{Chrome, error, number, render, when};
 use super::session::Session;
 use super::state::Console;
 use crate::http::ApiError;
 use crate::http::upgrades::{UpgradeRequest, begin};
+use crate::model::enrollment::is_hex;
 use crate::model::{FilterParams, Package, Rollout, RolloutState, RolloutTarget};
 
 struct RolloutLine {
@@ -130,16 +131,6 @@ pub async fn page(State(c): State<Console>, Extension(session): Extension<Sessio
     show(&c, &session, None, StatusCode::OK).await
 }
 
-fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>, String> {
-    match s.trim() {
-        "" => Ok(None),
-        t => t
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{what} must be a whole number")),
-    }
-}
-
 /// Start a rollout on the form's filter, then its page.
 pub async fn start(
     State(c): State<Console>,
@@ -175,7 +166,7 @@ pub async fn start(
 }
 
 fn checked(id: &str) -> Result<(), ApiError> {
-    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if is_hex(id, 16) {
         Ok(())
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, "no such rollout".into()))

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::auth::Actor;
 use super::{ApiError, HttpState};
 use crate::listener::audit::Record;
-use crate::model::enrollment::TOKEN_ID_LEN;
+use crate::model::enrollment::{TOKEN_ID_LEN, is_hex};
 use crate::model::{EnrollToken, Pending, Policy, TagentId, now_millis};
 use crate::registry::request::validate_tenant;
 use crate::registry::{EnrollJob, EnrollOutcome};
@@ -278,7 +278,7 @@ pub(crate) async fn revoke_token(
 }
 
 pub async fn revoke(s: &HttpState, who: &str, id: &str) -> Result<TokenView, ApiError> {
-    if id.len() != TOKEN_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !is_hex(id, TOKEN_ID_LEN) {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no enrollment token {id:.32}"),
@@ -328,7 +328,7 @@ pub async fn pending(s: &HttpState) -> Result<PendingList, ApiError> {
 
 /// `id` if it has a pending id's form.
 fn checked(id: &str) -> Result<String, ApiError> {
-    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if is_hex(id, 16) {
         Ok(id.to_ascii_lowercase())
     } else {
         Err(ApiError(

@@ -77,8 +77,13 @@ impl TokenRefusal {
 /// The id and secret of a token's text, if it has the token's form.
 pub fn split_token(text: &str) -> Option<(&str, &str)> {
     let (id, secret) = text.split_once('.')?;
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(id, TOKEN_ID_LEN) && hex(secret, TOKEN_SECRET_LEN)).then_some((id, secret))
+    (is_hex(id, TOKEN_ID_LEN) && is_hex(secret, TOKEN_SECRET_LEN)).then_some((id, secret))
+}
+
+/// Whether `s` is `len` hex digits: the form of every id the hub hands out
+/// (tokens, pending registrations, rollouts), checked before any lookup.
+pub fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub fn secret_digest(secret: &str) -> [u8; 32] {
